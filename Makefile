@@ -1,0 +1,43 @@
+# The README's commands. Everything runs from a virtualenv in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+
+.PHONY: demo test run worker lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## make demo: one double opt-in signup end to end on the embedded defaults
+demo: $(STAMP)
+	$(BIN)/newsletter init
+	$(BIN)/newsletter db upgrade
+	$(BIN)/newsletter demo
+
+## make test: the whole suite (real Redis, SQLite and PostgreSQL, SMTP on loopback, Chromium)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## make run: gunicorn on :8000 and one worker, for real use
+run: $(STAMP)
+	$(BIN)/newsletter db upgrade
+	$(BIN)/newsletter worker & \
+	  trap 'kill $$!' EXIT; \
+	  $(BIN)/gunicorn --workers 2 --threads 4 --bind 0.0.0.0:8000 wsgi:app
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/signup.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache tests/artifacts

@@ -1,0 +1,156 @@
+"""Configuration: defaults, then ``instance/config.toml``, then ``NEWSLETTER_*`` variables.
+
+Every value is parsed and checked here, at start-up, so that a typo is a one-line
+error naming the variable instead of a surprise in a worker hours later.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+PREFIX = "NEWSLETTER_"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names it."""
+
+
+def _str(value: Any) -> str:
+    return str(value).strip()
+
+
+def _int(value: Any) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if number < 0:
+        raise ValueError("expected a number >= 0")
+    return number
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _list(value: Any) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value if str(v)]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def _url(*schemes: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip()
+        if not text:
+            return ""
+        scheme = urlsplit(text).scheme.split("+")[0]
+        if scheme not in schemes:
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return text
+
+    return parse
+
+
+def _rate(value: Any) -> tuple[int, int]:
+    """``"20/60"`` means 20 events per 60 seconds."""
+    try:
+        count, seconds = (int(part) for part in str(value).split("/"))
+    except ValueError:
+        raise ValueError('expected "COUNT/SECONDS", e.g. "20/60"') from None
+    if count < 1 or seconds < 1:
+        raise ValueError("count and seconds must be positive")
+    return count, seconds
+
+
+@dataclass(frozen=True)
+class Setting:
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+
+
+#: Every setting the engine knows. Unknown keys in the instance file are errors.
+SETTINGS: dict[str, Setting] = {
+    "SECRET_KEY": Setting(_str, None, "signs links and sessions; required"),
+    "SECRET_KEY_FALLBACKS": Setting(_list, [], "old secret keys, comma-separated: links they signed keep working"),
+    "DATABASE_URL": Setting(_url("sqlite", "postgresql"), "", "SQLAlchemy URL; default: SQLite file in the instance folder"),
+    "REDIS_URL": Setting(_url("redis", "rediss", "unix"), "redis://localhost:6379/0", "Redis for queues and counters"),
+    "SMTP_URL": Setting(_url("smtp", "smtps"), "", "smtp://user:pass@host:587?starttls=true or smtps://...; unset: Maildir outbox"),
+    "SMTP_TIMEOUT": Setting(_int, 30, "seconds before an SMTP operation gives up"),
+    "OUTBOX_DIR": Setting(_str, "", "Maildir outbox used when SMTP_URL is unset; default: instance/outbox"),
+    "BASE_URL": Setting(_url("http", "https"), "http://localhost:5000", "public address used in links inside emails"),
+    "FROM": Setting(_str, "Store <news@store.example>", "From header of every email"),
+    "POSTAL_ADDRESS": Setting(_str, "1 Example Street, Example City", "postal address printed in marketing mail (CAN-SPAM)"),
+    "STORE_NAME": Setting(_str, "Our store", "the store's name as subscribers know it"),
+    "CONFIRM_MAX_AGE_DAYS": Setting(_int, 7, "days a confirmation link stays valid"),
+    "SIGNUP_RATE_LIMIT": Setting(_rate, "20/60", "signups per IP: COUNT/SECONDS"),
+    "CONFIRMATIONS_PER_ADDRESS": Setting(_int, 3, "confirmation emails per address per 24 hours, whatever the IP"),
+    "CHECK_DELIVERABILITY": Setting(_bool, False, "look up the domain's MX records at signup (needs DNS)"),
+    "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
+    "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
+    "SWEEP_INTERVAL": Setting(_int, 60, "seconds between a worker's sweeps for unsent transactional mail"),
+}
+
+
+def load_config(instance_path: str | Path, environ: Mapping[str, str] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge defaults, the instance file and the environment; raise ConfigError on bad input."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, tuple[Any, str]] = {k: (s.default, k) for k, s in SETTINGS.items()}
+
+    config_file = Path(instance_path) / "config.toml"
+    if config_file.exists():
+        try:
+            data = tomllib.loads(config_file.read_text("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_file}: {exc}") from None
+        for key, value in data.items():
+            name = key.upper()
+            if name not in SETTINGS:
+                raise ConfigError(f"{config_file}: unknown setting {key!r}")
+            raw[name] = (value, f"{config_file}: {key}")
+
+    for name, value in environ.items():
+        if not name.startswith(PREFIX) or name == PREFIX + "INSTANCE_PATH":
+            continue
+        key = name[len(PREFIX):]
+        if key not in SETTINGS:
+            raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
+        raw[key] = (value, name)
+
+    for key, value in (overrides or {}).items():
+        raw[key] = (value, key)
+
+    config: dict[str, Any] = {}
+    for key, (value, origin) in raw.items():
+        setting = SETTINGS.get(key)
+        if setting is None or value is None:
+            config[key] = value
+            continue
+        try:
+            config[key] = setting.parse(value)
+        except ValueError as exc:
+            label = origin if not origin.isupper() or origin.startswith(PREFIX) else PREFIX + origin
+            raise ConfigError(f"{label}: {exc} (got {value!r})") from None
+
+    if not config.get("SECRET_KEY"):
+        raise ConfigError(f"{PREFIX}SECRET_KEY is missing: set it, or run 'newsletter init'")
+    if not config["DATABASE_URL"]:
+        config["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'newsletter.sqlite3'}"
+    if not config["OUTBOX_DIR"]:
+        config["OUTBOX_DIR"] = str(Path(instance_path) / "outbox")
+    return config

@@ -1,0 +1,1 @@
+"""Everything that reaches a mailbox: one message builder, one transport interface."""

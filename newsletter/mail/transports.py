@@ -1,0 +1,132 @@
+"""Transports behind one interface: SMTP for real use, a Maildir outbox as the default."""
+
+from __future__ import annotations
+
+import mailbox
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import getaddresses
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class TransportError(Exception):
+    """A message could not be handed over; ``temporary`` says whether a retry may help."""
+
+    def __init__(self, message: str, *, temporary: bool, code: int | None = None):
+        super().__init__(message)
+        self.temporary = temporary
+        self.code = code
+
+
+class Transport(Protocol):
+    def send(self, message: EmailMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def recipients_of(message: EmailMessage) -> list[str]:
+    return [addr for _name, addr in getaddresses(message.get_all("To", []) + message.get_all("Cc", []))]
+
+
+class MaildirTransport:
+    """Writes each message into a Maildir folder (readable by any mail client)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._box = mailbox.Maildir(self.path, create=True)
+
+    def send(self, message: EmailMessage) -> None:
+        self._box.add(message.as_bytes())
+
+    def close(self) -> None:
+        pass
+
+
+class SMTPTransport:
+    """One reused SMTP connection with timeouts, STARTTLS or implicit TLS, and auth."""
+
+    def __init__(self, url: str, timeout: float = 30):
+        parts = urlsplit(url)
+        options = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
+        self.implicit_tls = parts.scheme == "smtps"
+        self.starttls = options.get("starttls", "false") in {"1", "true", "yes"}
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (465 if self.implicit_tls else 25)
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.timeout = timeout
+        self.verify = options.get("verify", "true") not in {"0", "false", "no"}
+        self._conn: smtplib.SMTP | None = None
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            if self.implicit_tls:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=self._tls_context()
+                )
+            else:
+                conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+                if self.starttls:
+                    conn.starttls(context=self._tls_context())
+            if self.username:
+                conn.login(self.username, self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise TransportError(f"SMTP login refused: {exc.smtp_code}", temporary=False) from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}", temporary=True) from exc
+        return conn
+
+    def send(self, message: EmailMessage) -> None:
+        """Send one message, reconnecting once if the kept connection went away."""
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                self._conn.send_message(message, to_addrs=recipients_of(message))
+                return
+            except smtplib.SMTPRecipientsRefused as exc:
+                code = next(iter(exc.recipients.values()))[0]
+                raise TransportError(f"recipient refused: {code}", temporary=400 <= code < 500, code=code) from exc
+            except smtplib.SMTPResponseException as exc:
+                if exc.smtp_code == 421:
+                    self._drop()
+                raise TransportError(
+                    f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", temporary=400 <= exc.smtp_code < 500,
+                    code=exc.smtp_code,
+                ) from exc
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._drop()
+                if attempt == 2:
+                    raise TransportError(f"connection lost: {exc}", temporary=True) from exc
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (OSError, smtplib.SMTPException):
+                pass
+            self._drop()
+
+
+def make_transport(config: dict) -> Transport:
+    """The configured transport: SMTP when ``SMTP_URL`` is set, else the Maildir outbox."""
+    if config.get("SMTP_URL"):
+        return SMTPTransport(config["SMTP_URL"], timeout=config.get("SMTP_TIMEOUT", 30))
+    return MaildirTransport(config["OUTBOX_DIR"])

@@ -1,0 +1,52 @@
+"""The consent ledger: one append-only row per consent event (GDPR Art. 7 evidence)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Enum, ForeignKey, Index, String, event
+from sqlalchemy.orm import Mapped, mapped_column
+
+from newsletter import clock
+from newsletter.db import Base
+
+
+class ConsentAction(enum.StrEnum):
+    SIGNUP_REQUESTED = "signup_requested"  #: the form was submitted
+    CONFIRMED = "confirmed"  #: the person clicked Confirm (double opt-in)
+
+
+class LedgerIsAppendOnly(Exception):
+    """Raised when code tries to change or delete a consent event."""
+
+
+class ConsentEvent(Base):
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_subscriber", "subscriber_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"))
+    action: Mapped[ConsentAction] = mapped_column(
+        Enum(ConsentAction, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
+    )
+    #: topic slugs the event is about
+    topics: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: UTC
+    occurred_at: Mapped[datetime] = mapped_column(default=clock.now)
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+    #: which form or channel, e.g. "web:subscribe"
+    source: Mapped[str] = mapped_column(String(100))
+    #: the exact consent wording the person was shown: its version and sha256
+    wording_version: Mapped[str | None] = mapped_column(String(50))
+    wording_hash: Mapped[str | None] = mapped_column(String(64))
+    #: anything else worth keeping as evidence (before/after, ...)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+@event.listens_for(ConsentEvent, "before_update")
+@event.listens_for(ConsentEvent, "before_delete")
+def _refuse_changes(_mapper, _connection, target: ConsentEvent) -> None:
+    raise LedgerIsAppendOnly(f"consent event {target.id} cannot be changed or deleted")

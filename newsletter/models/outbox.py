@@ -1,0 +1,39 @@
+"""Transactional mail waiting to go out: the row is the promise, the RQ job the courier.
+
+The row is written in the same transaction as the signup, so a signup is never lost
+when Redis is down: a worker's sweep finds unsent rows and enqueues them again.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from newsletter import clock
+from newsletter.db import Base
+
+
+class OutboxKind(enum.StrEnum):
+    CONFIRM = "confirm"  #: "please confirm your subscription"
+    ALREADY_SUBSCRIBED = "already_subscribed"  #: an active subscriber signed up again
+
+
+class OutboxEmail(Base):
+    __tablename__ = "outbox_emails"
+    __table_args__ = (Index("ix_outbox_emails_unsent", "sent_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[OutboxKind] = mapped_column(
+        Enum(OutboxKind, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
+    )
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    #: set by the worker that took it; a stale claim is taken over by the sweep
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""The domain: plain functions with explicit arguments. They flush; callers commit."""

@@ -1,0 +1,69 @@
+"""The consent wording people are shown, versioned and hashed as evidence."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from newsletter import clock
+from newsletter.models import ConsentAction, ConsentEvent
+
+#: Bump the version whenever the text changes; the ledger keeps version and hash.
+SIGNUP_WORDING_VERSION = "signup-2026-11"
+SIGNUP_WORDING = (
+    "Yes, {store} may email me about the topics I ticked. I can change my choices or "
+    "unsubscribe at any time with the link in every email, and {store} will not share my "
+    "address with anyone unless I say so."
+)
+
+
+@dataclass(frozen=True)
+class Wording:
+    version: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+
+def signup_wording(store_name: str) -> Wording:
+    return Wording(SIGNUP_WORDING_VERSION, SIGNUP_WORDING.format(store=store_name))
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """Who asked, from where: the evidence that goes with every consent event."""
+
+    ip: str | None
+    user_agent: str | None
+    source: str
+
+
+def record_event(
+    session: Session,
+    subscriber_id: int,
+    action: ConsentAction,
+    request: RequestInfo,
+    *,
+    topics: list[str] | None = None,
+    wording: Wording | None = None,
+    details: dict | None = None,
+) -> ConsentEvent:
+    """Append one event to the consent ledger."""
+    event = ConsentEvent(
+        subscriber_id=subscriber_id,
+        action=action,
+        topics=sorted(topics or []),
+        occurred_at=clock.now(),
+        ip=(request.ip or None) and request.ip[:45],
+        user_agent=(request.user_agent or None) and request.user_agent[:500],
+        source=request.source[:100],
+        wording_version=wording.version if wording else None,
+        wording_hash=wording.sha256 if wording else None,
+        details=details or {},
+    )
+    session.add(event)
+    return event

@@ -1,0 +1,84 @@
+"""Delivery of transactional mail from the outbox: claim, build, send, mark sent."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from newsletter import clock
+from newsletter.mail.message import build_message
+from newsletter.mail.transports import Transport
+from newsletter.models import OutboxEmail, OutboxKind, Subscriber
+from newsletter.services.rendering import render_transactional
+from newsletter.services.signup import confirmation_token
+
+#: A claim older than this belongs to a worker that died; the sweep hands it out again.
+STALE_CLAIM = timedelta(minutes=10)
+
+
+def claim(session: Session, outbox_id: int) -> bool:
+    """Take the row for this worker; False if it is sent or another worker holds it."""
+    now = clock.now()
+    result = session.execute(
+        update(OutboxEmail)
+        .where(
+            OutboxEmail.id == outbox_id,
+            OutboxEmail.sent_at.is_(None),
+            or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
+        )
+        .values(claimed_at=now, attempts=OutboxEmail.attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def deliver(session: Session, config: dict, transport: Transport, outbox_id: int) -> str | None:
+    """Send one claimed outbox email and mark it sent; returns its Message-ID."""
+    outbox = session.get(OutboxEmail, outbox_id)
+    if outbox is None or outbox.sent_at is not None:
+        return None
+    subscriber = session.get(Subscriber, outbox.subscriber_id)
+    message = build_for(config, outbox.kind, subscriber)
+    try:
+        transport.send(message)
+    except Exception as exc:
+        outbox.claimed_at = None  # let the retry (or the sweep) take it again
+        outbox.last_error = str(exc)[:1000]
+        session.commit()
+        raise
+    outbox.sent_at = clock.now()
+    outbox.message_id = message["Message-ID"]
+    return outbox.message_id
+
+
+def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber):
+    base = config["BASE_URL"].rstrip("/")
+    context = {
+        "store": config["STORE_NAME"],
+        "postal_address": config["POSTAL_ADDRESS"],
+        "first_name": subscriber.first_name,
+    }
+    if kind == OutboxKind.CONFIRM:
+        context["confirm_url"] = f"{base}/confirm/{confirmation_token(config, subscriber)}"
+        context["max_age_days"] = config["CONFIRM_MAX_AGE_DAYS"]
+    subject, text, html = render_transactional(kind.value, **context)
+    return build_message(sender=config["FROM"], to=subscriber.email, subject=subject, text=text, html=html)
+
+
+def unsent_outbox_ids(session: Session, older_than: timedelta, limit: int = 1000) -> list[int]:
+    """Outbox rows nobody is working on: never enqueued (Redis was down) or abandoned."""
+    now = clock.now()
+    return list(
+        session.scalars(
+            select(OutboxEmail.id)
+            .where(
+                OutboxEmail.sent_at.is_(None),
+                OutboxEmail.created_at <= now - older_than,
+                or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
+                OutboxEmail.attempts < 10,
+            )
+            .order_by(OutboxEmail.id)
+            .limit(limit)
+        )
+    )

@@ -1,0 +1,1 @@
+"""Pages subscribers see: signup and confirmation."""

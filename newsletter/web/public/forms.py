@@ -1,0 +1,41 @@
+"""Forms of the public pages (Flask-WTF: CSRF on every POST)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import SelectMultipleField, StringField, widgets
+from wtforms.validators import InputRequired, Length, Optional, ValidationError
+
+
+def no_control_characters(_form, field) -> None:
+    if field.data and any(ord(ch) < 32 or ord(ch) == 127 for ch in field.data):
+        raise ValidationError("Please use letters only, without line breaks.")
+
+
+class CheckboxesField(SelectMultipleField):
+    widget = widgets.ListWidget(prefix_label=False)
+    option_widget = widgets.CheckboxInput()
+
+
+class SubscribeForm(FlaskForm):
+    email = StringField(
+        "Email address", validators=[InputRequired("Please enter your email address."), Length(max=320)]
+    )
+    first_name = StringField(
+        "First name (optional)", validators=[Optional(), Length(max=100), no_control_characters]
+    )
+    topics = CheckboxesField("What would you like to hear about?", choices=[])
+    #: honeypot: hidden from people, filled in by bots
+    website = StringField("Leave this field empty", validators=[Optional()])
+
+    def validate_topics(self, field) -> None:
+        if not field.data:
+            raise ValidationError("Please choose at least one topic.")
+
+
+class ConfirmForm(FlaskForm):
+    """One button; the token is in the URL."""
+
+
+class ResendForm(FlaskForm):
+    """Ask for a fresh confirmation link after the old one expired."""

@@ -1,0 +1,109 @@
+"""Signup and confirmation views: validate, call one service, render."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from newsletter.services import limits, signup
+from newsletter.services.addresses import InvalidAddress, normalize_address
+from newsletter.services.consent import RequestInfo, signup_wording
+from newsletter.services.tokens import TokenError
+from newsletter.web import db, runtime
+from newsletter.web.public.forms import ConfirmForm, ResendForm, SubscribeForm
+
+bp = Blueprint("public", __name__)
+
+
+def request_info(source: str) -> RequestInfo:
+    return RequestInfo(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"), source=source)
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("public.subscribe"))
+
+
+@bp.route("/subscribe", methods=["GET", "POST"])
+def subscribe():
+    config = current_app.config
+    wording = signup_wording(config["STORE_NAME"])
+    form = SubscribeForm()
+    topics = signup.list_topics(db())
+    form.topics.choices = [(t.slug, t.name) for t in topics]
+
+    if request.method == "POST":
+        if not limits.signup_allowed_from_ip(runtime().redis, request.remote_addr or "-", config["SIGNUP_RATE_LIMIT"]):
+            return render_template("web/error.html", title="Too many requests",
+                                   message="Too many signups from your network. Please try again in a minute."), 429
+        if form.validate_on_submit():
+            if form.website.data:
+                # A bot filled the honeypot: answer as usual, keep nothing.
+                return render_template("web/check_inbox.html")
+            try:
+                email = normalize_address(form.email.data, check_deliverability=config["CHECK_DELIVERABILITY"])
+            except InvalidAddress as exc:
+                form.email.errors = [str(exc)]
+            else:
+                signup.request_signup(
+                    db(), runtime().redis, config, email=email,
+                    first_name=(form.first_name.data or "").strip() or None,
+                    topic_slugs=form.topics.data, wording=wording,
+                    request=request_info("web:subscribe"), dispatch=runtime().send_transactional,
+                )
+                db().commit()
+                return render_template("web/check_inbox.html")
+        status = 400
+    else:
+        status = 200
+    return render_template("web/subscribe.html", form=form, topics=topics, wording=wording), status
+
+
+@bp.get("/confirm/<token>")
+def confirm_page(token: str):
+    """Shows one Confirm button and changes nothing: link scanners GET every link."""
+    try:
+        subscriber = signup.subscriber_from_confirmation(db(), current_app.config, token)
+    except TokenError as exc:
+        return _link_problem(exc, token)
+    return render_template("web/confirm.html", form=ConfirmForm(), token=token,
+                           already=subscriber.status == "active" and not _pending(subscriber))
+
+
+@bp.post("/confirm/<token>")
+def confirm(token: str):
+    form = ConfirmForm()
+    try:
+        subscriber = signup.subscriber_from_confirmation(db(), current_app.config, token)
+    except TokenError as exc:
+        return _link_problem(exc, token)
+    if not form.validate_on_submit():
+        return render_template("web/confirm.html", form=form, token=token, already=False), 400
+    signup.confirm(db(), subscriber, request_info("web:confirm"))
+    db().commit()
+    return render_template("web/confirmed.html", topics=[s.topic.name for s in subscriber.subscriptions
+                                                         if s.status == "active"])
+
+
+@bp.post("/confirm/<token>/resend")
+def resend(token: str):
+    form = ResendForm()
+    try:
+        signup.subscriber_from_confirmation(db(), current_app.config, token)
+        return redirect(url_for("public.confirm_page", token=token))  # still valid: nothing to resend
+    except TokenError as exc:
+        subscriber = exc.payload if exc.expired else None
+    if subscriber is None or not form.validate_on_submit():
+        return _link_problem(TokenError("this link is not valid"), token)
+    signup.resend_confirmation(db(), runtime().redis, current_app.config, subscriber,
+                               runtime().send_transactional)
+    db().commit()
+    return render_template("web/check_inbox.html")
+
+
+def _pending(subscriber) -> bool:
+    return any(s.status == "pending" for s in subscriber.subscriptions)
+
+
+def _link_problem(exc: TokenError, token: str):
+    return render_template("web/link_problem.html", expired=exc.expired and exc.payload is not None,
+                           form=ResendForm(), token=token), 400

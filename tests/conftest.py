@@ -1,0 +1,242 @@
+"""Fixtures on real parts: Redis, SQLite and PostgreSQL, an SMTP server on loopback, Chromium."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+from rq import SimpleWorker
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from newsletter import clock, create_app
+from newsletter.migrate import upgrade
+
+REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+# --- SMTP: a real server on loopback that records the raw bytes ---------------------------
+
+class Recorder:
+    """aiosmtpd handler keeping every message as received on the wire."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        with self.lock:
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 OK"
+
+
+class SMTPSink:
+    def __init__(self, controller: Controller, recorder: Recorder):
+        self.controller = controller
+        self.recorder = recorder
+        self.url = f"smtp://{controller.hostname}:{controller.port}"
+
+    def take(self) -> list[EmailMessage]:
+        """Every message received so far (parsed); they count as expected."""
+        with self.recorder.lock:
+            raw = [m[2] for m in self.recorder.messages]
+            self.recorder.messages.clear()
+        return [message_from_bytes(r, policy=policy.default) for r in raw]
+
+    def take_raw(self) -> list[bytes]:
+        with self.recorder.lock:
+            raw = [m[2] for m in self.recorder.messages]
+            self.recorder.messages.clear()
+        return raw
+
+    def pending(self) -> int:
+        return len(self.recorder.messages)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def _smtp_controller():
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    yield SMTPSink(controller, recorder)
+    controller.stop()
+
+
+@pytest.fixture
+def smtp_sink(_smtp_controller: SMTPSink) -> Iterator[SMTPSink]:
+    """The SMTP server; a test must take() every message it caused, or it fails."""
+    _smtp_controller.take_raw()
+    yield _smtp_controller
+    unexpected = _smtp_controller.pending()
+    _smtp_controller.take_raw()
+    assert unexpected == 0, f"{unexpected} email(s) sent that the test did not expect"
+
+
+# --- Redis ------------------------------------------------------------------------------
+
+@pytest.fixture
+def redis_conn() -> Iterator[redis.Redis]:
+    """A dedicated Redis database, flushed before and after each test."""
+    conn = redis.Redis.from_url(REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+# --- Databases ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("db") / "template.sqlite3"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_schema_url() -> Iterator[str]:
+    """A fresh schema in the ``test`` database, migrated once for the session."""
+    schema = f"nl_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    upgrade(url)
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """Every test that uses the database runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "newsletter.sqlite3"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("_pg_schema_url")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        tables = [r[0] for r in conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename NOT IN ('topics', 'alembic_version')"))]
+        if tables:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+# --- The app -----------------------------------------------------------------------------
+
+@pytest.fixture
+def make_app(database_url, redis_conn, smtp_sink, tmp_path):
+    """Build an app on the test database, Redis and SMTP sink, with overrides."""
+    apps = []
+
+    def factory(**overrides):
+        config = {
+            "SECRET_KEY": "test-secret",
+            "DATABASE_URL": database_url,
+            "REDIS_URL": REDIS_URL,
+            "SMTP_URL": smtp_sink.url,
+            "BASE_URL": "http://newsletter.test",
+            "OUTBOX_DIR": str(tmp_path / "outbox"),
+            **overrides,
+        }
+        app = create_app(config)
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["newsletter"].engine.dispose()
+    clock.reset()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runtime(app):
+    return app.extensions["newsletter"]
+
+
+@pytest.fixture
+def work(runtime):
+    """Run every queued job now, in this process (RQ's SimpleWorker, burst mode)."""
+
+    def run(queues: list[str] | None = None) -> None:
+        from newsletter.runtime import QUEUES
+
+        worker = SimpleWorker([runtime.queue(q) for q in (queues or QUEUES)], connection=runtime.redis)
+        worker.work(burst=True)
+
+    return run
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served over real HTTP on loopback."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+# --- Helpers -----------------------------------------------------------------------------
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def signup(client):
+    """POST the signup form as a browser would (CSRF token from the page)."""
+
+    def submit(email: str, topics=("newsletter",), first_name: str = "", ip: str = "203.0.113.7",
+               website: str = "", **extra):
+        page = client.get("/subscribe").get_data(as_text=True)
+        data = {"csrf_token": csrf_token(page), "email": email, "first_name": first_name,
+                "topics": list(topics), "website": website, **extra}
+        return client.post("/subscribe", data=data, environ_base={"REMOTE_ADDR": ip},
+                           headers={"User-Agent": "pytest-browser/1.0"})
+
+    return submit
+
+
+def confirm_link(message: EmailMessage) -> str:
+    body = message.get_body(("plain",)).get_content()
+    match = re.search(r"(https?://\S+/confirm/\S+)", body)
+    assert match, body
+    return match.group(1)

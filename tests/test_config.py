@@ -1,0 +1,57 @@
+"""Configuration: defaults, instance file, environment; one-line errors naming the key."""
+
+import pytest
+
+from newsletter.config import ConfigError, load_config
+
+
+def test_defaults_use_instance_folder(tmp_path):
+    config = load_config(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k"})
+    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'newsletter.sqlite3'}"
+    assert config["OUTBOX_DIR"] == str(tmp_path / "outbox")
+    assert config["REDIS_URL"] == "redis://localhost:6379/0"
+    assert config["SMTP_URL"] == ""
+
+
+def test_missing_secret_key_names_the_variable(tmp_path):
+    with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY is missing"):
+        load_config(tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NEWSLETTER_SMTP_URL", "http://mail", "NEWSLETTER_SMTP_URL: expected a URL starting with smtp://"),
+        ("NEWSLETTER_DATABASE_URL", "mysql://x", "NEWSLETTER_DATABASE_URL: expected a URL"),
+        ("NEWSLETTER_CONFIRM_MAX_AGE_DAYS", "seven", "NEWSLETTER_CONFIRM_MAX_AGE_DAYS: expected a whole number"),
+        ("NEWSLETTER_SIGNUP_RATE_LIMIT", "20", "NEWSLETTER_SIGNUP_RATE_LIMIT: expected \"COUNT/SECONDS\""),
+        ("NEWSLETTER_CHECK_DELIVERABILITY", "maybe", "NEWSLETTER_CHECK_DELIVERABILITY: expected true or false"),
+        ("NEWSLETTER_SMTP_PASWORD", "x", "NEWSLETTER_SMTP_PASWORD: unknown setting"),
+    ],
+)
+def test_malformed_values_are_one_line_errors(tmp_path, name, value, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k", name: value})
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_environment_overrides_instance_file(tmp_path):
+    (tmp_path / "config.toml").write_text('secret_key = "file"\nstore_name = "From file"\n')
+    config = load_config(tmp_path, environ={"NEWSLETTER_STORE_NAME": "From env",
+                                            "NEWSLETTER_SECRET_KEY_FALLBACKS": "old1, old2"})
+    assert config["SECRET_KEY"] == "file"
+    assert config["STORE_NAME"] == "From env"
+    assert config["SECRET_KEY_FALLBACKS"] == ["old1", "old2"]
+
+
+def test_unknown_key_in_instance_file(tmp_path):
+    (tmp_path / "config.toml").write_text('secret_key = "k"\nsmtp_host = "x"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'smtp_host'"):
+        load_config(tmp_path, environ={})
+
+
+def test_broken_instance_file(tmp_path):
+    (tmp_path / "config.toml").write_text('secret_key = "k\n')
+    with pytest.raises(ConfigError, match="config.toml"):
+        load_config(tmp_path, environ={})
