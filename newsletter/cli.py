@@ -36,6 +36,8 @@ def with_app(func):
 def cli() -> None:
     """newsletter: an opt-in email marketing engine for online stores."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "werkzeug"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @cli.command()

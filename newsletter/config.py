@@ -86,19 +86,35 @@ class Setting:
 #: Every setting the engine knows. Unknown keys in the instance file are errors.
 SETTINGS: dict[str, Setting] = {
     "SECRET_KEY": Setting(_str, None, "signs links and sessions; required"),
-    "SECRET_KEY_FALLBACKS": Setting(_list, [], "old secret keys, comma-separated: links they signed keep working"),
-    "DATABASE_URL": Setting(_url("sqlite", "postgresql"), "", "SQLAlchemy URL; default: SQLite file in the instance folder"),
-    "REDIS_URL": Setting(_url("redis", "rediss", "unix"), "redis://localhost:6379/0", "Redis for queues and counters"),
-    "SMTP_URL": Setting(_url("smtp", "smtps"), "", "smtp://user:pass@host:587?starttls=true or smtps://...; unset: Maildir outbox"),
+    "SECRET_KEY_FALLBACKS": Setting(
+        _list, [], "old secret keys, comma-separated: links they signed keep working"
+    ),
+    "DATABASE_URL": Setting(
+        _url("sqlite", "postgresql"), "", "SQLAlchemy URL; default: SQLite file in the instance folder"
+    ),
+    "REDIS_URL": Setting(
+        _url("redis", "rediss", "unix"), "redis://localhost:6379/0", "Redis for queues and counters"
+    ),
+    "SMTP_URL": Setting(
+        _url("smtp", "smtps"),
+        "",
+        "smtp://user:pass@host:587?starttls=true or smtps://...; unset: Maildir outbox",
+    ),
     "SMTP_TIMEOUT": Setting(_int, 30, "seconds before an SMTP operation gives up"),
     "OUTBOX_DIR": Setting(_str, "", "Maildir outbox used when SMTP_URL is unset; default: instance/outbox"),
-    "BASE_URL": Setting(_url("http", "https"), "http://localhost:5000", "public address used in links inside emails"),
+    "BASE_URL": Setting(
+        _url("http", "https"), "http://localhost:5000", "public address used in links inside emails"
+    ),
     "FROM": Setting(_str, "Store <news@store.example>", "From header of every email"),
-    "POSTAL_ADDRESS": Setting(_str, "1 Example Street, Example City", "postal address printed in marketing mail (CAN-SPAM)"),
+    "POSTAL_ADDRESS": Setting(
+        _str, "1 Example Street, Example City", "postal address printed in marketing mail (CAN-SPAM)"
+    ),
     "STORE_NAME": Setting(_str, "Our store", "the store's name as subscribers know it"),
     "CONFIRM_MAX_AGE_DAYS": Setting(_int, 7, "days a confirmation link stays valid"),
     "SIGNUP_RATE_LIMIT": Setting(_rate, "20/60", "signups per IP: COUNT/SECONDS"),
-    "CONFIRMATIONS_PER_ADDRESS": Setting(_int, 3, "confirmation emails per address per 24 hours, whatever the IP"),
+    "CONFIRMATIONS_PER_ADDRESS": Setting(
+        _int, 3, "confirmation emails per address per 24 hours, whatever the IP"
+    ),
     "CHECK_DELIVERABILITY": Setting(_bool, False, "look up the domain's MX records at signup (needs DNS)"),
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
@@ -106,8 +122,11 @@ SETTINGS: dict[str, Setting] = {
 }
 
 
-def load_config(instance_path: str | Path, environ: Mapping[str, str] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def load_config(
+    instance_path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Merge defaults, the instance file and the environment; raise ConfigError on bad input."""
     environ = os.environ if environ is None else environ
     raw: dict[str, tuple[Any, str]] = {k: (s.default, k) for k, s in SETTINGS.items()}
@@ -127,7 +146,7 @@ def load_config(instance_path: str | Path, environ: Mapping[str, str] | None = N
     for name, value in environ.items():
         if not name.startswith(PREFIX) or name == PREFIX + "INSTANCE_PATH":
             continue
-        key = name[len(PREFIX):]
+        key = name[len(PREFIX) :]
         if key not in SETTINGS:
             raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
         raw[key] = (value, name)

@@ -26,7 +26,7 @@ class Base(DeclarativeBase):
 def make_engine(url: str) -> Engine:
     """Create an engine that behaves the same on SQLite and PostgreSQL."""
     if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     kwargs: dict = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}

@@ -62,8 +62,10 @@ def run_demo(_cwd: Path) -> None:
         _say(f"Redis at {config['REDIS_URL']} answers: the confirmation goes through an RQ worker")
     except redis.RedisError:
         use_redis = False
-        _say(f"Redis at {config['REDIS_URL']} is not reachable: jobs run synchronously "
-             "in the web process instead (QUEUE_SYNC)")
+        _say(
+            f"Redis at {config['REDIS_URL']} is not reachable: jobs run synchronously "
+            "in the web process instead (QUEUE_SYNC)"
+        )
 
     upgrade(config["DATABASE_URL"])
     _say(f"database migrated: {config['DATABASE_URL']}")
@@ -87,17 +89,27 @@ def run_demo(_cwd: Path) -> None:
 
     address = f"demo+{int(time.time())}@example.com"
     page = opener.open(f"{base_url}/subscribe").read().decode()
-    answer = post(f"{base_url}/subscribe", [
-        ("csrf_token", _csrf(page)), ("email", address), ("first_name", "Dana"),
-        ("topics", "newsletter"), ("topics", "early-access"), ("website", ""),
-    ])
+    answer = post(
+        f"{base_url}/subscribe",
+        [
+            ("csrf_token", _csrf(page)),
+            ("email", address),
+            ("first_name", "Dana"),
+            ("topics", "newsletter"),
+            ("topics", "early-access"),
+            ("website", ""),
+        ],
+    )
     assert "Check your inbox" in answer, answer
     _say(f"signed up {address} through the form (topics: newsletter, early-access)")
 
     if use_redis:
         env = {**os.environ, "NEWSLETTER_BASE_URL": base_url, "NEWSLETTER_INSTANCE_PATH": str(instance)}
-        subprocess.run([sys.executable, "-m", "newsletter", "worker", "--burst", "--queue", "transactional"],
-                       check=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "newsletter", "worker", "--burst", "--queue", "transactional"],
+            check=True,
+            env=env,
+        )
         _say("an RQ worker (burst mode) delivered the queued confirmation email")
 
     outbox = mailbox.Maildir(config["OUTBOX_DIR"], create=False)
@@ -121,5 +133,7 @@ def run_demo(_cwd: Path) -> None:
     with app.extensions["newsletter"].sessions() as session:
         print(json.dumps(describe_subscriber(session, address), indent=2))
     server.shutdown()
-    _say(f"done. Emails are in the Maildir outbox {config['OUTBOX_DIR']} (new/); the database is "
-         f"{config['DATABASE_URL']}")
+    _say(
+        f"done. Emails are in the Maildir outbox {config['OUTBOX_DIR']} (new/); the database is "
+        f"{config['DATABASE_URL']}"
+    )

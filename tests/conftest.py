@@ -30,6 +30,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 
 # --- SMTP: a real server on loopback that records the raw bytes ---------------------------
 
+
 class Recorder:
     """aiosmtpd handler keeping every message as received on the wire."""
 
@@ -93,6 +94,7 @@ def smtp_sink(_smtp_controller: SMTPSink) -> Iterator[SMTPSink]:
 
 # --- Redis ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def redis_conn() -> Iterator[redis.Redis]:
     """A dedicated Redis database, flushed before and after each test."""
@@ -104,6 +106,7 @@ def redis_conn() -> Iterator[redis.Redis]:
 
 
 # --- Databases ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def _sqlite_template(tmp_path_factory) -> Path:
@@ -137,9 +140,15 @@ def database_url(request, tmp_path) -> str:
     url = request.getfixturevalue("_pg_schema_url")
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
-        tables = [r[0] for r in conn.execute(text(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-            "AND tablename NOT IN ('topics', 'alembic_version')"))]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename NOT IN ('topics', 'alembic_version')"
+                )
+            )
+        ]
         if tables:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
@@ -147,6 +156,7 @@ def database_url(request, tmp_path) -> str:
 
 
 # --- The app -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def make_app(database_url, redis_conn, smtp_sink, tmp_path):
@@ -202,17 +212,8 @@ def work(runtime):
     return run
 
 
-@pytest.fixture
-def live_server(app):
-    """The app served over real HTTP on loopback."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-
-
 # --- Helpers -----------------------------------------------------------------------------
+
 
 def csrf_token(html: str) -> str:
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
@@ -224,13 +225,29 @@ def csrf_token(html: str) -> str:
 def signup(client):
     """POST the signup form as a browser would (CSRF token from the page)."""
 
-    def submit(email: str, topics=("newsletter",), first_name: str = "", ip: str = "203.0.113.7",
-               website: str = "", **extra):
+    def submit(
+        email: str,
+        topics=("newsletter",),
+        first_name: str = "",
+        ip: str = "203.0.113.7",
+        website: str = "",
+        **extra,
+    ):
         page = client.get("/subscribe").get_data(as_text=True)
-        data = {"csrf_token": csrf_token(page), "email": email, "first_name": first_name,
-                "topics": list(topics), "website": website, **extra}
-        return client.post("/subscribe", data=data, environ_base={"REMOTE_ADDR": ip},
-                           headers={"User-Agent": "pytest-browser/1.0"})
+        data = {
+            "csrf_token": csrf_token(page),
+            "email": email,
+            "first_name": first_name,
+            "topics": list(topics),
+            "website": website,
+            **extra,
+        }
+        return client.post(
+            "/subscribe",
+            data=data,
+            environ_base={"REMOTE_ADDR": ip},
+            headers={"User-Agent": "pytest-browser/1.0"},
+        )
 
     return submit
 
@@ -240,3 +257,52 @@ def confirm_link(message: EmailMessage) -> str:
     match = re.search(r"(https?://\S+/confirm/\S+)", body)
     assert match, body
     return match.group(1)
+
+
+# --- Browser -----------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (no browser download)."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def serve(make_app):
+    """Serve a fresh app over real HTTP on loopback, with BASE_URL pointing at it."""
+    servers = []
+
+    def start(**overrides):
+        port = _free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        app = make_app(BASE_URL=base_url, **overrides)
+        server = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return app, base_url
+
+    yield start
+    for server in servers:
+        server.shutdown()

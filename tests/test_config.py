@@ -23,9 +23,17 @@ def test_missing_secret_key_names_the_variable(tmp_path):
     [
         ("NEWSLETTER_SMTP_URL", "http://mail", "NEWSLETTER_SMTP_URL: expected a URL starting with smtp://"),
         ("NEWSLETTER_DATABASE_URL", "mysql://x", "NEWSLETTER_DATABASE_URL: expected a URL"),
-        ("NEWSLETTER_CONFIRM_MAX_AGE_DAYS", "seven", "NEWSLETTER_CONFIRM_MAX_AGE_DAYS: expected a whole number"),
-        ("NEWSLETTER_SIGNUP_RATE_LIMIT", "20", "NEWSLETTER_SIGNUP_RATE_LIMIT: expected \"COUNT/SECONDS\""),
-        ("NEWSLETTER_CHECK_DELIVERABILITY", "maybe", "NEWSLETTER_CHECK_DELIVERABILITY: expected true or false"),
+        (
+            "NEWSLETTER_CONFIRM_MAX_AGE_DAYS",
+            "seven",
+            "NEWSLETTER_CONFIRM_MAX_AGE_DAYS: expected a whole number",
+        ),
+        ("NEWSLETTER_SIGNUP_RATE_LIMIT", "20", 'NEWSLETTER_SIGNUP_RATE_LIMIT: expected "COUNT/SECONDS"'),
+        (
+            "NEWSLETTER_CHECK_DELIVERABILITY",
+            "maybe",
+            "NEWSLETTER_CHECK_DELIVERABILITY: expected true or false",
+        ),
         ("NEWSLETTER_SMTP_PASWORD", "x", "NEWSLETTER_SMTP_PASWORD: unknown setting"),
     ],
 )
@@ -38,8 +46,10 @@ def test_malformed_values_are_one_line_errors(tmp_path, name, value, message):
 
 def test_environment_overrides_instance_file(tmp_path):
     (tmp_path / "config.toml").write_text('secret_key = "file"\nstore_name = "From file"\n')
-    config = load_config(tmp_path, environ={"NEWSLETTER_STORE_NAME": "From env",
-                                            "NEWSLETTER_SECRET_KEY_FALLBACKS": "old1, old2"})
+    config = load_config(
+        tmp_path,
+        environ={"NEWSLETTER_STORE_NAME": "From env", "NEWSLETTER_SECRET_KEY_FALLBACKS": "old1, old2"},
+    )
     assert config["SECRET_KEY"] == "file"
     assert config["STORE_NAME"] == "From env"
     assert config["SECRET_KEY_FALLBACKS"] == ["old1", "old2"]

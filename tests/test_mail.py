@@ -9,16 +9,28 @@ from newsletter.mail.transports import MaildirTransport, SMTPTransport, Transpor
 
 
 def message(**overrides):
-    fields = {"sender": "Store <news@store.example>", "to": "ann@example.com", "subject": "Hello",
-              "text": "Hi Ann", "html": "<p>Hi Ann</p>"}
+    fields = {
+        "sender": "Store <news@store.example>",
+        "to": "ann@example.com",
+        "subject": "Hello",
+        "text": "Hi Ann",
+        "html": "<p>Hi Ann</p>",
+    }
     fields.update(overrides)
     return build_message(**fields)
 
 
 @pytest.mark.parametrize(
     "subject",
-    ["Hello\nBcc: victim@example.com", "Hello\r\nX: y", "Hello\r", "=?UTF-8?Q?Hi=0ABcc:_x@example.com?=",
-     "=?UTF-8?B?SGkKQmNjOiB4QGV4YW1wbGUuY29t?=", "Hi\u2028there", "Hello\x00"],
+    [
+        "Hello\nBcc: victim@example.com",
+        "Hello\r\nX: y",
+        "Hello\r",
+        "=?UTF-8?Q?Hi=0ABcc:_x@example.com?=",
+        "=?UTF-8?B?SGkKQmNjOiB4QGV4YW1wbGUuY29t?=",
+        "Hi\u2028there",
+        "Hello\x00",
+    ],
 )
 def test_header_injection_is_refused(subject):
     with pytest.raises(HeaderInjection):
@@ -90,4 +102,3 @@ def test_maildir_transport(tmp_path):
     box = mailbox.Maildir(tmp_path / "outbox", create=False)
     assert len(box) == 1
     assert next(iter(box))["To"] == "ann@example.com"
-

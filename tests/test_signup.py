@@ -29,8 +29,13 @@ def subscriber(runtime, email: str) -> Subscriber | None:
 
 def ledger(runtime, subscriber_id: int) -> list[ConsentEvent]:
     with runtime.sessions() as session:
-        return list(session.scalars(select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id)
-                                    .order_by(ConsentEvent.id)))
+        return list(
+            session.scalars(
+                select(ConsentEvent)
+                .where(ConsentEvent.subscriber_id == subscriber_id)
+                .order_by(ConsentEvent.id)
+            )
+        )
 
 
 def path_of(link: str) -> str:
@@ -56,14 +61,20 @@ def test_signup_sends_one_confirmation_which_confirms_only_on_post(client, signu
     assert page.status_code == 200
     assert subscriber(runtime, "Ann@example.com").status == "pending"
 
-    confirmed = client.post(path_of(link), data={"csrf_token": csrf_token(page.get_data(as_text=True))},
-                            environ_base={"REMOTE_ADDR": "198.51.100.9"},
-                            headers={"User-Agent": "Mail client browser"})
+    confirmed = client.post(
+        path_of(link),
+        data={"csrf_token": csrf_token(page.get_data(as_text=True))},
+        environ_base={"REMOTE_ADDR": "198.51.100.9"},
+        headers={"User-Agent": "Mail client browser"},
+    )
     assert confirmed.status_code == 200
     assert "You are subscribed" in confirmed.get_data(as_text=True)
     sub = subscriber(runtime, "Ann@example.com")
     assert sub.status == "active" and sub.first_name == "Ann"
-    assert {s.topic.slug: s.status for s in sub.subscriptions} == {"newsletter": "active", "early-access": "active"}
+    assert {s.topic.slug: s.status for s in sub.subscriptions} == {
+        "newsletter": "active",
+        "early-access": "active",
+    }
 
     events = ledger(runtime, sub.id)
     assert [e.action for e in events] == ["signup_requested", "confirmed"]
@@ -99,8 +110,18 @@ def test_same_answer_for_new_pending_and_active_addresses(client, signup, runtim
 
 @pytest.mark.parametrize(
     "address",
-    ["not-an-address", "ann@", "@example.com", "ann@example..com", "a" * 65 + "@example.com",
-     "x@" + "a" * 250 + ".com", "ann@exa mple.com", "ann\n@example.com", "", "ann@example.com\r\nBcc: x@y.z"],
+    [
+        "not-an-address",
+        "ann@",
+        "@example.com",
+        "ann@example..com",
+        "a" * 65 + "@example.com",
+        "x@" + "a" * 250 + ".com",
+        "ann@exa mple.com",
+        "ann\n@example.com",
+        "",
+        "ann@example.com\r\nBcc: x@y.z",
+    ],
 )
 def test_malformed_and_oversized_addresses_get_a_clear_answer(signup, runtime, address):
     response = signup(address)
@@ -164,8 +185,10 @@ def test_bad_tokens_get_a_friendly_page(client, signup, app, runtime, work, smtp
         "unknown-subscriber": make_token(app.config, Purpose.CONFIRM, {"s": 999, "h": "0" * 16}),
     }[kind]
     form_token = csrf_token(client.get("/subscribe").get_data(as_text=True))
-    for response in (client.get(f"/confirm/{bad}"),
-                     client.post(f"/confirm/{bad}", data={"csrf_token": form_token})):
+    for response in (
+        client.get(f"/confirm/{bad}"),
+        client.post(f"/confirm/{bad}", data={"csrf_token": form_token}),
+    ):
         assert response.status_code == 400
         assert "This link does not work" in response.get_data(as_text=True)
     assert subscriber(runtime, "ann@example.com").status == "pending"
@@ -199,8 +222,10 @@ def test_links_signed_with_a_rotated_out_key_still_work(make_app, redis_conn, sm
     old = make_app(SECRET_KEY="old-key")
     old_client = old.test_client()
     page = old_client.get("/subscribe").get_data(as_text=True)
-    old_client.post("/subscribe", data={"csrf_token": csrf_token(page), "email": "ann@example.com",
-                                        "topics": ["newsletter"]})
+    old_client.post(
+        "/subscribe",
+        data={"csrf_token": csrf_token(page), "email": "ann@example.com", "topics": ["newsletter"]},
+    )
     from rq import SimpleWorker
 
     rt = old.extensions["newsletter"]
@@ -223,9 +248,11 @@ def test_one_thousand_rapid_signups_from_one_ip(client, runtime, work, smtp_sink
     token = csrf_token(page)
     statuses = []
     for i in range(1000):
-        response = client.post("/subscribe", data={"csrf_token": token, "email": f"victim{i}@example.com",
-                                                   "topics": ["newsletter"]},
-                               environ_base={"REMOTE_ADDR": "192.0.2.66"})
+        response = client.post(
+            "/subscribe",
+            data={"csrf_token": token, "email": f"victim{i}@example.com", "topics": ["newsletter"]},
+            environ_base={"REMOTE_ADDR": "192.0.2.66"},
+        )
         statuses.append(response.status_code)
     limit = runtime.config["SIGNUP_RATE_LIMIT"][0]
     assert statuses.count(200) == limit
@@ -234,8 +261,11 @@ def test_one_thousand_rapid_signups_from_one_ip(client, runtime, work, smtp_sink
     work()
     assert len(smtp_sink.take()) == limit
     # another network is not affected
-    other = client.post("/subscribe", data={"csrf_token": token, "email": "fine@example.com",
-                                            "topics": ["newsletter"]}, environ_base={"REMOTE_ADDR": "192.0.2.1"})
+    other = client.post(
+        "/subscribe",
+        data={"csrf_token": token, "email": "fine@example.com", "topics": ["newsletter"]},
+        environ_base={"REMOTE_ADDR": "192.0.2.1"},
+    )
     assert other.status_code == 200
     work()
     assert len(smtp_sink.take()) == 1
@@ -256,8 +286,10 @@ def test_signup_is_not_lost_when_redis_is_down(make_app, smtp_sink, redis_conn, 
     app = make_app(REDIS_URL="redis://127.0.0.1:1/0")  # nothing listens there
     client = app.test_client()
     page = client.get("/subscribe").get_data(as_text=True)
-    response = client.post("/subscribe", data={"csrf_token": csrf_token(page), "email": "ann@example.com",
-                                               "topics": ["newsletter"]})
+    response = client.post(
+        "/subscribe",
+        data={"csrf_token": csrf_token(page), "email": "ann@example.com", "topics": ["newsletter"]},
+    )
     assert response.status_code == 200
     assert count(app.extensions["newsletter"], OutboxEmail) == 1
     assert smtp_sink.pending() == 0
@@ -296,8 +328,10 @@ def test_smtp_failure_leaves_the_email_for_a_retry(make_app, smtp_sink, redis_co
     app = make_app(SMTP_URL="smtp://127.0.0.1:1")
     client = app.test_client()
     page = client.get("/subscribe").get_data(as_text=True)
-    client.post("/subscribe", data={"csrf_token": csrf_token(page), "email": "ann@example.com",
-                                    "topics": ["newsletter"]})
+    client.post(
+        "/subscribe",
+        data={"csrf_token": csrf_token(page), "email": "ann@example.com", "topics": ["newsletter"]},
+    )
     rt = app.extensions["newsletter"]
     rt.queue("transactional").empty()
     with rt.sessions() as session:

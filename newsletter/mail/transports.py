@@ -96,12 +96,15 @@ class SMTPTransport:
                 return
             except smtplib.SMTPRecipientsRefused as exc:
                 code = next(iter(exc.recipients.values()))[0]
-                raise TransportError(f"recipient refused: {code}", temporary=400 <= code < 500, code=code) from exc
+                raise TransportError(
+                    f"recipient refused: {code}", temporary=400 <= code < 500, code=code
+                ) from exc
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code == 421:
                     self._drop()
                 raise TransportError(
-                    f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", temporary=400 <= exc.smtp_code < 500,
+                    f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
+                    temporary=400 <= exc.smtp_code < 500,
                     code=exc.smtp_code,
                 ) from exc
             except (smtplib.SMTPServerDisconnected, OSError) as exc:

@@ -74,7 +74,9 @@ class Subscription(Base):
     )
     topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), primary_key=True)
     status: Mapped[SubscriptionStatus] = mapped_column(
-        Enum(SubscriptionStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        Enum(
+            SubscriptionStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]
+        ),
         default=SubscriptionStatus.PENDING,
     )
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)

@@ -92,7 +92,9 @@ def request_signup(
         for topic in topics:
             existing = current.get(topic.id)
             if existing is None:
-                subscriber.subscriptions.append(Subscription(topic_id=topic.id, status=SubscriptionStatus.PENDING))
+                subscriber.subscriptions.append(
+                    Subscription(topic_id=topic.id, status=SubscriptionStatus.PENDING)
+                )
             elif existing.status != SubscriptionStatus.ACTIVE:
                 existing.status = SubscriptionStatus.PENDING
     session.flush()
@@ -100,8 +102,12 @@ def request_signup(
     kind = OutboxKind.ALREADY_SUBSCRIBED if already_active else OutboxKind.CONFIRM
     allowed = _mail_allowed(session, conn, config, subscriber)
     record_event(
-        session, subscriber.id, ConsentAction.SIGNUP_REQUESTED, request,
-        topics=[t.slug for t in topics], wording=wording,
+        session,
+        subscriber.id,
+        ConsentAction.SIGNUP_REQUESTED,
+        request,
+        topics=[t.slug for t in topics],
+        wording=wording,
         details={"email": kind.value if allowed else "not sent: daily cap for this address"},
     )
     if not allowed:
@@ -170,15 +176,19 @@ def confirm(session: Session, subscriber: Subscriber, request: RequestInfo) -> b
     for subscription in pending:
         subscription.status = SubscriptionStatus.ACTIVE
     record_event(
-        session, subscriber.id, ConsentAction.CONFIRMED, request,
+        session,
+        subscriber.id,
+        ConsentAction.CONFIRMED,
+        request,
         topics=[s.topic.slug for s in pending],
     )
     session.flush()
     return True
 
 
-def resend_confirmation(session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber,
-                        dispatch) -> bool:
+def resend_confirmation(
+    session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber, dispatch
+) -> bool:
     """A fresh confirmation link for someone whose link expired (still under the daily cap)."""
     if subscriber.status == SubscriberStatus.ACTIVE or not _mail_allowed(session, conn, config, subscriber):
         return False

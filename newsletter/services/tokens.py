@@ -7,9 +7,8 @@ signs with the last key of the list and accepts any of them.
 from __future__ import annotations
 
 import enum
-from typing import Any
-
 from datetime import UTC
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 

@@ -56,9 +56,10 @@ def _register_error_pages(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
         return render_template(
-            "web/error.html", title="Please try again",
+            "web/error.html",
+            title="Please try again",
             message="This form has expired or was not sent from our page. "
-                    "Please go back, reload the page and submit it again.",
+            "Please go back, reload the page and submit it again.",
         ), 400
 
     @app.errorhandler(HTTPException)
@@ -69,6 +70,7 @@ def _register_error_pages(app: Flask) -> None:
     def unexpected(exc: Exception):
         log.exception("unhandled error")
         return render_template(
-            "web/error.html", title="Something went wrong",
+            "web/error.html",
+            title="Something went wrong",
             message="Nothing was changed. Please try again in a moment.",
         ), 500

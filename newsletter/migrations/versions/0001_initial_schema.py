@@ -8,7 +8,6 @@ Create Date: 2026-11-23
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -56,9 +55,7 @@ def upgrade() -> None:
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
         sa.Column(
             "action",
-            sa.Enum(
-                "signup_requested", "confirmed", name="consentaction", native_enum=False, length=40
-            ),
+            sa.Enum("signup_requested", "confirmed", name="consentaction", native_enum=False, length=40),
             nullable=False,
         ),
         sa.Column("topics", sa.JSON(), nullable=False),
@@ -77,18 +74,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_consent_events")),
     )
     with op.batch_alter_table("consent_events", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_consent_events_subscriber", ["subscriber_id", "occurred_at"], unique=False
-        )
+        batch_op.create_index("ix_consent_events_subscriber", ["subscriber_id", "occurred_at"], unique=False)
 
     op.create_table(
         "outbox_emails",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column(
             "kind",
-            sa.Enum(
-                "confirm", "already_subscribed", name="outboxkind", native_enum=False, length=40
-            ),
+            sa.Enum("confirm", "already_subscribed", name="outboxkind", native_enum=False, length=40),
             nullable=False,
         ),
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
@@ -132,9 +125,7 @@ def upgrade() -> None:
             name=op.f("fk_subscriptions_subscriber_id_subscribers"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(
-            ["topic_id"], ["topics.id"], name=op.f("fk_subscriptions_topic_id_topics")
-        ),
+        sa.ForeignKeyConstraint(["topic_id"], ["topics.id"], name=op.f("fk_subscriptions_topic_id_topics")),
         sa.PrimaryKeyConstraint("subscriber_id", "topic_id", name=op.f("pk_subscriptions")),
     )
     # ### end Alembic commands ###

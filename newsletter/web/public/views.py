@@ -32,23 +32,35 @@ def subscribe():
     form.topics.choices = [(t.slug, t.name) for t in topics]
 
     if request.method == "POST":
-        if not limits.signup_allowed_from_ip(runtime().redis, request.remote_addr or "-", config["SIGNUP_RATE_LIMIT"]):
-            return render_template("web/error.html", title="Too many requests",
-                                   message="Too many signups from your network. Please try again in a minute."), 429
+        if not limits.signup_allowed_from_ip(
+            runtime().redis, request.remote_addr or "-", config["SIGNUP_RATE_LIMIT"]
+        ):
+            return render_template(
+                "web/error.html",
+                title="Too many requests",
+                message="Too many signups from your network. Please try again in a minute.",
+            ), 429
         if form.validate_on_submit():
             if form.website.data:
                 # A bot filled the honeypot: answer as usual, keep nothing.
                 return render_template("web/check_inbox.html")
             try:
-                email = normalize_address(form.email.data, check_deliverability=config["CHECK_DELIVERABILITY"])
+                email = normalize_address(
+                    form.email.data, check_deliverability=config["CHECK_DELIVERABILITY"]
+                )
             except InvalidAddress as exc:
                 form.email.errors = [str(exc)]
             else:
                 signup.request_signup(
-                    db(), runtime().redis, config, email=email,
+                    db(),
+                    runtime().redis,
+                    config,
+                    email=email,
                     first_name=(form.first_name.data or "").strip() or None,
-                    topic_slugs=form.topics.data, wording=wording,
-                    request=request_info("web:subscribe"), dispatch=runtime().send_transactional,
+                    topic_slugs=form.topics.data,
+                    wording=wording,
+                    request=request_info("web:subscribe"),
+                    dispatch=runtime().send_transactional,
                 )
                 db().commit()
                 return render_template("web/check_inbox.html")
@@ -65,8 +77,12 @@ def confirm_page(token: str):
         subscriber = signup.subscriber_from_confirmation(db(), current_app.config, token)
     except TokenError as exc:
         return _link_problem(exc, token)
-    return render_template("web/confirm.html", form=ConfirmForm(), token=token,
-                           already=subscriber.status == "active" and not _pending(subscriber))
+    return render_template(
+        "web/confirm.html",
+        form=ConfirmForm(),
+        token=token,
+        already=subscriber.status == "active" and not _pending(subscriber),
+    )
 
 
 @bp.post("/confirm/<token>")
@@ -80,8 +96,9 @@ def confirm(token: str):
         return render_template("web/confirm.html", form=form, token=token, already=False), 400
     signup.confirm(db(), subscriber, request_info("web:confirm"))
     db().commit()
-    return render_template("web/confirmed.html", topics=[s.topic.name for s in subscriber.subscriptions
-                                                         if s.status == "active"])
+    return render_template(
+        "web/confirmed.html", topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"]
+    )
 
 
 @bp.post("/confirm/<token>/resend")
@@ -94,8 +111,9 @@ def resend(token: str):
         subscriber = exc.payload if exc.expired else None
     if subscriber is None or not form.validate_on_submit():
         return _link_problem(TokenError("this link is not valid"), token)
-    signup.resend_confirmation(db(), runtime().redis, current_app.config, subscriber,
-                               runtime().send_transactional)
+    signup.resend_confirmation(
+        db(), runtime().redis, current_app.config, subscriber, runtime().send_transactional
+    )
     db().commit()
     return render_template("web/check_inbox.html")
 
@@ -105,5 +123,9 @@ def _pending(subscriber) -> bool:
 
 
 def _link_problem(exc: TokenError, token: str):
-    return render_template("web/link_problem.html", expired=exc.expired and exc.payload is not None,
-                           form=ResendForm(), token=token), 400
+    return render_template(
+        "web/link_problem.html",
+        expired=exc.expired and exc.payload is not None,
+        form=ResendForm(),
+        token=token,
+    ), 400
