@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 def hit(conn: redis.Redis, key: str, limit: int, window_seconds: int) -> bool | None:
     """Count one event in a fixed window; True if still within ``limit``, None if Redis is down."""
     try:
-        pipe = conn.pipeline()
+        pipe = conn.pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, window_seconds, nx=True)
         count, _ = pipe.execute()

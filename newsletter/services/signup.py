@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,26 +46,61 @@ def list_topics(session: Session) -> list[Topic]:
     return list(session.scalars(select(Topic).order_by(Topic.position, Topic.id)))
 
 
+@dataclass(frozen=True)
+class TopicInfo:
+    id: int
+    slug: str
+    name: str
+    description: str
+
+
+_topic_cache: tuple[float, object, dict[str, TopicInfo]] | None = None
+TOPIC_CACHE_SECONDS = 30
+
+
+def topics_by_slug(session: Session) -> dict[str, TopicInfo]:
+    """Topics in form order, cached for a few seconds: every signup needs them, they rarely change."""
+    global _topic_cache
+    bind = session.get_bind()
+    now = time.monotonic()
+    if _topic_cache is None or _topic_cache[1] is not bind or now - _topic_cache[0] > TOPIC_CACHE_SECONDS:
+        topics = {t.slug: TopicInfo(t.id, t.slug, t.name, t.description) for t in list_topics(session)}
+        _topic_cache = (now, bind, topics)
+    return _topic_cache[2]
+
+
+def retry_on_conflict(operation, session: Session, attempts: int = 3):
+    """Run ``operation()`` again after a unique-constraint race (two signups of one new address)."""
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except IntegrityError:
+            session.rollback()
+            if attempt == attempts - 1:
+                raise
+
+
 def find_subscriber(session: Session, normalized_email: str) -> Subscriber | None:
     return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(normalized_email)))
 
 
-def _get_or_create(session: Session, normalized_email: str) -> tuple[Subscriber, bool]:
-    subscriber = find_subscriber(session, normalized_email)
-    if subscriber is not None:
-        return subscriber, False
-    subscriber = Subscriber(
-        email=normalized_email, email_hash=address_hash(normalized_email), status=SubscriberStatus.PENDING
+def _insert_if_new(session: Session, normalized_email: str, first_name: str | None) -> int | None:
+    """Insert a pending subscriber in one statement; its id, or None if the address is known."""
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
+    statement = (
+        insert(Subscriber)
+        .values(
+            email=normalized_email,
+            email_hash=address_hash(normalized_email),
+            first_name=first_name,
+            status=SubscriberStatus.PENDING,
+            created_at=clock.now(),
+        )
+        .on_conflict_do_nothing(index_elements=["email_hash"])
+        .returning(Subscriber.id)
     )
-    try:
-        with session.begin_nested():
-            session.add(subscriber)
-    except IntegrityError:
-        # Two signups of one new address at the same moment: the other one won.
-        subscriber = find_subscriber(session, normalized_email)
-        assert subscriber is not None
-        return subscriber, False
-    return subscriber, True
+    return session.execute(statement).scalar()
 
 
 def request_signup(
@@ -79,31 +117,41 @@ def request_signup(
 ) -> SignupOutcome:
     """Record a signup request and queue the right email (``email`` must be normalised).
 
-    ``dispatch(outbox_id)`` is called only after the transaction commits.
+    ``dispatch(outbox_id)`` is called only after the transaction commits. Two signups of
+    one new address at the same instant: the loser raises IntegrityError; run it again
+    (see ``retry_on_conflict``) and it finds the winner's row.
     """
-    subscriber, _created = _get_or_create(session, email)
-    topics = [t for t in list_topics(session) if t.slug in set(topic_slugs)]
-    already_active = subscriber.status == SubscriberStatus.ACTIVE
-
-    if not already_active:
-        if first_name:
-            subscriber.first_name = first_name
-        current = {s.topic_id: s for s in subscriber.subscriptions}
-        for topic in topics:
-            existing = current.get(topic.id)
-            if existing is None:
-                subscriber.subscriptions.append(
-                    Subscription(topic_id=topic.id, status=SubscriptionStatus.PENDING)
-                )
-            elif existing.status != SubscriptionStatus.ACTIVE:
-                existing.status = SubscriptionStatus.PENDING
-    session.flush()
+    topics = [t for t in topics_by_slug(session).values() if t.slug in set(topic_slugs)]
+    # The common case, a new address, costs one statement per table (this is the hot path).
+    new_id = _insert_if_new(session, email, first_name)
+    if new_id is not None:
+        if topics:
+            session.execute(
+                insert(Subscription),
+                [
+                    {
+                        "subscriber_id": new_id,
+                        "topic_id": t.id,
+                        "status": SubscriptionStatus.PENDING,
+                        "updated_at": clock.now(),
+                    }
+                    for t in topics
+                ],
+            )
+        subscriber_id, email_hash, already_active = new_id, address_hash(email), False
+    else:
+        subscriber = find_subscriber(session, email)
+        already_active = subscriber.status == SubscriberStatus.ACTIVE
+        if not already_active:
+            _add_pending_topics(subscriber, topics, first_name)
+        session.flush()
+        subscriber_id, email_hash = subscriber.id, subscriber.email_hash
 
     kind = OutboxKind.ALREADY_SUBSCRIBED if already_active else OutboxKind.CONFIRM
-    allowed = _mail_allowed(session, conn, config, subscriber)
+    allowed = _mail_allowed(session, conn, config, subscriber_id, email_hash)
     record_event(
         session,
-        subscriber.id,
+        subscriber_id,
         ConsentAction.SIGNUP_REQUESTED,
         request,
         topics=[t.slug for t in topics],
@@ -111,25 +159,46 @@ def request_signup(
         details={"email": kind.value if allowed else "not sent: daily cap for this address"},
     )
     if not allowed:
-        log.info("subscriber %s: confirmation cap reached, no email", subscriber.id)
-        return SignupOutcome(subscriber.id, None)
-    outbox = OutboxEmail(kind=kind, subscriber_id=subscriber.id)
-    session.add(outbox)
-    session.flush()
-    outbox_id = outbox.id
+        log.info("subscriber %s: confirmation cap reached, no email", subscriber_id)
+        return SignupOutcome(subscriber_id, None)
+    outbox_id = _add_outbox(session, kind, subscriber_id)
     on_commit(session, lambda: dispatch(outbox_id))
-    return SignupOutcome(subscriber.id, kind)
+    return SignupOutcome(subscriber_id, kind)
 
 
-def _mail_allowed(session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber) -> bool:
+def _add_pending_topics(subscriber: Subscriber, topics: list[TopicInfo], first_name: str | None) -> None:
+    if first_name:
+        subscriber.first_name = first_name
+    current = {s.topic_id: s for s in subscriber.subscriptions}
+    for topic in topics:
+        existing = current.get(topic.id)
+        if existing is None:
+            subscriber.subscriptions.append(
+                Subscription(topic_id=topic.id, status=SubscriptionStatus.PENDING)
+            )
+        elif existing.status != SubscriptionStatus.ACTIVE:
+            existing.status = SubscriptionStatus.PENDING
+
+
+def _add_outbox(session: Session, kind: OutboxKind, subscriber_id: int) -> int:
+    return session.execute(
+        insert(OutboxEmail)
+        .values(kind=kind, subscriber_id=subscriber_id, created_at=clock.now(), attempts=0)
+        .returning(OutboxEmail.id)
+    ).scalar_one()
+
+
+def _mail_allowed(
+    session: Session, conn: redis.Redis, config: dict, subscriber_id: int, email_hash: str
+) -> bool:
     """The per-address cap (subscription bombing): Redis first, the outbox if Redis is down."""
     limit = config["CONFIRMATIONS_PER_ADDRESS"]
-    verdict = limits.confirmation_allowed(conn, subscriber.email_hash, limit)
+    verdict = limits.confirmation_allowed(conn, email_hash, limit)
     if verdict is not None:
         return verdict
     sent_today = session.scalar(
         select(func.count(OutboxEmail.id)).where(
-            OutboxEmail.subscriber_id == subscriber.id,
+            OutboxEmail.subscriber_id == subscriber_id,
             OutboxEmail.created_at > clock.now() - timedelta(hours=24),
         )
     )
@@ -190,11 +259,10 @@ def resend_confirmation(
     session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber, dispatch
 ) -> bool:
     """A fresh confirmation link for someone whose link expired (still under the daily cap)."""
-    if subscriber.status == SubscriberStatus.ACTIVE or not _mail_allowed(session, conn, config, subscriber):
+    if subscriber.status == SubscriberStatus.ACTIVE or not _mail_allowed(
+        session, conn, config, subscriber.id, subscriber.email_hash
+    ):
         return False
-    outbox = OutboxEmail(kind=OutboxKind.CONFIRM, subscriber_id=subscriber.id)
-    session.add(outbox)
-    session.flush()
-    outbox_id = outbox.id
+    outbox_id = _add_outbox(session, OutboxKind.CONFIRM, subscriber.id)
     on_commit(session, lambda: dispatch(outbox_id))
     return True

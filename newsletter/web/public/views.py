@@ -28,7 +28,7 @@ def subscribe():
     config = current_app.config
     wording = signup_wording(config["STORE_NAME"])
     form = SubscribeForm()
-    topics = signup.list_topics(db())
+    topics = list(signup.topics_by_slug(db()).values())
     form.topics.choices = [(t.slug, t.name) for t in topics]
 
     if request.method == "POST":
@@ -51,18 +51,22 @@ def subscribe():
             except InvalidAddress as exc:
                 form.email.errors = [str(exc)]
             else:
-                signup.request_signup(
-                    db(),
-                    runtime().redis,
-                    config,
-                    email=email,
-                    first_name=(form.first_name.data or "").strip() or None,
-                    topic_slugs=form.topics.data,
-                    wording=wording,
-                    request=request_info("web:subscribe"),
-                    dispatch=runtime().send_transactional,
-                )
-                db().commit()
+
+                def attempt():
+                    signup.request_signup(
+                        db(),
+                        runtime().redis,
+                        config,
+                        email=email,
+                        first_name=(form.first_name.data or "").strip() or None,
+                        topic_slugs=form.topics.data,
+                        wording=wording,
+                        request=request_info("web:subscribe"),
+                        dispatch=runtime().send_transactional,
+                    )
+                    db().commit()
+
+                signup.retry_on_conflict(attempt, db())
                 return render_template("web/check_inbox.html")
         status = 400
     else:
