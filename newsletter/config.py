@@ -7,6 +7,7 @@ error naming the variable instead of a surprise in a worker hours later.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -65,6 +66,22 @@ def _url(*schemes: str) -> Callable[[Any], str]:
     return parse
 
 
+def _partners(value: Any) -> dict[str, str]:
+    """``"pet-care=Pet Care Co, bakery=The Bakery"``: partner id and the name people see."""
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else (part.split("=", 1) if "=" in part else (part, "") for part in _list(value))
+    )
+    partners: dict[str, str] = {}
+    for partner_id, name in items:
+        partner_id, name = str(partner_id).strip(), str(name).strip()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,49}", partner_id) or not name:
+            raise ValueError('expected "id=Display Name" pairs with ids of a-z, 0-9 and -')
+        partners[partner_id] = name
+    return partners
+
+
 def _rate(value: Any) -> tuple[int, int]:
     """``"20/60"`` means 20 events per 60 seconds."""
     try:
@@ -116,6 +133,9 @@ SETTINGS: dict[str, Setting] = {
         _int, 3, "confirmation emails per address per 24 hours, whatever the IP"
     ),
     "CHECK_DELIVERABILITY": Setting(_bool, False, "look up the domain's MX records at signup (needs DNS)"),
+    "PARTNERS": Setting(
+        _partners, {}, 'partner stores people may agree to share with: "id=Name, id2=Name 2"'
+    ),
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
     "SWEEP_INTERVAL": Setting(_int, 60, "seconds between a worker's sweeps for unsent transactional mail"),

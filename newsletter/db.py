@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import Enum, MetaData, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -21,6 +22,11 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def enum_type(enum_class: type[enum.Enum], length: int = 40) -> Enum:
+    """A portable enum column: the values as VARCHAR, no database enum type to migrate."""
+    return Enum(enum_class, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
 
 
 def make_engine(url: str) -> Engine:

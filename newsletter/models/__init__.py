@@ -3,14 +3,21 @@
 from newsletter.models.consent import ConsentAction, ConsentEvent
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.subscribers import (
+    Frequency,
+    PartnerShare,
     Subscriber,
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
     Topic,
 )
+from newsletter.models.suppressions import Suppression, SuppressionReason
 
 __all__ = [
+    "Frequency",
+    "PartnerShare",
+    "Suppression",
+    "SuppressionReason",
     "ConsentAction",
     "ConsentEvent",
     "OutboxEmail",

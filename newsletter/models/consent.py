@@ -6,16 +6,21 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, String, event
+from sqlalchemy import JSON, ForeignKey, Index, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter import clock
-from newsletter.db import Base
+from newsletter.db import Base, enum_type
 
 
 class ConsentAction(enum.StrEnum):
     SIGNUP_REQUESTED = "signup_requested"  #: the form was submitted
     CONFIRMED = "confirmed"  #: the person clicked Confirm (double opt-in)
+    PREFERENCES_CHANGED = "preferences_changed"  #: topics, frequency, pause, time zone or name
+    UNSUBSCRIBED = "unsubscribed"  #: left one topic or everything
+    PARTNER_SHARE_GRANTED = "partner_share_granted"  #: may share the address with a named partner
+    PARTNER_SHARE_WITHDRAWN = "partner_share_withdrawn"
+    ERASED = "erased"  #: personal data erased on request; this ledger stays, pseudonymised
 
 
 class LedgerIsAppendOnly(Exception):
@@ -28,9 +33,7 @@ class ConsentEvent(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id"))
-    action: Mapped[ConsentAction] = mapped_column(
-        Enum(ConsentAction, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
-    )
+    action: Mapped[ConsentAction] = mapped_column(enum_type(ConsentAction, 40))
     #: topic slugs the event is about
     topics: Mapped[list[str]] = mapped_column(JSON, default=list)
     #: UTC
@@ -50,3 +53,8 @@ class ConsentEvent(Base):
 @event.listens_for(ConsentEvent, "before_delete")
 def _refuse_changes(_mapper, _connection, target: ConsentEvent) -> None:
     raise LedgerIsAppendOnly(f"consent event {target.id} cannot be changed or deleted")
+
+
+#: The one sanctioned change: erasure pseudonymises the network identity of old events
+#: (``newsletter.services.erasure``); it goes through a Core UPDATE, never the ORM.
+PSEUDONYMISED_IP = "0.0.0.0"

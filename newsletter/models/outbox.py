@@ -9,11 +9,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter import clock
-from newsletter.db import Base
+from newsletter.db import Base, enum_type
 
 
 class OutboxKind(enum.StrEnum):
@@ -26,9 +26,7 @@ class OutboxEmail(Base):
     __table_args__ = (Index("ix_outbox_emails_unsent", "sent_at", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[OutboxKind] = mapped_column(
-        Enum(OutboxKind, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
-    )
+    kind: Mapped[OutboxKind] = mapped_column(enum_type(OutboxKind, 40))
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     #: set by the worker that took it; a stale claim is taken over by the sweep

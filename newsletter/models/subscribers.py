@@ -6,17 +6,26 @@ import enum
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter import clock
-from newsletter.db import Base
+from newsletter.db import Base, enum_type
 
 
 class SubscriberStatus(enum.StrEnum):
     PENDING = "pending"  #: signed up, not confirmed yet
     ACTIVE = "active"  #: confirmed by double opt-in
     UNSUBSCRIBED = "unsubscribed"  #: left every topic
+    ERASED = "erased"  #: personal data erased; the row only anchors the ledger
+
+
+class Frequency(enum.StrEnum):
+    """How often a subscriber lets the store write (on top of the store-wide caps)."""
+
+    ANY = "any"  #: whenever there is news, within the store's caps
+    WEEKLY = "weekly"  #: at most one marketing email a week
+    MONTHLY = "monthly"  #: at most one marketing email a month
 
 
 class SubscriptionStatus(enum.StrEnum):
@@ -40,15 +49,24 @@ class Subscriber(Base):
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
     first_name: Mapped[str | None] = mapped_column(String(100))
     status: Mapped[SubscriberStatus] = mapped_column(
-        Enum(SubscriberStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        enum_type(SubscriberStatus, 20),
         default=SubscriberStatus.PENDING,
     )
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     confirmed_at: Mapped[datetime | None]
+    #: the subscriber's own cap, from the preference centre
+    frequency: Mapped[Frequency] = mapped_column(enum_type(Frequency, 20), default=Frequency.ANY)
+    #: no marketing mail before this UTC time; mail resumes by itself after it
+    paused_until: Mapped[datetime | None]
+    #: IANA name, for quiet hours
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: set when the person's data was erased; the row stays as a pseudonymous tombstone
+    erased_at: Mapped[datetime | None]
 
     subscriptions: Mapped[list[Subscription]] = relationship(
         back_populates="subscriber", cascade="all, delete-orphan"
     )
+    partner_shares: Mapped[list[PartnerShare]] = relationship(cascade="all, delete-orphan")
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.id} {self.status}>"
@@ -74,12 +92,24 @@ class Subscription(Base):
     )
     topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), primary_key=True)
     status: Mapped[SubscriptionStatus] = mapped_column(
-        Enum(
-            SubscriptionStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]
-        ),
+        enum_type(SubscriptionStatus, 20),
         default=SubscriptionStatus.PENDING,
     )
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 
     subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
     topic: Mapped[Topic] = relationship(lazy="joined")
+
+
+class PartnerShare(Base):
+    """Whether a subscriber lets the store share their address with one named partner."""
+
+    __tablename__ = "partner_shares"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: the partner's id as configured (see newsletter.services.partners)
+    partner_id: Mapped[str] = mapped_column(String(50), primary_key=True)
+    granted: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)

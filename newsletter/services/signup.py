@@ -27,9 +27,8 @@ from newsletter.models import (
     Topic,
 )
 from newsletter.models.subscribers import address_hash
-from newsletter.services import limits
+from newsletter.services import limits, suppression
 from newsletter.services.consent import RequestInfo, Wording, record_event
-from newsletter.services.tokens import Purpose, TokenError, make_token, read_token
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +147,14 @@ def request_signup(
         subscriber_id, email_hash = subscriber.id, subscriber.email_hash
 
     kind = OutboxKind.ALREADY_SUBSCRIBED if already_active else OutboxKind.CONFIRM
-    allowed = _mail_allowed(session, conn, config, subscriber_id, email_hash)
+    blocked = suppression.find(session, email_hash)
+    if suppression.blocks_opt_in(blocked):
+        # A complaint or an operator's entry: not even a confirmation request goes out.
+        verdict = f"not sent: suppressed ({blocked.reason.value})"
+    elif not _mail_allowed(session, conn, config, subscriber_id, email_hash):
+        verdict = "not sent: daily cap for this address"
+    else:
+        verdict = kind.value
     record_event(
         session,
         subscriber_id,
@@ -156,10 +162,10 @@ def request_signup(
         request,
         topics=[t.slug for t in topics],
         wording=wording,
-        details={"email": kind.value if allowed else "not sent: daily cap for this address"},
+        details={"email": verdict},
     )
-    if not allowed:
-        log.info("subscriber %s: confirmation cap reached, no email", subscriber_id)
+    if verdict != kind.value:
+        log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
         return SignupOutcome(subscriber_id, None)
     outbox_id = _add_outbox(session, kind, subscriber_id)
     on_commit(session, lambda: dispatch(outbox_id))
@@ -205,51 +211,26 @@ def _mail_allowed(
     return (sent_today or 0) < limit
 
 
-def confirmation_token(config: dict, subscriber: Subscriber) -> str:
-    # The hash prefix ties the link to this address even if an id is ever reused.
-    return make_token(config, Purpose.CONFIRM, {"s": subscriber.id, "h": subscriber.email_hash[:16]})
-
-
-def subscriber_from_confirmation(session: Session, config: dict, token: str) -> Subscriber:
-    """The subscriber a confirmation link is for, or TokenError."""
-    max_age = config["CONFIRM_MAX_AGE_DAYS"] * 86400
-    try:
-        payload = read_token(config, Purpose.CONFIRM, token, max_age)
-    except TokenError as exc:
-        if exc.expired:
-            exc.payload = _subscriber_for(session, exc.payload)
-        raise
-    subscriber = _subscriber_for(session, payload)
-    if subscriber is None:
-        raise TokenError("this link is not valid")
-    return subscriber
-
-
-def _subscriber_for(session: Session, payload) -> Subscriber | None:
-    if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
-        return None
-    subscriber = session.get(Subscriber, payload["s"])
-    if subscriber is None or subscriber.email_hash[:16] != payload.get("h"):
-        return None
-    return subscriber
-
-
 def confirm(session: Session, subscriber: Subscriber, request: RequestInfo) -> bool:
     """Activate the subscriber and their pending topics; False if there was nothing to do."""
     pending = [s for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING]
     if subscriber.status == SubscriberStatus.ACTIVE and not pending:
         return False  # a replayed confirmation changes nothing
+    if suppression.blocks_opt_in(suppression.find(session, subscriber.email_hash)):
+        return False  # only an operator can lift a complaint
     now = clock.now()
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = subscriber.confirmed_at or now
     for subscription in pending:
         subscription.status = SubscriptionStatus.ACTIVE
+    lifted = suppression.lift_after_opt_in(session, subscriber.email_hash)
     record_event(
         session,
         subscriber.id,
         ConsentAction.CONFIRMED,
         request,
         topics=[s.topic.slug for s in pending],
+        details={"suppression_lifted": lifted.value} if lifted else {},
     )
     session.flush()
     return True

@@ -1,35 +1,60 @@
-"""What the engine holds about one subscriber, for operators."""
+"""What the engine holds about one person: the export (GDPR Art. 15/20) and the erasure (Art. 17)."""
 
 from __future__ import annotations
 
+import secrets
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from newsletter.models import ConsentEvent
+from newsletter import clock
+from newsletter.models import (
+    ConsentAction,
+    ConsentEvent,
+    OutboxEmail,
+    PartnerShare,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SuppressionReason,
+)
+from newsletter.models.consent import PSEUDONYMISED_IP
+from newsletter.services import suppression
+from newsletter.services.consent import RequestInfo, record_event
 from newsletter.services.signup import find_subscriber
 
 
-def describe_subscriber(session: Session, normalized_email: str) -> dict[str, Any] | None:
-    """Status, topics and the full consent ledger, JSON-ready; None if unknown."""
-    subscriber = find_subscriber(session, normalized_email)
-    if subscriber is None:
-        return None
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() + "Z" if moment else None
+
+
+def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
+    """Everything held about the person, JSON-ready."""
     events = session.scalars(
         select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id).order_by(ConsentEvent.id)
     )
+    emails = session.scalars(
+        select(OutboxEmail).where(OutboxEmail.subscriber_id == subscriber.id).order_by(OutboxEmail.id)
+    )
+    entry = suppression.find(session, subscriber.email_hash)
     return {
         "email": subscriber.email,
         "first_name": subscriber.first_name,
         "status": subscriber.status.value,
-        "created_at": subscriber.created_at.isoformat() + "Z",
-        "confirmed_at": subscriber.confirmed_at.isoformat() + "Z" if subscriber.confirmed_at else None,
+        "created_at": _iso(subscriber.created_at),
+        "confirmed_at": _iso(subscriber.confirmed_at),
+        "frequency": subscriber.frequency.value,
+        "paused_until": _iso(subscriber.paused_until),
+        "time_zone": subscriber.time_zone,
         "topics": {s.topic.slug: s.status.value for s in subscriber.subscriptions},
+        "partner_sharing": {p.partner_id: p.granted for p in subscriber.partner_shares},
+        "suppressed": {"reason": entry.reason.value, "since": _iso(entry.created_at)} if entry else None,
         "consent_ledger": [
             {
                 "action": e.action.value,
-                "at": e.occurred_at.isoformat() + "Z",
+                "at": _iso(e.occurred_at),
                 "topics": e.topics,
                 "ip": e.ip,
                 "user_agent": e.user_agent,
@@ -40,4 +65,53 @@ def describe_subscriber(session: Session, normalized_email: str) -> dict[str, An
             }
             for e in events
         ],
+        "emails_sent": [
+            {"kind": m.kind.value, "sent_at": _iso(m.sent_at), "message_id": m.message_id}
+            for m in emails
+            if m.sent_at
+        ],
     }
+
+
+def describe_subscriber(session: Session, normalized_email: str) -> dict[str, Any] | None:
+    """The export for an address, or None if unknown."""
+    subscriber = find_subscriber(session, normalized_email)
+    return export_data(session, subscriber) if subscriber else None
+
+
+def erase(session: Session, subscriber: Subscriber, request: RequestInfo) -> None:
+    """Erase the person: personal data gone from every table, ledger kept pseudonymised.
+
+    The suppression entry (a hash of the address) stays so that the address is never
+    mailed again, unless the person signs up afresh and confirms.
+    """
+    if subscriber.status == SubscriberStatus.ERASED:
+        return
+    suppression.suppress(session, subscriber.email_hash, SuppressionReason.ERASED, request.source)
+    sid = subscriber.id
+    session.execute(delete(Subscription).where(Subscription.subscriber_id == sid))
+    session.execute(delete(PartnerShare).where(PartnerShare.subscriber_id == sid))
+    session.execute(delete(OutboxEmail).where(OutboxEmail.subscriber_id == sid))
+    # The one sanctioned change to the ledger: its network identity is pseudonymised.
+    session.execute(
+        update(ConsentEvent)
+        .where(ConsentEvent.subscriber_id == sid)
+        .values(ip=PSEUDONYMISED_IP, user_agent=None)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(subscriber)
+    subscriber.email = f"erased-{sid}"
+    subscriber.email_hash = f"erased:{secrets.token_hex(28)}"  # breaks every link issued before
+    subscriber.first_name = None
+    subscriber.status = SubscriberStatus.ERASED
+    subscriber.paused_until = None
+    subscriber.time_zone = "UTC"
+    subscriber.erased_at = clock.now()
+    record_event(
+        session,
+        sid,
+        ConsentAction.ERASED,
+        RequestInfo(None, None, request.source),
+        details={"kept": "this ledger (pseudonymised) and a hash of the address on the suppression list"},
+    )
+    session.flush()

@@ -17,14 +17,21 @@ from newsletter import clock
 
 class Purpose(enum.StrEnum):
     CONFIRM = "newsletter.confirm"
+    UNSUBSCRIBE = "newsletter.unsubscribe"
+    PREFERENCES = "newsletter.preferences"
 
 
 class TokenError(Exception):
-    """The token is unusable; ``expired`` tells a stale link from a forged one."""
+    """The token is unusable.
 
-    def __init__(self, message: str, *, expired: bool = False, payload: Any = None):
+    ``expired``: genuine but too old; ``gone``: genuine, but the person it was issued for is
+    no longer on file (erased); otherwise tampered, truncated or made for another purpose.
+    """
+
+    def __init__(self, message: str, *, expired: bool = False, gone: bool = False, payload: Any = None):
         super().__init__(message)
         self.expired = expired
+        self.gone = gone
         self.payload = payload
 
 

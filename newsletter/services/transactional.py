@@ -11,8 +11,8 @@ from newsletter import clock
 from newsletter.mail.message import build_message
 from newsletter.mail.transports import Transport
 from newsletter.models import OutboxEmail, OutboxKind, Subscriber
+from newsletter.services import links
 from newsletter.services.rendering import render_transactional
-from newsletter.services.signup import confirmation_token
 
 #: A claim older than this belongs to a worker that died; the sweep hands it out again.
 STALE_CLAIM = timedelta(minutes=10)
@@ -53,15 +53,17 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
 
 
 def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber):
-    base = config["BASE_URL"].rstrip("/")
     context = {
         "store": config["STORE_NAME"],
         "postal_address": config["POSTAL_ADDRESS"],
         "first_name": subscriber.first_name,
     }
     if kind == OutboxKind.CONFIRM:
-        context["confirm_url"] = f"{base}/confirm/{confirmation_token(config, subscriber)}"
+        context["confirm_url"] = links.confirm_url(config, subscriber)
         context["max_age_days"] = config["CONFIRM_MAX_AGE_DAYS"]
+    else:
+        context["preferences_url"] = links.preferences_url(config, subscriber)
+        context["unsubscribe_url"] = links.unsubscribe_url(config, subscriber)
     subject, text, html = render_transactional(kind.value, **context)
     return build_message(sender=config["FROM"], to=subscriber.email, subject=subject, text=text, html=html)
 

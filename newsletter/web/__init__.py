@@ -26,6 +26,7 @@ def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     set_runtime(runtime)
     csrf.init_app(app)
 
+    from newsletter.web.public import manage  # noqa: F401  (registers its routes on the blueprint)
     from newsletter.web.public.views import bp as public_bp
 
     app.register_blueprint(public_bp)

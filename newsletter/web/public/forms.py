@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import SelectMultipleField, StringField, widgets
+from wtforms import BooleanField, RadioField, SelectField, SelectMultipleField, StringField, widgets
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 
@@ -39,3 +39,38 @@ class ConfirmForm(FlaskForm):
 
 class ResendForm(FlaskForm):
     """Ask for a fresh confirmation link after the old one expired."""
+
+
+FREQUENCY_CHOICES = [
+    ("any", "Whenever there is news (we never send more than a few a week)"),
+    ("weekly", "At most once a week"),
+    ("monthly", "At most once a month"),
+]
+PAUSE_CHOICES = [
+    ("", "Don't pause"),
+    ("1", "Pause for 1 week"),
+    ("2", "Pause for 2 weeks"),
+    ("4", "Pause for 4 weeks"),
+]
+
+
+class PreferencesForm(FlaskForm):
+    topics = CheckboxesField("Topics", choices=[])
+    frequency = RadioField("How often", choices=FREQUENCY_CHOICES, default="any")
+    pause = SelectField("Pause", choices=PAUSE_CHOICES, default="")
+    resume = BooleanField("Resume now")
+    time_zone = SelectField("Time zone", choices=[])
+    first_name = StringField("First name", validators=[Optional(), Length(max=100), no_control_characters])
+    partners = CheckboxesField("Partners", choices=[])
+
+
+class UnsubscribeForm(FlaskForm):
+    """The visible page's form; the RFC 8058 one-click POST carries no CSRF token at all."""
+
+    scope = RadioField(
+        "Unsubscribe from", choices=[("topic", "topic"), ("everything", "everything")], default="everything"
+    )
+
+
+class EraseForm(FlaskForm):
+    """One button: erase everything held about me."""

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from newsletter.services import limits, signup
+from newsletter.services import limits, links, signup
 from newsletter.services.addresses import InvalidAddress, normalize_address
 from newsletter.services.consent import RequestInfo, signup_wording
-from newsletter.services.tokens import TokenError
+from newsletter.services.tokens import Purpose, TokenError
 from newsletter.web import db, runtime
 from newsletter.web.public.forms import ConfirmForm, ResendForm, SubscribeForm
 
@@ -78,7 +78,7 @@ def subscribe():
 def confirm_page(token: str):
     """Shows one Confirm button and changes nothing: link scanners GET every link."""
     try:
-        subscriber = signup.subscriber_from_confirmation(db(), current_app.config, token)
+        subscriber, _ = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
     return render_template(
@@ -93,13 +93,20 @@ def confirm_page(token: str):
 def confirm(token: str):
     form = ConfirmForm()
     try:
-        subscriber = signup.subscriber_from_confirmation(db(), current_app.config, token)
+        subscriber, _ = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
     if not form.validate_on_submit():
         return render_template("web/confirm.html", form=form, token=token, already=False), 400
     signup.confirm(db(), subscriber, request_info("web:confirm"))
     db().commit()
+    if subscriber.status != "active":
+        return render_template(
+            "web/error.html",
+            title="We cannot add this address",
+            message="This address asked us never to write to it. "
+            "Please contact the store if that has changed.",
+        ), 409
     return render_template(
         "web/confirmed.html", topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"]
     )
@@ -109,7 +116,7 @@ def confirm(token: str):
 def resend(token: str):
     form = ResendForm()
     try:
-        signup.subscriber_from_confirmation(db(), current_app.config, token)
+        links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
         return redirect(url_for("public.confirm_page", token=token))  # still valid: nothing to resend
     except TokenError as exc:
         subscriber = exc.payload if exc.expired else None

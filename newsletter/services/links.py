@@ -1,0 +1,73 @@
+"""Personal links in emails: confirm, unsubscribe, preferences. One token per purpose.
+
+Every token names the subscriber by id and the first 16 hex digits of their address hash,
+so a link stops working when the person is erased (their row's hash is replaced).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from newsletter.models import Subscriber
+from newsletter.services.tokens import Purpose, TokenError, make_token, read_token
+
+#: Unsubscribe links never expire (CAN-SPAM wants 30 days after sending, CASL 60).
+UNSUBSCRIBE_MAX_AGE = None
+#: Preference links outlive any reasonable gap between two emails.
+PREFERENCES_MAX_AGE = 400 * 86400
+
+
+def _payload(subscriber: Subscriber, **extra: Any) -> dict[str, Any]:
+    return {"s": subscriber.id, "h": subscriber.email_hash[:16], **extra}
+
+
+def _base(config: dict) -> str:
+    return config["BASE_URL"].rstrip("/")
+
+
+def confirm_url(config: dict, subscriber: Subscriber) -> str:
+    return f"{_base(config)}/confirm/{make_token(config, Purpose.CONFIRM, _payload(subscriber))}"
+
+
+def unsubscribe_url(config: dict, subscriber: Subscriber, topic: str | None = None) -> str:
+    """The unsubscribe link; with ``topic`` its page offers "only this topic" first."""
+    extra = {"t": topic} if topic else {}
+    token = make_token(config, Purpose.UNSUBSCRIBE, _payload(subscriber, **extra))
+    return f"{_base(config)}/unsubscribe/{token}"
+
+
+def preferences_url(config: dict, subscriber: Subscriber) -> str:
+    return f"{_base(config)}/preferences/{make_token(config, Purpose.PREFERENCES, _payload(subscriber))}"
+
+
+def max_age(config: dict, purpose: Purpose) -> int | None:
+    return {
+        Purpose.CONFIRM: config["CONFIRM_MAX_AGE_DAYS"] * 86400,
+        Purpose.UNSUBSCRIBE: UNSUBSCRIBE_MAX_AGE,
+        Purpose.PREFERENCES: PREFERENCES_MAX_AGE,
+    }[purpose]
+
+
+def read_link(session: Session, config: dict, purpose: Purpose, token: str) -> tuple[Subscriber, dict]:
+    """The subscriber a link is for and its payload, or TokenError (expired ones carry the subscriber)."""
+    try:
+        payload = read_token(config, purpose, token, max_age(config, purpose))
+    except TokenError as exc:
+        if exc.expired:
+            exc.payload = _subscriber_for(session, exc.payload)
+        raise
+    subscriber = _subscriber_for(session, payload)
+    if subscriber is None:
+        raise TokenError("the person this link was made for is no longer on file", gone=True)
+    return subscriber, payload
+
+
+def _subscriber_for(session: Session, payload: Any) -> Subscriber | None:
+    if not isinstance(payload, dict) or not isinstance(payload.get("s"), int):
+        return None
+    subscriber = session.get(Subscriber, payload["s"])
+    if subscriber is None or subscriber.email_hash[:16] != payload.get("h"):
+        return None
+    return subscriber
