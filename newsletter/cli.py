@@ -98,23 +98,177 @@ def subscribers() -> None:
     """Look at subscribers."""
 
 
-@subscribers.command("show")
-@click.argument("email")
-@with_app
-def subscribers_show(app: Flask, email: str) -> None:
-    """Print a subscriber's status, topics and consent ledger as JSON."""
+def _subscriber_or_fail(session, email: str):
     from newsletter.services.addresses import InvalidAddress, normalize_address
-    from newsletter.services.subscribers import describe_subscriber
+    from newsletter.services.signup import find_subscriber
 
     try:
         address = normalize_address(email)
     except InvalidAddress as exc:
         raise click.ClickException(f"{email!r}: {exc}") from None
-    with app.extensions["newsletter"].sessions() as session:
-        data = describe_subscriber(session, address)
-    if data is None:
+    subscriber = find_subscriber(session, address)
+    if subscriber is None:
         raise click.ClickException(f"no subscriber with address {address}")
+    return subscriber
+
+
+@subscribers.command("show")
+@click.argument("email")
+@with_app
+def subscribers_show(app: Flask, email: str) -> None:
+    """Print a subscriber's status, topics and consent ledger as JSON."""
+    from newsletter.services.subscribers import export_data
+
+    with app.extensions["newsletter"].sessions() as session:
+        data = export_data(session, _subscriber_or_fail(session, email))
     click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@subscribers.command("export")
+@click.argument("email")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to a file, not stdout.")
+@with_app
+def subscribers_export(app: Flask, email: str, out: str | None) -> None:
+    """Everything held about a person, as JSON (what "download my data" gives them)."""
+    from newsletter.services.subscribers import export_data
+
+    with app.extensions["newsletter"].sessions() as session:
+        text = json.dumps(
+            export_data(session, _subscriber_or_fail(session, email)), indent=2, ensure_ascii=False
+        )
+    if out:
+        Path(out).write_text(text + "\n", "utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text)
+
+
+@subscribers.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_app
+def subscribers_erase(app: Flask, email: str, yes: bool) -> None:
+    """Erase a person: personal data gone, ledger pseudonymised, address hash kept as suppression."""
+    from newsletter.services.consent import RequestInfo
+    from newsletter.services.subscribers import erase
+
+    with app.extensions["newsletter"].sessions() as session:
+        subscriber = _subscriber_or_fail(session, email)
+        if not yes:
+            click.confirm(f"Erase subscriber {subscriber.id} ({subscriber.email})?", abort=True)
+        erase(session, subscriber, RequestInfo(None, None, "cli:erase"))
+        session.commit()
+    click.echo(f"erased subscriber {subscriber.id}; the address stays suppressed (hash only)")
+
+
+@cli.group()
+def suppressions() -> None:
+    """The list of addresses never to mail."""
+
+
+@suppressions.command("list")
+@with_app
+def suppressions_list(app: Flask) -> None:
+    """Print every entry: hash, reason, since, source."""
+    from sqlalchemy import select
+
+    from newsletter.models import Suppression
+
+    with app.extensions["newsletter"].sessions() as session:
+        for entry in session.scalars(select(Suppression).order_by(Suppression.id)):
+            click.echo(
+                f"{entry.email_hash}  {entry.reason.value:<12}  {entry.created_at:%Y-%m-%d %H:%M}  "
+                f"{entry.source}  {entry.note}".rstrip()
+            )
+
+
+def _reason_choice():
+    from newsletter.models import SuppressionReason
+
+    return click.Choice([r.value for r in SuppressionReason])
+
+
+@suppressions.command("add")
+@click.argument("email_or_hash")
+@click.option("--reason", type=_reason_choice(), default="manual", show_default=True)
+@click.option("--note", default="")
+@with_app
+def suppressions_add(app: Flask, email_or_hash: str, reason: str, note: str) -> None:
+    """Suppress an address (or a SHA-256 hash of one)."""
+    from newsletter.models import SuppressionReason
+    from newsletter.services import suppression
+    from newsletter.services.addresses import InvalidAddress
+
+    try:
+        email_hash = suppression.hash_for(email_or_hash)
+    except InvalidAddress as exc:
+        raise click.ClickException(f"{email_or_hash!r}: {exc}") from None
+    with app.extensions["newsletter"].sessions() as session:
+        entry = suppression.suppress(session, email_hash, SuppressionReason(reason), "cli", note)
+        session.commit()
+        click.echo(f"suppressed {entry.email_hash} ({entry.reason.value})")
+
+
+@suppressions.command("remove")
+@click.argument("email_or_hash")
+@with_app
+def suppressions_remove(app: Flask, email_or_hash: str) -> None:
+    """Lift a suppression (an operator's decision: complaints too)."""
+    from newsletter.services import suppression
+    from newsletter.services.addresses import InvalidAddress
+
+    try:
+        email_hash = suppression.hash_for(email_or_hash)
+    except InvalidAddress as exc:
+        raise click.ClickException(f"{email_or_hash!r}: {exc}") from None
+    with app.extensions["newsletter"].sessions() as session:
+        removed = suppression.remove(session, email_hash)
+        session.commit()
+    if not removed:
+        raise click.ClickException(f"{email_hash} is not suppressed")
+    click.echo(f"lifted {email_hash}")
+
+
+@suppressions.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@with_app
+def suppressions_import(app: Flask, csv_file: str) -> None:
+    """Import a CSV (header: email or email_hash, optional reason, note); all or nothing."""
+    from newsletter.services import suppression
+
+    try:
+        with (
+            open(csv_file, encoding="utf-8-sig", newline="") as handle,
+            app.extensions["newsletter"].sessions() as session,
+        ):
+            report = suppression.import_csv(session, handle, f"import:{Path(csv_file).name}")
+            if report.errors:
+                session.rollback()
+                for error in report.errors[:20]:
+                    click.echo(f"{csv_file}: {error}", err=True)
+                raise click.ClickException(f"{len(report.errors)} bad rows; nothing imported")
+            session.commit()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{csv_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    click.echo(f"imported: {report.added} added, {report.unchanged} already suppressed")
+
+
+@suppressions.command("export")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to a file, not stdout.")
+@with_app
+def suppressions_export(app: Flask, out: str | None) -> None:
+    """Export the list as CSV (hashes only; safe to open in a spreadsheet)."""
+    from newsletter.services import suppression
+
+    with app.extensions["newsletter"].sessions() as session:
+        chunks = suppression.export_csv(session)
+        if out:
+            with open(out, "w", encoding="utf-8", newline="") as handle:
+                handle.writelines(chunks)
+            click.echo(f"wrote {out}")
+        else:
+            for chunk in chunks:
+                click.echo(chunk, nl=False)
 
 
 @cli.command()

@@ -306,3 +306,44 @@ def serve(make_app):
     yield start
     for server in servers:
         server.shutdown()
+
+
+@pytest.fixture
+def make_subscriber(runtime):
+    """Factory: a confirmed subscriber with topics, straight through the services."""
+    from newsletter.models import Subscriber, SubscriberStatus, Subscription, SubscriptionStatus
+    from newsletter.models.subscribers import address_hash
+    from newsletter.services.signup import topics_by_slug
+
+    def make(
+        email: str = "ann@example.com",
+        topics=("newsletter",),
+        first_name: str | None = "Ann",
+        status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    ) -> Subscriber:
+        with runtime.sessions() as session:
+            by_slug = topics_by_slug(session)
+            subscriber = Subscriber(
+                email=email,
+                email_hash=address_hash(email),
+                first_name=first_name,
+                status=status,
+                confirmed_at=clock.now(),
+            )
+            subscriber.subscriptions = [
+                Subscription(topic_id=by_slug[t].id, status=SubscriptionStatus.ACTIVE) for t in topics
+            ]
+            session.add(subscriber)
+            session.commit()
+            return subscriber
+
+    return make
+
+
+def all_links(message: EmailMessage) -> list[str]:
+    """Every http(s) URL in a message's text and HTML parts."""
+    found: list[str] = []
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            found += re.findall(r'https?://[^\s"<>\']+', part.get_content())
+    return sorted(set(found))

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, RadioField, SelectField, SelectMultipleField, StringField, widgets
+from wtforms import (
+    BooleanField,
+    RadioField,
+    SelectChoice,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    widgets,
+)
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
 
@@ -42,15 +50,15 @@ class ResendForm(FlaskForm):
 
 
 FREQUENCY_CHOICES = [
-    ("any", "Whenever there is news (we never send more than a few a week)"),
-    ("weekly", "At most once a week"),
-    ("monthly", "At most once a month"),
+    SelectChoice("any", "Whenever there is news (we never send more than a few a week)"),
+    SelectChoice("weekly", "At most once a week"),
+    SelectChoice("monthly", "At most once a month"),
 ]
 PAUSE_CHOICES = [
-    ("", "Don't pause"),
-    ("1", "Pause for 1 week"),
-    ("2", "Pause for 2 weeks"),
-    ("4", "Pause for 4 weeks"),
+    SelectChoice("", "Don't pause"),
+    SelectChoice("1", "Pause for 1 week"),
+    SelectChoice("2", "Pause for 2 weeks"),
+    SelectChoice("4", "Pause for 4 weeks"),
 ]
 
 
@@ -68,7 +76,7 @@ class UnsubscribeForm(FlaskForm):
     """The visible page's form; the RFC 8058 one-click POST carries no CSRF token at all."""
 
     scope = RadioField(
-        "Unsubscribe from", choices=[("topic", "topic"), ("everything", "everything")], default="everything"
+        "Unsubscribe from", choices=[SelectChoice("topic"), SelectChoice("everything")], default="everything"
     )
 
 

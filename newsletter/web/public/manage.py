@@ -7,6 +7,7 @@ import zoneinfo
 from functools import lru_cache
 
 from flask import Response, current_app, render_template, request
+from wtforms import SelectChoice
 
 from newsletter.models import Frequency, SubscriberStatus
 from newsletter.services import links, preferences
@@ -53,9 +54,9 @@ def _preferences_form(subscriber) -> PreferencesForm:
         }
     )
     form = PreferencesForm(data=data)
-    form.topics.choices = [(t.slug, t.name) for t in topics.values()]
-    form.partners.choices = list(partner_names.items())
-    form.time_zone.choices = [(z, z) for z in time_zones()]
+    form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics.values()]
+    form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
+    form.time_zone.choices = [SelectChoice(z) for z in time_zones()]
     return form
 
 

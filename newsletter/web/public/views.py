@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from wtforms import SelectChoice
 
 from newsletter.services import limits, links, signup
 from newsletter.services.addresses import InvalidAddress, normalize_address
@@ -29,7 +30,7 @@ def subscribe():
     wording = signup_wording(config["STORE_NAME"])
     form = SubscribeForm()
     topics = list(signup.topics_by_slug(db()).values())
-    form.topics.choices = [(t.slug, t.name) for t in topics]
+    form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
 
     if request.method == "POST":
         if not limits.signup_allowed_from_ip(
