@@ -1,6 +1,8 @@
 """All tables, imported in one place so Alembic and tests see the whole schema."""
 
+from newsletter.models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
 from newsletter.models.consent import ConsentAction, ConsentEvent
+from newsletter.models.customers import Customer
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.subscribers import (
     Frequency,
@@ -14,6 +16,13 @@ from newsletter.models.subscribers import (
 from newsletter.models.suppressions import Suppression, SuppressionReason
 
 __all__ = [
+    "Campaign",
+    "CampaignStatus",
+    "Customer",
+    "Delivery",
+    "DeliveryState",
+    "Wave",
+    "WaveStatus",
     "Frequency",
     "PartnerShare",
     "Suppression",

@@ -11,8 +11,11 @@ from sqlalchemy.orm import Session
 
 from newsletter import clock
 from newsletter.models import (
+    Campaign,
     ConsentAction,
     ConsentEvent,
+    Customer,
+    Delivery,
     OutboxEmail,
     PartnerShare,
     Subscriber,
@@ -38,6 +41,13 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     emails = session.scalars(
         select(OutboxEmail).where(OutboxEmail.subscriber_id == subscriber.id).order_by(OutboxEmail.id)
     )
+    deliveries = session.execute(
+        select(Campaign.name, Delivery.state, Delivery.sent_at, Delivery.reason)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Delivery.subscriber_id == subscriber.id)
+        .order_by(Delivery.id)
+    ).all()
+    customer = session.scalar(select(Customer).where(Customer.email_hash == subscriber.email_hash))
     entry = suppression.find(session, subscriber.email_hash)
     return {
         "email": subscriber.email,
@@ -70,6 +80,19 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             for m in emails
             if m.sent_at
         ],
+        "campaigns": [
+            {"campaign": name, "state": state.value, "sent_at": _iso(sent_at), "reason": reason}
+            for name, state, sent_at, reason in deliveries
+        ],
+        "customer_data": None
+        if customer is None
+        else {
+            "orders_count": customer.orders_count,
+            "lifetime_value": str(customer.lifetime_value),
+            "last_order_at": _iso(customer.last_order_at),
+            "tier": customer.tier,
+            "attributes": customer.attributes,
+        },
     }
 
 
@@ -92,6 +115,7 @@ def erase(session: Session, subscriber: Subscriber, request: RequestInfo) -> Non
     session.execute(delete(Subscription).where(Subscription.subscriber_id == sid))
     session.execute(delete(PartnerShare).where(PartnerShare.subscriber_id == sid))
     session.execute(delete(OutboxEmail).where(OutboxEmail.subscriber_id == sid))
+    session.execute(delete(Customer).where(Customer.email_hash == subscriber.email_hash))
     # The one sanctioned change to the ledger: its network identity is pseudonymised.
     session.execute(
         update(ConsentEvent)

@@ -1,0 +1,115 @@
+"""Scheduled campaigns, their waves, and the delivery ledger (one row per campaign x subscriber)."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from newsletter import clock
+from newsletter.db import Base, enum_type
+
+
+class CampaignStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  #: frozen, waiting for its first wave
+    SENDING = "sending"  #: at least one wave started
+    PAUSED = "paused"  #: by an operator, or by itself after repeated send errors (see pause_reason)
+    CANCELLED = "cancelled"
+    DONE = "done"  #: every wave finished: nothing queued, sending or deferred
+
+
+class WaveStatus(enum.StrEnum):
+    WAITING = "waiting"  #: before send_at
+    SENDING = "sending"  #: audience frozen into the ledger, batches out
+    DONE = "done"
+
+
+class DeliveryState(enum.StrEnum):
+    QUEUED = "queued"  #: selected, waiting for a batch job
+    SENDING = "sending"  #: a worker holds it right now
+    SENT = "sent"  #: the relay answered 250
+    DEFERRED = "deferred"  #: a cap or quiet hours: waits until send_after
+    SKIPPED = "skipped"  #: will not be sent: reason says why (unsubscribed, capped past deadline, ...)
+    FAILED = "failed"  #: the relay refused it for good: reason has the SMTP answer
+    UNCERTAIN = "uncertain"  #: a worker died inside the SMTP transaction: maybe delivered once
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the folder name under campaigns/
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: topic a recipient must have chosen
+    topic_slug: Mapped[str] = mapped_column(String(50))
+    status: Mapped[CampaignStatus] = mapped_column(
+        enum_type(CampaignStatus, 20), default=CampaignStatus.SCHEDULED
+    )
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    #: sha256 of the source files at scheduling time; editing them needs a reschedule
+    content_hash: Mapped[str] = mapped_column(String(64))
+    #: the compiled email, frozen at scheduling (subject, html, text, headers...)
+    compiled: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: after this nobody is sent the campaign (early access: the sale's public_at)
+    deadline: Mapped[datetime | None]
+    sale_url: Mapped[str | None] = mapped_column(String(500))
+    public_at: Mapped[datetime | None]
+    ends_at: Mapped[datetime | None]
+    scheduled_at: Mapped[datetime] = mapped_column(default=clock.now)
+    #: consecutive send errors; the campaign pauses itself past a threshold
+    error_streak: Mapped[int] = mapped_column(default=0)
+
+    waves: Mapped[list[Wave]] = relationship(
+        back_populates="campaign", order_by="Wave.position", cascade="all, delete-orphan"
+    )
+
+
+class Wave(Base):
+    __tablename__ = "waves"
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    name: Mapped[str] = mapped_column(String(100))
+    #: the audience expression as written in campaign.toml
+    audience: Mapped[str] = mapped_column(Text)
+    send_at: Mapped[datetime]
+    status: Mapped[WaveStatus] = mapped_column(enum_type(WaveStatus, 20), default=WaveStatus.WAITING)
+    #: when the audience was frozen into the delivery ledger
+    started_at: Mapped[datetime | None]
+
+    campaign: Mapped[Campaign] = relationship(back_populates="waves")
+
+
+class Delivery(Base):
+    """The ledger: exactly one row per (campaign, subscriber), whatever happens."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        Index("ix_deliveries_work", "campaign_id", "state", "send_after"),
+        Index("ix_deliveries_history", "subscriber_id", "sent_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    wave_id: Mapped[int] = mapped_column(ForeignKey("waves.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    state: Mapped[DeliveryState] = mapped_column(enum_type(DeliveryState, 20), default=DeliveryState.QUEUED)
+    #: why it was deferred, skipped or failed
+    reason: Mapped[str | None] = mapped_column(String(300))
+    #: deferred rows wait until then (UTC)
+    send_after: Mapped[datetime | None]
+    #: when a worker took it (stale 'sending' rows are swept back)
+    claimed_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(default=0)
+    #: first use of the personal early-access link
+    redeemed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
