@@ -82,6 +82,34 @@ def _partners(value: Any) -> dict[str, str]:
     return partners
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _caps(value: Any) -> list[tuple[int, int]]:
+    """``"1/20h, 3/7d"``: at most COUNT marketing emails per WINDOW (s, m, h or d)."""
+    rules = []
+    for part in _list(value):
+        match = re.fullmatch(r"(\d+)\s*(?:per|/)\s*(\d+)\s*([smhd])", part.strip())
+        if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+            raise ValueError(f'expected rules like "1/20h, 3/7d", got {part!r}')
+        rules.append((int(match.group(1)), int(match.group(2)) * _UNITS[match.group(3)]))
+    return rules
+
+
+def _quiet_hours(value: Any) -> tuple[int, int] | None:
+    """``"21:00-08:00"`` as minutes after midnight (start, end); empty for none."""
+    text = str(value).strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", text)
+    if not match:
+        raise ValueError('expected "HH:MM-HH:MM", e.g. "21:00-08:00"')
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        raise ValueError("hours 0-23, minutes 0-59")
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
 def _rate(value: Any) -> tuple[int, int]:
     """``"20/60"`` means 20 events per 60 seconds."""
     try:
@@ -133,6 +161,24 @@ SETTINGS: dict[str, Setting] = {
         _int, 3, "confirmation emails per address per 24 hours, whatever the IP"
     ),
     "CHECK_DELIVERABILITY": Setting(_bool, False, "look up the domain's MX records at signup (needs DNS)"),
+    "MARKETING_CAPS": Setting(
+        _caps, "1/20h, 3/7d, 8/30d", "store-wide frequency caps for marketing mail; all must hold"
+    ),
+    "QUIET_HOURS": Setting(
+        _quiet_hours, "21:00-08:00", "no marketing mail in these hours of the subscriber's time zone"
+    ),
+    "SEND_RATE": Setting(
+        _int, 0, "marketing messages per second across all workers; 0 = as fast as the relay takes"
+    ),
+    "BATCH_SIZE": Setting(_int, 500, "recipients per sending job"),
+    "PAUSE_AFTER_ERRORS": Setting(_int, 20, "consecutive send errors after which a campaign pauses itself"),
+    "STALE_CLAIM_SECONDS": Setting(
+        _int, 60, "a batch whose worker stopped beating this long is taken up again"
+    ),
+    "TICK_INTERVAL": Setting(
+        _int, 5, "seconds between scheduler ticks (due waves, deferred mail, stale batches)"
+    ),
+    "LIST_ID": Setting(_str, "", "List-Id header domain part; default: the From address's domain"),
     "PARTNERS": Setting(
         _partners, {}, 'partner stores people may agree to share with: "id=Name, id2=Name 2"'
     ),

@@ -105,8 +105,9 @@ class Delivery(Base):
     reason: Mapped[str | None] = mapped_column(String(300))
     #: deferred rows wait until then (UTC)
     send_after: Mapped[datetime | None]
-    #: when a worker took it (stale 'sending' rows are swept back)
+    #: when a worker took it, and the batch claim it belongs to (stale claims are swept back)
     claimed_at: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(36))
     sent_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)

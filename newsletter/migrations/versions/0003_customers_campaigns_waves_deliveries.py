@@ -106,6 +106,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(length=300), nullable=True),
         sa.Column("send_after", sa.DateTime(), nullable=True),
         sa.Column("claimed_at", sa.DateTime(), nullable=True),
+        sa.Column("claim_token", sa.String(length=36), nullable=True),
         sa.Column("sent_at", sa.DateTime(), nullable=True),
         sa.Column("message_id", sa.String(length=255), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),

@@ -1,0 +1,201 @@
+"""Frequency caps and quiet hours, decided per recipient at send time.
+
+The rules are pure functions of a send history; the atomic part lives in Redis: one sorted
+set of send times per subscriber, checked and reserved by a Lua script, for a whole batch
+in one pipeline. Redis is not the truth: ``rebuild`` refills the sets from the delivery
+ledger when Redis lost them, and a lost reservation can only make a cap stricter.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.models import Delivery, DeliveryState, Frequency
+
+log = logging.getLogger(__name__)
+
+Rule = tuple[int, int]  #: at most COUNT sends per WINDOW seconds
+
+#: The subscriber's own choice from the preference centre, on top of the store's rules.
+FREQUENCY_RULES: dict[Frequency, list[Rule]] = {
+    Frequency.ANY: [],
+    Frequency.WEEKLY: [(1, 7 * 86400)],
+    Frequency.MONTHLY: [(1, 30 * 86400)],
+}
+READY_KEY = "nl:caps:ready"
+
+
+def key_for(subscriber_id: int) -> str:
+    return f"nl:caps:{subscriber_id}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    rules: list[Rule]
+    quiet_hours: tuple[int, int] | None  #: minutes after local midnight (start, end)
+
+    @classmethod
+    def from_config(cls, config: dict) -> Policy:
+        return cls(list(config["MARKETING_CAPS"]), config["QUIET_HOURS"])
+
+    def rules_for(self, frequency: Frequency) -> list[Rule]:
+        return self.rules + FREQUENCY_RULES[frequency]
+
+
+# --- pure rules -----------------------------------------------------------------------------
+
+
+def earliest_by_rules(history: Sequence[datetime], rules: Iterable[Rule], at: datetime) -> datetime:
+    """The earliest moment >= ``at`` at which one more send keeps every rule.
+
+    A rule (n, w) holds at t if fewer than n sends fall in (t - w, t]. Sends only leave
+    windows as t grows, so the answer is the latest of the per-rule answers.
+    """
+    earliest = at
+    ordered = sorted(history)
+    for count, window in rules:
+        recent = [s for s in ordered if s > at - timedelta(seconds=window)]
+        if len(recent) >= count:
+            earliest = max(earliest, recent[len(recent) - count] + timedelta(seconds=window))
+    return earliest
+
+
+def zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def outside_quiet_hours(at: datetime, time_zone: str | None, quiet: tuple[int, int] | None) -> datetime:
+    """``at`` if it is not quiet time for the subscriber, else the end of their quiet hours (UTC)."""
+    if quiet is None:
+        return at
+    start, end = quiet
+    local = at.replace(tzinfo=UTC).astimezone(zone(time_zone))
+    minute = local.hour * 60 + local.minute
+    in_quiet = (start <= minute or minute < end) if start > end else (start <= minute < end)
+    if not in_quiet:
+        return at
+    end_local = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
+    if end_local <= local:
+        end_local += timedelta(days=1)
+    # Rebuild from the wall clock so a DST change inside the night is honoured.
+    end_local = datetime(
+        end_local.year, end_local.month, end_local.day, end // 60, end % 60, tzinfo=zone(time_zone)
+    )
+    return end_local.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """send now, or wait until ``at``, or skip for ``reason``."""
+
+    send: bool
+    at: datetime | None = None
+    reason: str | None = None
+
+
+def decide(earliest: datetime, now: datetime, deadline: datetime | None, why: str) -> Verdict:
+    if earliest <= now:
+        return Verdict(True)
+    if deadline is not None and earliest >= deadline:
+        return Verdict(False, None, f"{why}: next allowed {earliest:%Y-%m-%d %H:%M} UTC, after the deadline")
+    return Verdict(False, earliest, why)
+
+
+# --- Redis: atomic check-and-reserve across workers --------------------------------------------
+
+#: KEYS[1] the subscriber's set; ARGV: now_ms, member, then pairs of (count, window_ms).
+#: Returns 0 after reserving, or the earliest allowed time in ms.
+_RESERVE = """
+local now = tonumber(ARGV[1])
+local earliest = 0
+local longest = 0
+for i = 3, #ARGV, 2 do
+  local count = tonumber(ARGV[i])
+  local window = tonumber(ARGV[i + 1])
+  if window > longest then longest = window end
+  local inside = redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf')
+  if inside >= count then
+    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf',
+                              'WITHSCORES', 'LIMIT', inside - count, 1)
+    local t = tonumber(oldest[2]) + window
+    if t > earliest then earliest = t end
+  end
+end
+if earliest > 0 then return earliest end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+if longest > 0 then redis.call('PEXPIRE', KEYS[1], longest) end
+return 0
+"""
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)
+
+
+def reserve_batch(
+    conn: redis.Redis, now: datetime, requests: Sequence[tuple[int, str, list[Rule]]]
+) -> list[datetime | None]:
+    """For each (subscriber_id, member, rules): None if reserved now, else the earliest allowed time.
+
+    One round trip for the whole batch; each script runs atomically, so two workers can
+    never both take the last place under a cap.
+    """
+    script = conn.register_script(_RESERVE)
+    pipe = conn.pipeline(transaction=False)
+    for subscriber_id, member, rules in requests:
+        args: list[int | str] = [_ms(now), member]
+        for count, window in rules:
+            args += [count, window * 1000]
+        script(keys=[key_for(subscriber_id)], args=args, client=pipe)
+    return [None if result == 0 else _from_ms(int(result)) for result in pipe.execute()]
+
+
+def release(conn: redis.Redis, subscriber_id: int, member: str) -> None:
+    """Give back a reservation whose message was not sent after all."""
+    conn.zrem(key_for(subscriber_id), member)
+
+
+def ensure_counters(conn: redis.Redis, session: Session, longest_window: int, now: datetime) -> bool:
+    """Rebuild every subscriber's set from the ledger if Redis lost them; True if it rebuilt."""
+    if conn.exists(READY_KEY):
+        return False
+    with conn.lock("nl:caps:rebuild", timeout=600, blocking_timeout=600):
+        if conn.exists(READY_KEY):
+            return False
+        since = now - timedelta(seconds=longest_window)
+        rows = session.execute(
+            select(Delivery.id, Delivery.subscriber_id, Delivery.sent_at).where(
+                Delivery.state.in_([DeliveryState.SENT, DeliveryState.UNCERTAIN]), Delivery.sent_at > since
+            )
+        )
+        pipe = conn.pipeline(transaction=False)
+        count = 0
+        for delivery_id, subscriber_id, sent_at in rows:
+            pipe.zadd(key_for(subscriber_id), {member_for(delivery_id): _ms(sent_at)})
+            pipe.pexpire(key_for(subscriber_id), longest_window * 1000)
+            count += 1
+            if count % 5000 == 0:
+                pipe.execute()
+        pipe.set(READY_KEY, _ms(now))
+        pipe.execute()
+        log.info("cap counters rebuilt from %d sent deliveries", count)
+        return True
+
+
+def member_for(delivery_id: int) -> str:
+    return f"d{delivery_id}"
