@@ -197,7 +197,7 @@ def _recipients(session: Session, campaign: Campaign, token: str) -> list[Recipi
 
 
 def still_wanted(session: Session, recipient: Recipient, topic_slug: str) -> bool:
-    """Checked right before each SMTP transaction: unsubscribed, topic or suppression since the batch began."""
+    """Checked right before each SMTP transaction: unsubscribed, topic left or suppressed since the claim."""
     row = session.execute(
         select(Subscriber.status, Subscription.status, Suppression.id)
         .join(Subscription, Subscription.subscriber_id == Subscriber.id)
