@@ -1,4 +1,4 @@
-"""Personal links in emails: confirm, unsubscribe, preferences. One token per purpose.
+"""Personal links in emails: confirm, unsubscribe, preferences, early access. One token per purpose.
 
 Every token names the subscriber by id and the first 16 hex digits of their address hash,
 so a link stops working when the person is erased (their row's hash is replaced).
@@ -42,11 +42,19 @@ def preferences_url(config: dict, subscriber: Subscriber) -> str:
     return f"{_base(config)}/preferences/{make_token(config, Purpose.PREFERENCES, _payload(subscriber))}"
 
 
+def early_access_url(config: dict, subscriber: Subscriber, campaign_id: int) -> str:
+    """The personal early-access link of one campaign; the page checks the sale's window."""
+    token = make_token(config, Purpose.EARLY_ACCESS, _payload(subscriber, c=campaign_id))
+    return f"{_base(config)}/early-access/{token}"
+
+
 def max_age(config: dict, purpose: Purpose) -> int | None:
     return {
         Purpose.CONFIRM: config["CONFIRM_MAX_AGE_DAYS"] * 86400,
         Purpose.UNSUBSCRIBE: UNSUBSCRIBE_MAX_AGE,
         Purpose.PREFERENCES: PREFERENCES_MAX_AGE,
+        # The sale's own window (wave start to public_at) decides; the token itself does not expire.
+        Purpose.EARLY_ACCESS: None,
     }[purpose]
 
 

@@ -19,6 +19,7 @@ class Purpose(enum.StrEnum):
     CONFIRM = "newsletter.confirm"
     UNSUBSCRIBE = "newsletter.unsubscribe"
     PREFERENCES = "newsletter.preferences"
+    EARLY_ACCESS = "newsletter.early-access"
 
 
 class TokenError(Exception):
