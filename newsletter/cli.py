@@ -13,6 +13,7 @@ import click
 from flask import Flask
 
 from newsletter.config import ConfigError
+from newsletter.partners.cli import partners
 
 
 def with_app(func):
@@ -281,6 +282,9 @@ def demo(keep_going: bool) -> None:
         run_demo(Path.cwd())
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
+
+
+cli.add_command(partners)
 
 
 def main() -> None:  # pragma: no cover - console entry point

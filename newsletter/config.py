@@ -66,20 +66,16 @@ def _url(*schemes: str) -> Callable[[Any], str]:
     return parse
 
 
-def _partners(value: Any) -> dict[str, str]:
-    """``"pet-care=Pet Care Co, bakery=The Bakery"``: partner id and the name people see."""
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else (part.split("=", 1) if "=" in part else (part, "") for part in _list(value))
-    )
-    partners: dict[str, str] = {}
-    for partner_id, name in items:
-        partner_id, name = str(partner_id).strip(), str(name).strip()
-        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,49}", partner_id) or not name:
-            raise ValueError('expected "id=Display Name" pairs with ids of a-z, 0-9 and -')
-        partners[partner_id] = name
-    return partners
+def _store_id(value: Any) -> str:
+    """This store's id as partner stores know it: a-z, 0-9 and -."""
+    text = str(value).strip()
+    if text and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,49}", text):
+        raise ValueError("expected an id of a-z, 0-9 and - (at most 50 characters)")
+    return text
+
+
+#: Settings that moved elsewhere: naming them is an error that says where they went.
+RETIRED = {"PARTNERS": "partner stores live in the database now: use 'newsletter partners add'"}
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -179,8 +175,8 @@ SETTINGS: dict[str, Setting] = {
         _int, 5, "seconds between scheduler ticks (due waves, deferred mail, stale batches)"
     ),
     "LIST_ID": Setting(_str, "", "List-Id header domain part; default: the From address's domain"),
-    "PARTNERS": Setting(
-        _partners, {}, 'partner stores people may agree to share with: "id=Name, id2=Name 2"'
+    "STORE_ID": Setting(
+        _store_id, "", "this store's id in partner exchanges (partners register us under it)"
     ),
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
@@ -205,14 +201,23 @@ def load_config(
             raise ConfigError(f"{config_file}: {exc}") from None
         for key, value in data.items():
             name = key.upper()
+            if name in RETIRED:
+                raise ConfigError(f"{config_file}: {key}: {RETIRED[name]}")
             if name not in SETTINGS:
                 raise ConfigError(f"{config_file}: unknown setting {key!r}")
             raw[name] = (value, f"{config_file}: {key}")
 
     for name, value in environ.items():
-        if not name.startswith(PREFIX) or name == PREFIX + "INSTANCE_PATH":
+        # NEWSLETTER_TEST_* variables belong to the test suite, not the engine.
+        if (
+            not name.startswith(PREFIX)
+            or name in (PREFIX + "INSTANCE_PATH",)
+            or name.startswith(PREFIX + "TEST_")
+        ):
             continue
         key = name[len(PREFIX) :]
+        if key in RETIRED:
+            raise ConfigError(f"{name}: {RETIRED[key]}")
         if key not in SETTINGS:
             raise ConfigError(f"{name}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
         raw[key] = (value, name)

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.models import ConsentEvent, Subscriber, Suppression
+from newsletter.partners.registry import add_partner
 from newsletter.services import links
 from tests.conftest import ARTIFACTS
 
@@ -21,9 +22,10 @@ def load(runtime, subscriber_id):
 
 
 def test_preference_centre_in_a_browser(browser, serve, make_app, tmp_path):
-    app, base_url = serve(PARTNERS={"pet-care": "Pet Care Co"})
+    app, base_url = serve()
     runtime = app.extensions["newsletter"]
     with runtime.sessions() as session:
+        add_partner(session, "pet-care", "Pet Care Co")
         from newsletter.models import Subscription, SubscriptionStatus
         from newsletter.models.subscribers import address_hash
         from newsletter.services.signup import topics_by_slug

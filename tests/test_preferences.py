@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from newsletter import clock
 from newsletter.models import ConsentEvent, Subscriber, Suppression
+from newsletter.partners.registry import add_partner
 from newsletter.services import links
 from newsletter.services.tokens import Purpose, make_token
 from tests.conftest import all_links, csrf_token
@@ -124,9 +125,12 @@ def test_bad_form_values_are_a_400_not_a_500(app, client, make_subscriber):
 def test_partner_sharing_is_off_by_default_names_the_partner_and_is_in_the_ledger(
     make_app, runtime, make_subscriber
 ):
-    app = make_app(PARTNERS={"pet-care": "Pet Care Co"})
+    app = make_app()
     client = app.test_client()
     rt = app.extensions["newsletter"]
+    with rt.sessions() as session:
+        add_partner(session, "pet-care", "Pet Care Co")
+        session.commit()
     sub = make_subscriber()
     url = links.preferences_url(app.config, sub)
     html = client.get(path(url)).get_data(as_text=True)

@@ -4,6 +4,7 @@ from newsletter.models.campaigns import Campaign, CampaignStatus, Delivery, Deli
 from newsletter.models.consent import ConsentAction, ConsentEvent
 from newsletter.models.customers import Customer
 from newsletter.models.outbox import OutboxEmail, OutboxKind
+from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
 from newsletter.models.subscribers import (
     Frequency,
     PartnerShare,
@@ -24,7 +25,11 @@ __all__ = [
     "Wave",
     "WaveStatus",
     "Frequency",
+    "Partner",
+    "PartnerImport",
+    "PartnerInvitation",
     "PartnerShare",
+    "PartnerSuppression",
     "Suppression",
     "SuppressionReason",
     "ConsentAction",

@@ -20,6 +20,7 @@ class ConsentAction(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"  #: left one topic or everything
     PARTNER_SHARE_GRANTED = "partner_share_granted"  #: may share the address with a named partner
     PARTNER_SHARE_WITHDRAWN = "partner_share_withdrawn"
+    PARTNER_IMPORTED = "partner_imported"  #: a partner sent us this person's consent; invited to confirm
     ERASED = "erased"  #: personal data erased on request; this ledger stays, pseudonymised
 
 

@@ -19,6 +19,7 @@ from newsletter.db import Base, enum_type
 class OutboxKind(enum.StrEnum):
     CONFIRM = "confirm"  #: "please confirm your subscription"
     ALREADY_SUBSCRIBED = "already_subscribed"  #: an active subscriber signed up again
+    PARTNER_INVITE = "partner_invite"  #: consent came from a partner store: please confirm with us
 
 
 class OutboxEmail(Base):

@@ -109,7 +109,14 @@ class PartnerShare(Base):
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
     )
-    #: the partner's id as configured (see newsletter.services.partners)
+    #: the partner's id (newsletter.models.partners.Partner)
     partner_id: Mapped[str] = mapped_column(String(50), primary_key=True)
     granted: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+    #: evidence of the current grant, copied from its ledger event (exports read it from here)
+    granted_at: Mapped[datetime | None]
+    wording_version: Mapped[str | None] = mapped_column(String(50))
+    wording_hash: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(100))
+    #: ticked on the signup form; becomes a grant only when the person confirms their address
+    requested_at: Mapped[datetime | None]

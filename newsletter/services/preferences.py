@@ -23,19 +23,10 @@ from newsletter.models import (
     SubscriptionStatus,
     SuppressionReason,
 )
+from newsletter.partners.consent import partner_wording, record_grant, record_withdrawal
 from newsletter.services import suppression
-from newsletter.services.consent import RequestInfo, Wording, record_event
+from newsletter.services.consent import RequestInfo, record_event
 from newsletter.services.signup import topics_by_slug
-
-PARTNER_WORDING_VERSION = "partner-share-2026-11"
-PARTNER_WORDING = (
-    "Share my email address and first name with {partner}, so that {partner} can invite me to "
-    "its own emails. {partner} will ask me to confirm before sending anything else."
-)
-
-
-def partner_wording(partner_name: str) -> Wording:
-    return Wording(PARTNER_WORDING_VERSION, PARTNER_WORDING.format(partner=partner_name))
 
 
 @dataclass
@@ -153,8 +144,11 @@ def _set_partners(
         if share is None:
             share = PartnerShare(partner_id=partner_id, granted=False)
             subscriber.partner_shares.append(share)
-        share.granted = partner_id in wanted
-        share.updated_at = clock.now()
+        wording = partner_wording(name)
+        if partner_id in wanted:
+            record_grant(share, wording, request.source)
+        else:
+            record_withdrawal(share)
         action = (
             ConsentAction.PARTNER_SHARE_GRANTED if share.granted else ConsentAction.PARTNER_SHARE_WITHDRAWN
         )
@@ -163,7 +157,7 @@ def _set_partners(
             subscriber.id,
             action,
             request,
-            wording=partner_wording(name),
+            wording=wording,
             details={"partner": partner_id, "partner_name": name},
         )
         changed = True

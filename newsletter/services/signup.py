@@ -27,6 +27,7 @@ from newsletter.models import (
     Topic,
 )
 from newsletter.models.subscribers import address_hash
+from newsletter.partners.consent import grant_requested_shares
 from newsletter.services import limits, suppression
 from newsletter.services.consent import RequestInfo, Wording, record_event
 
@@ -232,6 +233,7 @@ def confirm(session: Session, subscriber: Subscriber, request: RequestInfo) -> b
         topics=[s.topic.slug for s in pending],
         details={"suppression_lifted": lifted.value} if lifted else {},
     )
+    grant_requested_shares(session, subscriber, request)  # partners ticked on the signup form
     session.flush()
     return True
 

@@ -39,7 +39,12 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
     if outbox is None or outbox.sent_at is not None:
         return None
     subscriber = session.get(Subscriber, outbox.subscriber_id)
-    message = build_for(config, outbox.kind, subscriber)
+    extra = {}
+    if outbox.kind == OutboxKind.PARTNER_INVITE:
+        from newsletter.partners.invitations import invitation_context
+
+        extra = invitation_context(session, outbox.id)
+    message = build_for(config, outbox.kind, subscriber, **extra)
     try:
         transport.send(message)
     except Exception as exc:
@@ -52,13 +57,14 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
     return outbox.message_id
 
 
-def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber):
+def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
     context = {
         "store": config["STORE_NAME"],
         "postal_address": config["POSTAL_ADDRESS"],
         "first_name": subscriber.first_name,
+        **extra,
     }
-    if kind == OutboxKind.CONFIRM:
+    if kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
         context["confirm_url"] = links.confirm_url(config, subscriber)
         context["max_age_days"] = config["CONFIRM_MAX_AGE_DAYS"]
     else:

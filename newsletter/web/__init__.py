@@ -30,6 +30,9 @@ def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     from newsletter.web.public.views import bp as public_bp
 
     app.register_blueprint(public_bp)
+    from newsletter.partners.api import bp as partners_api_bp
+
+    app.register_blueprint(csrf.exempt(partners_api_bp))  # signed requests, no cookies
     app.teardown_appcontext(_close_session)
     _register_error_pages(app)
 

@@ -33,6 +33,8 @@ class SubscribeForm(FlaskForm):
         "First name (optional)", validators=[Optional(), Length(max=100), no_control_characters]
     )
     topics = CheckboxesField("What would you like to hear about?", choices=[])
+    #: optional, one per partner store, never pre-ticked; effective once the address is confirmed
+    partners = CheckboxesField("Partner stores", choices=[])
     #: honeypot: hidden from people, filled in by bots
     website = StringField("Leave this field empty", validators=[Optional()])
 

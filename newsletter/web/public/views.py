@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from wtforms import SelectChoice
 
+from newsletter.partners import registry
+from newsletter.partners.consent import partner_wording, request_shares
 from newsletter.services import limits, links, signup
 from newsletter.services.addresses import InvalidAddress, normalize_address
 from newsletter.services.consent import RequestInfo, signup_wording
@@ -31,6 +33,8 @@ def subscribe():
     form = SubscribeForm()
     topics = list(signup.topics_by_slug(db()).values())
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
+    partner_names = registry.partner_names(db())
+    form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
 
     if request.method == "POST":
         if not limits.signup_allowed_from_ip(
@@ -54,7 +58,7 @@ def subscribe():
             else:
 
                 def attempt():
-                    signup.request_signup(
+                    outcome = signup.request_signup(
                         db(),
                         runtime().redis,
                         config,
@@ -65,6 +69,8 @@ def subscribe():
                         request=request_info("web:subscribe"),
                         dispatch=runtime().send_transactional,
                     )
+                    if form.partners.data:
+                        request_shares(db(), outcome.subscriber_id, form.partners.data, partner_names)
                     db().commit()
 
                 signup.retry_on_conflict(attempt, db())
@@ -72,7 +78,10 @@ def subscribe():
         status = 400
     else:
         status = 200
-    return render_template("web/subscribe.html", form=form, topics=topics, wording=wording), status
+    partner_wordings = {pid: partner_wording(name) for pid, name in partner_names.items()}
+    return render_template(
+        "web/subscribe.html", form=form, topics=topics, wording=wording, partner_wordings=partner_wordings
+    ), status
 
 
 @bp.get("/confirm/<token>")

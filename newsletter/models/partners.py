@@ -1,0 +1,76 @@
+"""Partner stores, what they told us about opt-outs, and the imports we took from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from newsletter import clock
+from newsletter.db import Base
+
+
+class Partner(Base):
+    """A partner store we exchange consented lists and suppressions with."""
+
+    __tablename__ = "partners"
+
+    #: the partner's own store id (its NEWSLETTER_STORE_ID): a-z, 0-9 and -
+    id: Mapped[str] = mapped_column(String(50), primary_key=True)
+    #: the name people see in the consent wording ("Share ... with Pet Care Co")
+    name: Mapped[str] = mapped_column(String(100))
+    #: shared secret of the pair: signs files both ways and authenticates API requests
+    secret: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class PartnerSuppression(Base):
+    """An address hash the partner says opted out there: never invite it on that partner's word."""
+
+    __tablename__ = "partner_suppressions"
+
+    partner_id: Mapped[str] = mapped_column(ForeignKey("partners.id", ondelete="CASCADE"), primary_key=True)
+    #: sha256 of the lower-cased normalised address
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class PartnerImport(Base):
+    """The ledger of files taken from partners: which file (SHA-256), when, what came of it."""
+
+    __tablename__ = "partner_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: kept as text, not a foreign key: the record outlives the partner's removal
+    partner_id: Mapped[str] = mapped_column(String(50))
+    #: "contacts" or "suppressions"
+    kind: Mapped[str] = mapped_column(String(20))
+    #: SHA-256 of the whole file as received
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    #: when the partner made the file (from its signed header)
+    file_created_at: Mapped[datetime]
+    imported_at: Mapped[datetime] = mapped_column(default=clock.now)
+    #: "cli" or "api"
+    channel: Mapped[str] = mapped_column(String(20))
+    records: Mapped[int] = mapped_column(default=0)
+    #: counts: invited, skipped per reason
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PartnerInvitation(Base):
+    """An invitation to confirm sent on the strength of consent given at a partner store."""
+
+    __tablename__ = "partner_invitations"
+    __table_args__ = (Index("ix_partner_invitations_subscriber", "subscriber_id", "created_at"),)
+
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("outbox_emails.id", ondelete="CASCADE"), primary_key=True
+    )
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    partner_id: Mapped[str] = mapped_column(String(50))
+    #: the partner's display name when the invitation was made (the email names it)
+    partner_name: Mapped[str] = mapped_column(String(100))
+    import_id: Mapped[int] = mapped_column(ForeignKey("partner_imports.id"))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -1,0 +1,194 @@
+"""``newsletter partners ...``: thin click wrappers over the partner services."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from functools import wraps
+from pathlib import Path
+
+import click
+from flask import Flask
+
+from newsletter.config import ConfigError
+
+
+def with_app(func):
+    """Build the app (one-line error on bad configuration) and pass it first."""
+
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        from newsletter import create_app
+
+        try:
+            app = create_app()
+        except ConfigError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
+        with app.app_context():
+            return func(app, *args, **kwargs)
+
+    return wrapper
+
+
+def _fail(exc: Exception, file: str | None = None):
+    prefix = f"{file}: " if file else ""
+    return click.ClickException(f"{prefix}{exc}")
+
+
+@click.group()
+def partners() -> None:
+    """Partner stores: consented lists and suppressions, exchanged signed."""
+
+
+@partners.command("add")
+@click.argument("partner_id")
+@click.argument("name")
+@click.option("--secret", help="The pair's shared secret if the partner gave one (else one is generated).")
+@with_app
+def add(app: Flask, partner_id: str, name: str, secret: str | None) -> None:
+    """Register PARTNER_ID (its own store id) shown to people as NAME; prints the secret once."""
+    from newsletter.partners.registry import PartnerError, add_partner
+
+    with app.extensions["newsletter"].sessions() as session:
+        try:
+            partner, secret = add_partner(session, partner_id, name, secret)
+        except PartnerError as exc:
+            raise _fail(exc) from None
+        session.commit()
+    click.echo(f"added partner {partner.id} ({partner.name})")
+    click.echo(f"shared secret (shown once; give it to the partner over a safe channel): {secret}")
+
+
+@partners.command("list")
+@with_app
+def list_(app: Flask) -> None:
+    """Every partner: id, name, since (secrets are never shown again)."""
+    from newsletter.partners.registry import list_partners
+
+    with app.extensions["newsletter"].sessions() as session:
+        for partner in list_partners(session):
+            click.echo(f"{partner.id}  {partner.name}  since {partner.created_at:%Y-%m-%d}")
+
+
+@partners.command("remove")
+@click.argument("partner_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_app
+def remove(app: Flask, partner_id: str, yes: bool) -> None:
+    """Forget a partner (and its opt-out list); nobody can share with it any more."""
+    from newsletter.partners.registry import remove_partner
+
+    if not yes:
+        click.confirm(f"Remove partner {partner_id}?", abort=True)
+    with app.extensions["newsletter"].sessions() as session:
+        removed = remove_partner(session, partner_id)
+        session.commit()
+    if not removed:
+        raise click.ClickException(f"no partner with id {partner_id!r}")
+    click.echo(f"removed partner {partner_id}")
+
+
+def _write_atomically(out: str, chunks: Iterator[bytes]) -> int:
+    """Write next to OUT and rename at the end: a failed export leaves no half-written file."""
+    target = Path(out)
+    fd, temp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".part")
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                size += len(chunk)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return size
+
+
+def _export(app: Flask, partner_id: str, out: str, what: str) -> None:
+    from newsletter.partners import exchange
+    from newsletter.partners.registry import PartnerError, get_partner
+
+    export = exchange.export_contacts if what == "contacts" else exchange.export_suppressions
+    with app.extensions["newsletter"].sessions() as session:
+        try:
+            partner = get_partner(session, partner_id)
+            size = _write_atomically(out, export(session, app.config, partner))
+        except PartnerError as exc:
+            raise _fail(exc) from None
+    click.echo(f"wrote {out} ({size} bytes, signed for {partner_id})")
+
+
+@partners.command("export")
+@click.argument("partner_id")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True))
+@with_app
+def export(app: Flask, partner_id: str, out: str) -> None:
+    """Write the signed file of everyone who agreed to be shared with PARTNER_ID."""
+    _export(app, partner_id, out, "contacts")
+
+
+@partners.command("export-suppressions")
+@click.argument("partner_id")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True))
+@with_app
+def export_suppressions(app: Flask, partner_id: str, out: str) -> None:
+    """Write our suppression list for PARTNER_ID: SHA-256 and keyed HMAC per address, signed."""
+    _export(app, partner_id, out, "suppressions")
+
+
+def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str, ...] = ()):
+    from newsletter.partners import exchange
+    from newsletter.partners.files import FileRefused
+    from newsletter.partners.invitations import enqueue_invitations
+    from newsletter.partners.registry import PartnerError, get_partner
+
+    runtime = app.extensions["newsletter"]
+    with runtime.sessions() as session, open(file, "rb") as handle:
+        try:
+            partner = get_partner(session, partner_id)
+            if what == "contacts":
+                report = exchange.import_contacts(
+                    session,
+                    app.config,
+                    partner,
+                    handle,
+                    channel="cli",
+                    dispatch=lambda ids: enqueue_invitations(runtime, ids),
+                    topics=topics or exchange.DEFAULT_TOPICS,
+                )
+            else:
+                report = exchange.import_suppressions(session, app.config, partner, handle, channel="cli")
+        except (FileRefused, PartnerError) as exc:
+            session.rollback()
+            raise _fail(f"{exc}; nothing was imported", file) from None
+        session.commit()
+    return report
+
+
+@partners.command("import")
+@click.argument("partner_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--topic", "topics", multiple=True, help="Topic(s) people confirm into (default: newsletter).")
+@with_app
+def import_(app: Flask, partner_id: str, file: str, topics: tuple[str, ...]) -> None:
+    """Verify PARTNER_ID's signed FILE, then invite the people in it to confirm with us."""
+    report = _import(app, partner_id, file, "contacts", topics)
+    click.echo(f"imported {file} (sha256 {report.file_sha256}): {report.records} records")
+    click.echo(f"  invited: {report.invited}")
+    for reason, count in sorted(report.skipped.items()):
+        click.echo(f"  skipped, {reason.replace('_', ' ')}: {count}")
+
+
+@partners.command("import-suppressions")
+@click.argument("partner_id")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@with_app
+def import_suppressions(app: Flask, partner_id: str, file: str) -> None:
+    """Store PARTNER_ID's opt-outs: people it lists are never invited on its word."""
+    report = _import(app, partner_id, file, "suppressions")
+    click.echo(
+        f"imported {file} (sha256 {report.file_sha256}): {report.records} hashes, "
+        f"{report.added} new, {report.known} known already"
+    )

@@ -1,0 +1,106 @@
+"""Consent to share with a named partner, given on the signup form (effective once confirmed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter import clock
+from newsletter.models import ConsentAction, PartnerShare, Subscriber, SubscriberStatus
+from newsletter.services.consent import RequestInfo, Wording, record_event
+
+PARTNER_WORDING_VERSION = "partner-share-2026-11"
+PARTNER_WORDING = (
+    "Share my email address and first name with {partner}, so that {partner} can invite me to "
+    "its own emails. {partner} will ask me to confirm before sending anything else."
+)
+
+
+def partner_wording(partner_name: str) -> Wording:
+    """The wording shown next to a partner's checkbox; it names the partner (ICO: name each one)."""
+    return Wording(PARTNER_WORDING_VERSION, PARTNER_WORDING.format(partner=partner_name))
+
+
+def record_grant(share: PartnerShare, wording: Wording, source: str) -> None:
+    """Keep the current grant's evidence on the share itself (exports read it from there)."""
+    share.granted = True
+    share.granted_at = share.updated_at = clock.now()
+    share.wording_version, share.wording_hash, share.source = wording.version, wording.sha256, source[:100]
+    share.requested_at = None
+
+
+def record_withdrawal(share: PartnerShare) -> None:
+    share.granted = False
+    share.updated_at = clock.now()
+    share.granted_at = share.wording_version = share.wording_hash = share.source = share.requested_at = None
+
+
+def request_shares(
+    session: Session, subscriber_id: int, partner_ids: Iterable[str], names: dict[str, str]
+) -> None:
+    """The signup form's ticks: kept as requests until the person confirms their address.
+
+    The form is unauthenticated, so a tick on it proves nothing until the confirmation link
+    is used; an already active subscriber changes sharing in the preference centre instead.
+    """
+    wanted = [pid for pid in partner_ids if pid in names]
+    subscriber = session.get(Subscriber, subscriber_id)
+    if not wanted or subscriber is None or subscriber.status != SubscriberStatus.PENDING:
+        return
+    shares = {s.partner_id: s for s in subscriber.partner_shares}
+    for pid in wanted:
+        share = shares.get(pid)
+        if share is None:
+            share = PartnerShare(partner_id=pid, granted=False)
+            subscriber.partner_shares.append(share)
+        if share.granted:
+            continue
+        wording = partner_wording(names[pid])
+        share.requested_at = clock.now()
+        share.wording_version, share.wording_hash, share.source = (
+            wording.version,
+            wording.sha256,
+            "web:subscribe",
+        )
+    session.flush()
+
+
+def grant_requested_shares(session: Session, subscriber: Subscriber, request: RequestInfo) -> list[str]:
+    """On confirmation: the partners ticked at signup become grants, each with its ledger event."""
+    shares = session.scalars(
+        select(PartnerShare).where(
+            PartnerShare.subscriber_id == subscriber.id,
+            PartnerShare.requested_at.is_not(None),
+            PartnerShare.granted.is_(False),
+        )
+    ).all()
+    from newsletter.partners.registry import partner_names
+
+    names = partner_names(session)
+    granted = []
+    for share in shares:
+        name = names.get(share.partner_id)
+        if name is None:  # the partner was removed in between
+            continue
+        wording = partner_wording(name)
+        if share.wording_hash != wording.sha256:
+            continue  # the name changed since the person saw it: what they agreed to no longer holds
+        requested_at = share.requested_at
+        record_grant(share, wording, share.source or "web:subscribe")
+        record_event(
+            session,
+            subscriber.id,
+            ConsentAction.PARTNER_SHARE_GRANTED,
+            RequestInfo(request.ip, request.user_agent, "web:subscribe"),
+            wording=wording,
+            details={
+                "partner": share.partner_id,
+                "partner_name": name,
+                "requested_at": requested_at.isoformat() + "Z",
+                "confirmed_via": request.source,
+            },
+        )
+        granted.append(share.partner_id)
+    return granted

@@ -1,0 +1,492 @@
+"""Trading lists with a partner: export the people who consented to it, import (and invite)
+the people who consented to us, and swap suppression lists. Plain functions; callers commit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, BinaryIO
+
+from sqlalchemy import exists, insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from newsletter import clock
+from newsletter.db import on_commit
+from newsletter.models import (
+    ConsentAction,
+    ConsentEvent,
+    OutboxEmail,
+    OutboxKind,
+    Partner,
+    PartnerImport,
+    PartnerInvitation,
+    PartnerShare,
+    PartnerSuppression,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+)
+from newsletter.models.subscribers import address_hash
+from newsletter.partners import files
+from newsletter.partners.files import FileRefused
+from newsletter.partners.registry import require_store_id
+from newsletter.partners.signing import hash_mac
+from newsletter.services.addresses import InvalidAddress, normalize_address
+from newsletter.services.signup import topics_by_slug
+
+#: nobody gets a second invitation (from any partner) within this time
+REINVITE_AFTER = timedelta(days=30)
+#: the topics an invited person is subscribed to when they confirm
+DEFAULT_TOPICS = ("newsletter",)
+BATCH = 1000
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_FORMULA_START = tuple("=+-@\t\r")
+
+
+def _text_problem(value: Any, limit: int) -> str | None:
+    """Why a text field is unusable (None if it is fine): type, length, line breaks, formulas."""
+    if not isinstance(value, str):
+        return "must be text"
+    if len(value) > limit:
+        return f"longer than {limit} characters ({len(value)})"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "contains a line break or control character"
+    if value.startswith(_FORMULA_START):
+        return "starts like a spreadsheet formula (=, +, -, @)"
+    return None
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_contacts(session: Session, config: dict, partner: Partner) -> Iterator[bytes]:
+    """The signed file of everyone who may be shared with ``partner``, streamed in chunks.
+
+    Only confirmed subscribers whose current grant names this partner, who are not on our
+    suppression list and whom the partner has not told us opted out there.
+    """
+    store_id = require_store_id(config)
+    statement = (
+        select(
+            Subscriber.email,
+            Subscriber.first_name,
+            PartnerShare.granted_at,
+            PartnerShare.wording_version,
+            PartnerShare.wording_hash,
+            PartnerShare.source,
+        )
+        .join(PartnerShare, PartnerShare.subscriber_id == Subscriber.id)
+        .where(
+            PartnerShare.partner_id == partner.id,
+            PartnerShare.granted.is_(True),
+            PartnerShare.granted_at.is_not(None),
+            PartnerShare.wording_hash.is_not(None),
+            Subscriber.status == SubscriberStatus.ACTIVE,
+            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+            ~exists().where(
+                PartnerSuppression.partner_id == partner.id,
+                PartnerSuppression.email_hash == Subscriber.email_hash,
+            ),
+        )
+        .order_by(Subscriber.id)
+        .execution_options(yield_per=BATCH)
+    )
+
+    def rows() -> Iterator[dict]:
+        for email, first_name, granted_at, version, wording_hash, source in session.execute(statement):
+            yield {
+                "email": email,
+                # a name the partner would refuse (formula-like, too long) is left out, not the person
+                "first_name": first_name if first_name and _text_problem(first_name, 100) is None else None,
+                "consent": {
+                    "to": partner.id,
+                    "to_name": partner.name,
+                    "given_at": files.iso(granted_at),
+                    "wording_version": version,
+                    "wording_sha256": wording_hash,
+                },
+                "source": f"{store_id}:{source or 'unknown'}",
+            }
+
+    return files.write_signed(files.CONTACTS, store_id, partner.id, partner.secret, rows())
+
+
+def export_suppressions(session: Session, config: dict, partner: Partner) -> Iterator[bytes]:
+    """Our whole suppression list as hashes: SHA-256 of the address and the pair's keyed HMAC of it."""
+    store_id = require_store_id(config)
+    hashes = session.scalars(
+        select(Suppression.email_hash).order_by(Suppression.id).execution_options(yield_per=BATCH)
+    )
+    rows = ({"sha256": h, "hmac_sha256": hash_mac(partner.secret, h)} for h in hashes)
+    return files.write_signed(files.SUPPRESSIONS, store_id, partner.id, partner.secret, rows)
+
+
+# --- import -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    records: int = 0
+    invited: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    file_sha256: str = ""
+    import_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "invited": self.invited,
+            "skipped": dict(sorted(self.skipped.items())),
+            "file_sha256": self.file_sha256,
+        }
+
+
+@dataclass(frozen=True)
+class Contact:
+    line: int
+    email: str
+    email_hash: str
+    first_name: str | None
+    consent_to: str
+    given_at: datetime
+    wording_version: str
+    wording_hash: str
+    source: str
+
+
+def _contact(line: int, value: Any, now: datetime) -> Contact:
+    def refuse(problem: str):
+        raise FileRefused(f"line {line}: {problem}")
+
+    if not isinstance(value, dict):
+        refuse("a record must be a JSON object")
+    email = value.get("email")
+    if problem := _text_problem(email, 320):
+        refuse(f"email {problem}")
+    try:
+        email = normalize_address(email)
+    except InvalidAddress as exc:
+        refuse(f"email {email[:80]!r}: {exc}")
+    first_name = value.get("first_name")
+    if first_name is not None and (problem := _text_problem(first_name, 100)):
+        refuse(f"first_name {problem}")
+    consent = value.get("consent")
+    if not isinstance(consent, dict):
+        refuse("no consent object: every record must carry the consent it travels on")
+    to = consent.get("to")
+    if problem := _text_problem(to, 50):
+        refuse(f"consent.to {problem}")
+    given_at = files.parse_time(consent.get("given_at"))
+    if given_at is None:
+        refuse("consent.given_at must be an ISO 8601 UTC time")
+    if given_at > now + files.MAX_SKEW:
+        refuse("consent.given_at is in the future")
+    version = consent.get("wording_version")
+    if problem := _text_problem(version, 50):
+        refuse(f"consent.wording_version {problem}")
+    wording_hash = consent.get("wording_sha256")
+    if not isinstance(wording_hash, str) or not _HEX64.fullmatch(wording_hash):
+        refuse("consent.wording_sha256 must be 64 lower-case hex digits")
+    source = value.get("source", "")
+    if problem := _text_problem(source, 100):
+        refuse(f"source {problem}")
+    return Contact(
+        line, email, address_hash(email), first_name or None, to, given_at, version, wording_hash, source
+    )
+
+
+def import_contacts(
+    session: Session,
+    config: dict,
+    partner: Partner,
+    handle: BinaryIO,
+    *,
+    channel: str,
+    dispatch: Callable[[list[int]], None],
+    topics: tuple[str, ...] = DEFAULT_TOPICS,
+) -> ImportReport:
+    """Verify the whole file, then invite the people who consented to us; the caller commits.
+
+    Raises FileRefused (and has written nothing the caller's rollback would not undo) on a bad
+    signature or any bad record. ``dispatch(outbox_ids)`` runs after the commit.
+    """
+    store_id = require_store_id(config)
+    envelope = files.verify(
+        handle, partner.secret, kind=files.CONTACTS, sender=partner.id, recipient=store_id
+    )
+    known_topics = topics_by_slug(session)
+    unknown = [t for t in topics if t not in known_topics]
+    if unknown:
+        raise FileRefused(f"unknown topic(s): {', '.join(unknown)}")
+    topic_ids = [known_topics[t].id for t in topics]
+    now = clock.now()
+    log = PartnerImport(
+        partner_id=partner.id,
+        kind="contacts",
+        file_sha256=envelope.sha256,
+        file_created_at=envelope.created_at,
+        imported_at=now,
+        channel=channel,
+        records=envelope.records,
+        report={},
+    )
+    session.add(log)
+    session.flush()
+    report = ImportReport(records=envelope.records, file_sha256=envelope.sha256, import_id=log.id)
+    batch: list[Contact] = []
+    for line, value in files.records(handle, envelope):
+        batch.append(_contact(line, value, now))
+        if len(batch) >= BATCH:
+            _import_batch(session, partner, store_id, log, batch, topic_ids, topics, report, dispatch)
+            batch = []
+    if batch:
+        _import_batch(session, partner, store_id, log, batch, topic_ids, topics, report, dispatch)
+    log.report = report.as_dict()
+    session.flush()
+    return report
+
+
+def _import_batch(
+    session: Session,
+    partner: Partner,
+    store_id: str,
+    log: PartnerImport,
+    batch: list[Contact],
+    topic_ids: list[int],
+    topics: tuple[str, ...],
+    report: ImportReport,
+    dispatch: Callable[[list[int]], None],
+) -> None:
+    now = clock.now()
+    hashes = list({c.email_hash for c in batch})
+    known = {
+        h: (sid, status)
+        for sid, h, status in session.execute(
+            select(Subscriber.id, Subscriber.email_hash, Subscriber.status).where(
+                Subscriber.email_hash.in_(hashes)
+            )
+        )
+    }
+    suppressed = set(
+        session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes)))
+    )
+    opted_out_there = set(
+        session.scalars(
+            select(PartnerSuppression.email_hash).where(
+                PartnerSuppression.partner_id == partner.id, PartnerSuppression.email_hash.in_(hashes)
+            )
+        )
+    )
+    known_ids = [sid for sid, _ in known.values()]
+    recently = set(
+        session.scalars(
+            select(PartnerInvitation.subscriber_id).where(
+                PartnerInvitation.subscriber_id.in_(known_ids),
+                PartnerInvitation.created_at > now - REINVITE_AFTER,
+            )
+        )
+    )
+
+    invite: list[Contact] = []
+    seen: set[str] = set()
+    for contact in batch:
+        if contact.consent_to != store_id:
+            reason = "consent_names_another_store"
+        elif contact.email_hash in suppressed:
+            reason = "suppressed_here"  # our opt-outs win
+        elif contact.email_hash in opted_out_there:
+            reason = "opted_out_at_partner"
+        elif contact.email_hash in seen:
+            reason = "duplicate_in_file"
+        elif contact.email_hash in known and known[contact.email_hash][1] == SubscriberStatus.ACTIVE:
+            reason = "already_subscribed"
+        elif contact.email_hash in known and known[contact.email_hash][1] != SubscriberStatus.PENDING:
+            reason = "unsubscribed_here"
+        elif contact.email_hash in known and known[contact.email_hash][0] in recently:
+            reason = "invited_recently"
+        else:
+            reason = None
+        seen.add(contact.email_hash)
+        if reason:
+            report.skipped[reason] += 1
+        else:
+            invite.append(contact)
+    if not invite:
+        return
+
+    new = [c for c in invite if c.email_hash not in known]
+    ids = {h: sid for h, (sid, _) in known.items()}
+    if new:
+        inserted = session.execute(
+            insert(Subscriber).returning(Subscriber.id, Subscriber.email_hash),
+            [
+                {
+                    "email": c.email,
+                    "email_hash": c.email_hash,
+                    "first_name": c.first_name,
+                    "status": SubscriberStatus.PENDING,
+                    "created_at": now,
+                }
+                for c in new
+            ],
+        )
+        ids.update({h: sid for sid, h in inserted})
+    subscriber_ids = [ids[c.email_hash] for c in invite]
+    _add_pending_topics(session, subscriber_ids, topic_ids, now)
+    outbox_ids = list(
+        session.scalars(
+            insert(OutboxEmail).returning(OutboxEmail.id, sort_by_parameter_order=True),
+            [
+                {"kind": OutboxKind.PARTNER_INVITE, "subscriber_id": sid, "created_at": now, "attempts": 0}
+                for sid in subscriber_ids
+            ],
+        )
+    )
+    session.execute(
+        insert(PartnerInvitation),
+        [
+            {
+                "outbox_id": oid,
+                "subscriber_id": sid,
+                "partner_id": partner.id,
+                "partner_name": partner.name,
+                "import_id": log.id,
+                "created_at": now,
+            }
+            for oid, sid in zip(outbox_ids, subscriber_ids, strict=True)
+        ],
+    )
+    session.execute(
+        insert(ConsentEvent),
+        [
+            {
+                "subscriber_id": ids[c.email_hash],
+                "action": ConsentAction.PARTNER_IMPORTED,
+                "topics": sorted(topics),
+                "occurred_at": now,
+                "ip": None,
+                "user_agent": None,
+                "source": f"partner:{partner.id}"[:100],
+                "wording_version": c.wording_version,
+                "wording_hash": c.wording_hash,
+                "details": {
+                    "partner": partner.id,
+                    "partner_name": partner.name,
+                    "consent_to": c.consent_to,
+                    "consent_given_at": files.iso(c.given_at),
+                    "partner_source": c.source,
+                    "import_id": log.id,
+                    "file_sha256": log.file_sha256,
+                    "file_line": c.line,
+                    "email": "invitation to confirm",
+                },
+            }
+            for c in invite
+        ],
+    )
+    report.invited += len(invite)
+    on_commit(session, lambda ids=outbox_ids: dispatch(ids))
+
+
+def _add_pending_topics(
+    session: Session, subscriber_ids: list[int], topic_ids: list[int], now: datetime
+) -> None:
+    have = set(
+        session.execute(
+            select(Subscription.subscriber_id, Subscription.topic_id).where(
+                Subscription.subscriber_id.in_(subscriber_ids)
+            )
+        )
+    )
+    rows = [
+        {"subscriber_id": sid, "topic_id": tid, "status": SubscriptionStatus.PENDING, "updated_at": now}
+        for sid in subscriber_ids
+        for tid in topic_ids
+        if (sid, tid) not in have
+    ]
+    if rows:
+        session.execute(insert(Subscription), rows)
+
+
+@dataclass
+class SuppressionReport:
+    records: int = 0
+    added: int = 0
+    known: int = 0
+    file_sha256: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "added": self.added,
+            "known_already": self.known,
+            "file_sha256": self.file_sha256,
+        }
+
+
+def import_suppressions(
+    session: Session, config: dict, partner: Partner, handle: BinaryIO, *, channel: str
+) -> SuppressionReport:
+    """Store the partner's opt-outs (hashes): contacts it sends are never invited if listed.
+
+    Entries only accumulate: a later file without a hash does not lift it (an opt-out wins).
+    """
+    store_id = require_store_id(config)
+    envelope = files.verify(
+        handle, partner.secret, kind=files.SUPPRESSIONS, sender=partner.id, recipient=store_id
+    )
+    now = clock.now()
+    log = PartnerImport(
+        partner_id=partner.id,
+        kind="suppressions",
+        file_sha256=envelope.sha256,
+        file_created_at=envelope.created_at,
+        imported_at=now,
+        channel=channel,
+        records=envelope.records,
+        report={},
+    )
+    session.add(log)
+    session.flush()
+    report = SuppressionReport(records=envelope.records, file_sha256=envelope.sha256)
+    dialect = session.get_bind().dialect.name
+    upsert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
+    batch: list[str] = []
+
+    def flush() -> None:
+        result = session.execute(
+            upsert(PartnerSuppression)
+            .values([{"partner_id": partner.id, "email_hash": h, "received_at": now} for h in batch])
+            .on_conflict_do_nothing(index_elements=["partner_id", "email_hash"])
+        )
+        report.added += result.rowcount
+        report.known += len(batch) - result.rowcount
+        batch.clear()
+
+    for line, value in files.records(handle, envelope):
+        if not isinstance(value, dict):
+            raise FileRefused(f"line {line}: a record must be a JSON object")
+        email_hash, mac = value.get("sha256"), value.get("hmac_sha256")
+        if not isinstance(email_hash, str) or not _HEX64.fullmatch(email_hash):
+            raise FileRefused(f"line {line}: sha256 must be 64 lower-case hex digits")
+        if not isinstance(mac, str) or not hmac.compare_digest(
+            hash_mac(partner.secret, email_hash).encode(), mac.encode("utf-8", "replace")
+        ):
+            raise FileRefused(f"line {line}: hmac_sha256 does not match the address hash")
+        batch.append(email_hash)
+        if len(batch) >= 500:
+            flush()
+    if batch:
+        flush()
+    log.report = report.as_dict()
+    session.flush()
+    return report

@@ -1,0 +1,68 @@
+"""Invitations to confirm for people a partner sent us: the email's context and their delivery.
+
+Several hundred invitations go out per RQ job over one SMTP connection (one job per email
+would cost more in RQ than in SMTP); rows that never reach a queue are sent by the sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from rq import Retry
+from sqlalchemy.orm import Session
+
+from newsletter.db import session_scope
+from newsletter.mail.transports import make_transport
+from newsletter.models import PartnerInvitation
+from newsletter.runtime import TRANSACTIONAL, Runtime, get_runtime
+from newsletter.services import transactional
+
+log = logging.getLogger(__name__)
+PER_JOB = 200
+
+
+def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
+    """What the invitation says about where the consent came from."""
+    invitation = session.get(PartnerInvitation, outbox_id)
+    return {"partner": invitation.partner_name if invitation else "a partner store"}
+
+
+def enqueue_invitations(runtime: Runtime, outbox_ids: list[int]) -> None:
+    """Hand invitations to workers in jobs of PER_JOB; if Redis is down the sweep sends them later."""
+    if runtime.config["QUEUE_SYNC"]:
+        deliver_invitations(outbox_ids)
+        return
+    queue = runtime.queue(TRANSACTIONAL)
+    try:
+        queue.enqueue_many(
+            [
+                queue.prepare_data(
+                    deliver_invitations,
+                    args=(outbox_ids[i : i + PER_JOB],),
+                    retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
+                    timeout=1800,
+                )
+                for i in range(0, len(outbox_ids), PER_JOB)
+            ]
+        )
+    except redis.RedisError as exc:
+        log.warning("%d invitations not enqueued (Redis: %s); the sweep will send them", len(outbox_ids), exc)
+
+
+def deliver_invitations(outbox_ids: list[int]) -> int:
+    """RQ job: send these invitations over one connection; each is claimed first, so none goes twice."""
+    runtime = get_runtime()
+    sent = 0
+    transport = make_transport(runtime.config)
+    try:
+        for outbox_id in outbox_ids:
+            with session_scope(runtime.sessions) as session:
+                if not transactional.claim(session, outbox_id):
+                    continue
+                session.commit()
+                if transactional.deliver(session, runtime.config, transport, outbox_id):
+                    sent += 1
+    finally:
+        transport.close()
+    return sent

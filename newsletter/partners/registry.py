@@ -1,0 +1,100 @@
+"""Partner stores we trade with: id, the name people see, the shared secret of the pair."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from newsletter import clock
+from newsletter.models import Partner
+
+PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
+#: printable ASCII without spaces; long enough to resist guessing
+SECRET = re.compile(r"[!-~]{32,128}")
+CACHE_SECONDS = 30
+
+
+class PartnerError(Exception):
+    """A partner operation cannot go ahead; the message is one line for the operator."""
+
+
+def check_name(name: str) -> str:
+    """The display name goes into consent wording and emails: one short line of text."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise PartnerError("the display name must be 1 to 100 characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise PartnerError("the display name must not contain line breaks or control characters")
+    return name
+
+
+def add_partner(
+    session: Session, partner_id: str, name: str, secret: str | None = None
+) -> tuple[Partner, str]:
+    """Register a partner; returns it and its secret (generated unless given)."""
+    if not PARTNER_ID.fullmatch(partner_id or ""):
+        raise PartnerError(
+            f"{partner_id!r}: ids are 1 to 50 of a-z, 0-9 and -, starting with a letter or digit"
+        )
+    name = check_name(name)
+    if secret is None:
+        secret = secrets.token_urlsafe(32)
+    elif not SECRET.fullmatch(secret):
+        raise PartnerError("the secret must be 32 to 128 printable ASCII characters without spaces")
+    if session.get(Partner, partner_id) is not None:
+        raise PartnerError(f"partner {partner_id!r} exists already")
+    partner = Partner(id=partner_id, name=name, secret=secret, created_at=clock.now())
+    session.add(partner)
+    session.flush()
+    clear_cache()
+    return partner, secret
+
+
+def list_partners(session: Session) -> list[Partner]:
+    return list(session.scalars(select(Partner).order_by(Partner.id)))
+
+
+def get_partner(session: Session, partner_id: str) -> Partner:
+    partner = session.get(Partner, partner_id)
+    if partner is None:
+        raise PartnerError(f"no partner with id {partner_id!r} (see 'newsletter partners list')")
+    return partner
+
+
+def remove_partner(session: Session, partner_id: str) -> bool:
+    """Forget a partner and its opt-out list; the ledger of past imports stays."""
+    removed = session.execute(delete(Partner).where(Partner.id == partner_id)).rowcount > 0
+    clear_cache()
+    return removed
+
+
+_cache: tuple[float, object, dict[str, str]] | None = None
+
+
+def partner_names(session: Session) -> dict[str, str]:
+    """Partner id -> display name, in id order; cached briefly (every signup page needs it)."""
+    global _cache
+    bind = session.get_bind()
+    now = time.monotonic()
+    if _cache is None or _cache[1] is not bind or now - _cache[0] > CACHE_SECONDS:
+        names = {
+            pid: name for pid, name in session.execute(select(Partner.id, Partner.name).order_by(Partner.id))
+        }
+        _cache = (now, bind, names)
+    return _cache[2]
+
+
+def clear_cache() -> None:
+    global _cache
+    _cache = None
+
+
+def require_store_id(config: dict) -> str:
+    store_id = config.get("STORE_ID") or ""
+    if not store_id:
+        raise PartnerError("NEWSLETTER_STORE_ID is not set: partners need to know which store we are")
+    return store_id
