@@ -463,13 +463,16 @@ def import_suppressions(
     batch: list[str] = []
 
     def flush() -> None:
-        result = session.execute(
-            upsert(PartnerSuppression)
-            .values([{"partner_id": partner.id, "email_hash": h, "received_at": now} for h in batch])
-            .on_conflict_do_nothing(index_elements=["partner_id", "email_hash"])
+        added = len(
+            session.execute(
+                upsert(PartnerSuppression)
+                .values([{"partner_id": partner.id, "email_hash": h, "received_at": now} for h in batch])
+                .on_conflict_do_nothing(index_elements=["partner_id", "email_hash"])
+                .returning(PartnerSuppression.email_hash)
+            ).all()
         )
-        report.added += result.rowcount
-        report.known += len(batch) - result.rowcount
+        report.added += added
+        report.known += len(batch) - added
         batch.clear()
 
     for line, value in files.records(handle, envelope):

@@ -1,0 +1,174 @@
+"""Two stores side by side for the partner tests: two databases, two Redis DBs, two apps.
+
+Loaded by the partner test modules with ``pytest_plugins = ["tests.partner_stores"]`` so that
+the shared conftest stays as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from flask import Flask
+from rq import SimpleWorker
+from sqlalchemy import create_engine, func, select, text
+
+from newsletter.cli import cli
+from newsletter.migrate import upgrade
+from newsletter.runtime import QUEUES, Runtime, set_runtime
+from tests.conftest import PG_URL, REDIS_URL, csrf_token
+
+#: the second store's Redis database (the first uses NEWSLETTER_TEST_REDIS_URL)
+REDIS_URL_B = os.environ.get("NEWSLETTER_TEST_REDIS_URL_B", "redis://127.0.0.1:6379/14")
+SECRET = "pair-secret-" + "s" * 40
+
+
+@pytest.fixture(scope="session")
+def _pg_schema_url_b() -> Iterator[str]:
+    schema = f"nl_test_b_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    upgrade(url)
+    yield url
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def second_database_url(request, database_url, tmp_path) -> str:
+    """A second database of the same kind as ``database_url`` (a copy of the migrated template)."""
+    if database_url.startswith("sqlite"):
+        path = tmp_path / "store-b.sqlite3"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("_pg_schema_url_b")
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename NOT IN ('topics', 'alembic_version')"
+                )
+            )
+        ]
+        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def redis_b() -> Iterator[redis.Redis]:
+    conn = redis.Redis.from_url(REDIS_URL_B)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@dataclass
+class Store:
+    app: Flask
+    store_id: str
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app.extensions["newsletter"]
+
+    @property
+    def config(self) -> dict:
+        return self.app.config
+
+    def client(self):
+        return self.app.test_client()
+
+    def env(self) -> dict[str, str]:
+        c = self.app.config
+        return {
+            "NEWSLETTER_SECRET_KEY": c["SECRET_KEY"],
+            "NEWSLETTER_DATABASE_URL": c["DATABASE_URL"],
+            "NEWSLETTER_REDIS_URL": c["REDIS_URL"],
+            "NEWSLETTER_SMTP_URL": c["SMTP_URL"],
+            "NEWSLETTER_BASE_URL": c["BASE_URL"],
+            "NEWSLETTER_STORE_ID": c["STORE_ID"],
+            "NEWSLETTER_STORE_NAME": c["STORE_NAME"],
+        }
+
+    def cli(self, *args: str) -> Result:
+        result = CliRunner().invoke(cli, list(args), env=self.env())
+        set_runtime(self.runtime)  # the command built its own app; jobs use ours
+        return result
+
+    def work(self) -> None:
+        """Run this store's queued jobs in this process."""
+        set_runtime(self.runtime)
+        rt = self.runtime
+        SimpleWorker([rt.queue(q) for q in QUEUES], connection=rt.redis).work(burst=True)
+
+    def count(self, model) -> int:
+        with self.runtime.sessions() as session:
+            return session.scalar(select(func.count()).select_from(model))
+
+    def signup(self, email: str, partners=(), first_name: str = "", topics=("newsletter",)):
+        client = self.client()
+        page = client.get("/subscribe").get_data(as_text=True)
+        return client.post(
+            "/subscribe",
+            data={
+                "csrf_token": csrf_token(page),
+                "email": email,
+                "first_name": first_name,
+                "topics": list(topics),
+                "partners": list(partners),
+                "website": "",
+            },
+            headers={"User-Agent": "partner-test/1.0"},
+        )
+
+    def follow_confirm(self, mail: EmailMessage):
+        """Open the confirmation link of ``mail`` and press the button (test client)."""
+        body = mail.get_body(("plain",)).get_content()
+        link = re.search(r"https?://\S+(/confirm/\S+)", body).group(1)
+        client = self.client()
+        page = client.get(link).get_data(as_text=True)
+        return client.post(link, data={"csrf_token": csrf_token(page)}, headers={"User-Agent": "t/1"})
+
+
+@pytest.fixture
+def stores(make_app, second_database_url, redis_conn, redis_b):
+    """Store A (the default test database) and store B (a second one), each knowing the other."""
+
+    def build(serve=None):
+        """``serve``: the conftest fixture, to put store B on real HTTP (returns its base URL too)."""
+        from newsletter.partners.registry import add_partner
+
+        a = Store(
+            make_app(STORE_ID="store-a", STORE_NAME="Store A", BASE_URL="http://store-a.test"), "store-a"
+        )
+        b_config = dict(
+            STORE_ID="store-b", STORE_NAME="Store B", DATABASE_URL=second_database_url, REDIS_URL=REDIS_URL_B
+        )
+        if serve is None:
+            b = Store(make_app(BASE_URL="http://store-b.test", **b_config), "store-b")
+        else:
+            b = Store(serve(**b_config)[0], "store-b")
+        for store, other, name in ((a, "store-b", "Store B"), (b, "store-a", "Store A")):
+            with store.runtime.sessions() as session:
+                add_partner(session, other, name, SECRET)
+                session.commit()
+        return a, b
+
+    assert REDIS_URL != REDIS_URL_B, "the two stores need two Redis databases"
+    return build
