@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from newsletter.cli import cli
 from newsletter.migrate import upgrade
-from newsletter.runtime import QUEUES, Runtime, set_runtime
+from newsletter.runtime import QUEUES, Runtime, get_runtime, set_runtime
 from tests.conftest import PG_URL, REDIS_URL, csrf_token
 
 #: the second store's Redis database (the first uses NEWSLETTER_TEST_REDIS_URL)
@@ -108,7 +108,11 @@ class Store:
 
     def cli(self, *args: str) -> Result:
         result = CliRunner().invoke(cli, list(args), env=self.env())
-        set_runtime(self.runtime)  # the command built its own app; jobs use ours
+        built = get_runtime()
+        if built is not self.runtime:  # the command built its own app: close its connections
+            built.engine.dispose()
+            built.redis.close()
+        set_runtime(self.runtime)  # jobs use ours
         return result
 
     def work(self) -> None:
