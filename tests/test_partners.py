@@ -560,3 +560,51 @@ def test_suppression_lists_travel_as_hashes_and_opt_outs_stop_exports(stores, sm
     result = a.cli("partners", "import-suppressions", "store-b", str(forged))
     assert result.exit_code == 1 and "line 2: hmac_sha256 does not match the address hash" in result.output
     assert a.count(PartnerSuppression) == 1
+
+
+# --- migration ---------------------------------------------------------------------------------
+
+
+def test_migration_0004_copies_grant_evidence_from_the_ledger(database_url):
+    from sqlalchemy import create_engine, text
+
+    from newsletter.migrate import downgrade, upgrade
+
+    downgrade(database_url, "0003")
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (id, email, email_hash, status, created_at, frequency, time_zone) "
+                "VALUES (1, 'ann@example.com', :h, 'active', '2026-11-01 10:00:00', 'any', 'UTC')"
+            ),
+            {"h": address_hash("ann@example.com")},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO partner_shares (subscriber_id, partner_id, granted, updated_at) "
+                "VALUES (1, 'pet-care', :t, '2026-11-02 10:00:00'), (1, 'bakery', :f, '2026-11-02 10:00:00')"
+            ),
+            {"t": True, "f": False},
+        )
+        for partner, wording_hash in (("bakery", "b" * 64), ("pet-care", "c" * 64)):
+            conn.execute(
+                text(
+                    "INSERT INTO consent_events (subscriber_id, action, topics, occurred_at, source, "
+                    "wording_version, wording_hash, details) VALUES (1, 'partner_share_granted', '[]', "
+                    "'2026-11-02 10:00:00', 'web:preferences', 'partner-share-2026-11', :h, :d)"
+                ),
+                {"h": wording_hash, "d": json.dumps({"partner": partner})},
+            )
+    upgrade(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT partner_id, granted_at, wording_hash, source FROM partner_shares ORDER BY partner_id"
+            )
+        ).all()
+    engine.dispose()
+    assert [(r[0], r[1] is not None, r[2], r[3]) for r in rows] == [
+        ("bakery", False, None, None),
+        ("pet-care", True, "c" * 64, "web:preferences"),
+    ]

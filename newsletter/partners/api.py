@@ -24,10 +24,15 @@ def _error(message: str, status: int):
     return jsonify(error=message), status
 
 
-def _authenticate(partner_id: str, body_sha256: str) -> Partner:
-    """Signature, time window and nonce, in that order (nobody can burn a nonce without the secret)."""
+def _precheck(partner_id: str) -> Partner | None:
+    """What can be checked before reading a body: the time window and the nonce's shape."""
     signing.check_timestamp(request.headers.get(signing.TIMESTAMP_HEADER))
-    partner = db().get(Partner, partner_id)
+    signing.check_nonce(request.headers.get(signing.NONCE_HEADER))
+    return db().get(Partner, partner_id)
+
+
+def _authenticate(partner: Partner | None, body_sha256: str) -> Partner:
+    """The signature, then the nonce (so nobody without the secret can burn a partner's nonces)."""
     # An unknown partner is refused like a bad signature: the API does not list partners.
     secret = partner.secret if partner else "unknown-partner-" + "x" * 32
     signing.check_signature(
@@ -35,7 +40,7 @@ def _authenticate(partner_id: str, body_sha256: str) -> Partner:
         request.method,
         request.path,
         request.headers[signing.TIMESTAMP_HEADER],
-        request.headers.get(signing.NONCE_HEADER),
+        request.headers[signing.NONCE_HEADER],
         body_sha256,
         request.headers.get(signing.SIGNATURE_HEADER),
     )
@@ -49,7 +54,7 @@ def _authenticate(partner_id: str, body_sha256: str) -> Partner:
 def export(partner_id: str):
     """The signed contact file of everyone who agreed to be shared with this partner, streamed."""
     try:
-        partner = _authenticate(partner_id, hashlib.sha256(b"").hexdigest())
+        partner = _authenticate(_precheck(partner_id), hashlib.sha256(b"").hexdigest())
     except signing.RequestRefused as exc:
         return _error(str(exc), exc.status)
     config = current_app.config
@@ -84,6 +89,10 @@ def export(partner_id: str):
 @bp.post("/<partner_id>/contacts")
 def contacts(partner_id: str):
     """Import a signed contact file (the request body) and invite the people in it to confirm."""
+    try:
+        partner = _precheck(partner_id)  # a stale or malformed request is refused before its body is read
+    except signing.RequestRefused as exc:
+        return _error(str(exc), exc.status)
     request.max_content_length = MAX_UPLOAD
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
         digest = hashlib.sha256()
@@ -91,7 +100,7 @@ def contacts(partner_id: str):
             digest.update(chunk)
             spool.write(chunk)
         try:
-            partner = _authenticate(partner_id, digest.hexdigest())
+            partner = _authenticate(partner, digest.hexdigest())
         except signing.RequestRefused as exc:
             return _error(str(exc), exc.status)
         rt = runtime()

@@ -67,17 +67,20 @@ def check_timestamp(timestamp: str | None) -> None:
         raise RequestRefused(f"{TIMESTAMP_HEADER} is outside the {REQUEST_WINDOW}-second window")
 
 
+def check_nonce(nonce: str | None) -> None:
+    if not nonce or not NONCE.fullmatch(nonce):
+        raise RequestRefused(f"missing or malformed {NONCE_HEADER} (16 to 64 of A-Z a-z 0-9 _ -)")
+
+
 def check_signature(
     secret: str,
     method: str,
     path: str,
     timestamp: str,
-    nonce: str | None,
+    nonce: str,
     body_sha256: str,
     signature: str | None,
 ) -> None:
-    if not nonce or not NONCE.fullmatch(nonce):
-        raise RequestRefused(f"missing or malformed {NONCE_HEADER} (16 to 64 of A-Z a-z 0-9 _ -)")
     expected = request_signature(secret, method, path, timestamp, nonce, body_sha256)
     if not hmac.compare_digest(
         expected.encode("ascii"), (signature or "").strip().lower().encode("ascii", "replace")
