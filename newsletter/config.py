@@ -176,7 +176,7 @@ SETTINGS: dict[str, Setting] = {
         _int, 60, "a batch whose worker stopped beating this long is taken up again"
     ),
     "TICK_INTERVAL": Setting(
-        _int, 5, "seconds between scheduler ticks (due waves, deferred mail, stale batches)"
+        _int, 5, "seconds between ticks: due waves, deferred mail, dead batches, unsent transactional mail"
     ),
     "LIST_ID": Setting(_str, "", "List-Id header domain part; default: the From address's domain"),
     "PARTNERS": Setting(
@@ -184,7 +184,6 @@ SETTINGS: dict[str, Setting] = {
     ),
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
-    "SWEEP_INTERVAL": Setting(_int, 60, "seconds between a worker's sweeps for unsent transactional mail"),
 }
 
 

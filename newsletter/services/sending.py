@@ -60,11 +60,12 @@ def audience_columns() -> dict:
     }
 
 
-def eligible_subscribers(session: Session, campaign: Campaign, audience: str, now: datetime):
-    """SELECT of subscriber ids a wave targets: confirmed, with the topic, matching the audience."""
-    topic_id = select(Topic.id).where(Topic.slug == campaign.topic_slug).scalar_subquery()
+def eligible_subscribers(topic_slug: str, audience: str, now: datetime, campaign_id: int | None = None):
+    """SELECT of subscriber ids a wave targets: confirmed, with the topic, matching the audience,
+    and (with ``campaign_id``) not already in that campaign's ledger."""
+    topic_id = select(Topic.id).where(Topic.slug == topic_slug).scalar_subquery()
     condition = audience_sql(audience, audience_columns(), Customer.attributes, now)
-    return (
+    query = (
         select(Subscriber.id)
         .join(
             Subscription, and_(Subscription.subscriber_id == Subscriber.id, Subscription.topic_id == topic_id)
@@ -74,15 +75,19 @@ def eligible_subscribers(session: Session, campaign: Campaign, audience: str, no
             Subscriber.status == SubscriberStatus.ACTIVE,
             Subscription.status == SubscriptionStatus.ACTIVE,
             condition,
-            ~exists().where(Delivery.campaign_id == campaign.id, Delivery.subscriber_id == Subscriber.id),
         )
     )
+    if campaign_id is not None:
+        query = query.where(
+            ~exists().where(Delivery.campaign_id == campaign_id, Delivery.subscriber_id == Subscriber.id)
+        )
+    return query
 
 
 def start_wave(session: Session, wave: Wave, now: datetime) -> int:
     """Freeze the wave's audience into the ledger (one row each, unique per campaign); returns how many."""
     campaign = wave.campaign
-    chosen = eligible_subscribers(session, campaign, wave.audience, now)
+    chosen = eligible_subscribers(campaign.topic_slug, wave.audience, now, campaign.id)
     columns = ["campaign_id", "wave_id", "subscriber_id", "state", "attempts", "updated_at"]
     rows = chosen.with_only_columns(
         literal(campaign.id),
@@ -134,6 +139,7 @@ def _ready(now: datetime):
 @dataclass
 class Recipient:
     delivery_id: int
+    wave_id: int
     subscriber_id: int
     email: str
     email_hash: str
@@ -179,6 +185,7 @@ def _recipients(session: Session, campaign: Campaign, token: str) -> list[Recipi
     rows = session.execute(
         select(
             Delivery.id,
+            Delivery.wave_id,
             Subscriber.id,
             Subscriber.email,
             Subscriber.email_hash,
@@ -223,16 +230,21 @@ def _mark(session: Session, ids: list[int], **values) -> None:
         )
 
 
-def skeleton_for(campaign: Campaign) -> Skeleton:
-    compiled = campaign.compiled
-    return build_skeleton(
-        sender=compiled["sender"],
-        subject=compiled["subject"],
-        text=compiled["text"],
-        html=compiled["html"],
-        slots={k: tuple(v) for k, v in compiled["slots"].items()},
-        headers=compiled["headers"],
-    )
+def skeletons_for(campaign: Campaign) -> dict[int, Skeleton]:
+    """The frozen email of each wave, encoded once for the whole batch."""
+    frozen = campaign.compiled
+    result = {}
+    for wave in campaign.waves:
+        email = frozen["waves"].get(wave.name) or frozen["waves"]["all"]
+        result[wave.id] = build_skeleton(
+            sender=frozen["sender"],
+            subject=email["subject"],
+            text=email["text"],
+            html=email["html"],
+            slots={k: tuple(v) for k, v in email["slots"].items()},
+            headers=email["headers"],
+        )
+    return result
 
 
 def personal_values(config: dict, campaign: Campaign, recipient: Recipient) -> dict[str, str]:
@@ -310,7 +322,7 @@ def send_batch(
     to_send = _decide(session, conn, config, campaign, recipients, now, report)
     commit()
 
-    skeleton = skeleton_for(campaign)
+    skeletons = skeletons_for(campaign)
     limiter = RateLimiter(conn, config["SEND_RATE"])
     for index, recipient in enumerate(to_send):
         if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
@@ -334,6 +346,7 @@ def send_batch(
             report.skipped += 1
             continue
         limiter.take()
+        skeleton = skeletons[recipient.wave_id]
         message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
         data = personalise(
             skeleton, recipient.email, personal_values(config, campaign, recipient), message_id=message_id
