@@ -77,7 +77,8 @@ def tick() -> dict:
     """
     runtime = get_runtime()
     config = runtime.config
-    lock = runtime.redis.lock("nl:tick", timeout=300, blocking=False)
+    # A tick is short; if its worker dies holding the lock, the next one may start in 30 s.
+    lock = runtime.redis.lock("nl:tick", timeout=30, blocking=False)
     if not lock.acquire(blocking=False):
         return {"skipped": "another tick is running"}
     try:

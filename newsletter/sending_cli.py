@@ -142,10 +142,15 @@ def pause_command(app: Flask, path: str) -> None:
 @click.argument("path")
 @with_app
 def resume_command(app: Flask, path: str) -> None:
-    """Carry on from the delivery ledger: nobody gets a second copy."""
+    """Carry on from the delivery ledger (after a pause, or after Redis lost its queue)."""
+    from newsletter.jobs import tick
     from newsletter.services.scheduling import resume
 
     _control(app, path, resume)
+    done = tick()
+    if "skipped" not in done:
+        taken_back = done["recovered"]["requeued"]
+        click.echo(f"{done['batches']} batches enqueued; {taken_back} rows taken back from dead workers")
 
 
 @click.command("cancel")

@@ -116,6 +116,13 @@ def pause(session: Session, campaign: Campaign, reason: str = "paused by an oper
 
 
 def resume(session: Session, campaign: Campaign) -> Control:
+    """Carry on from the delivery ledger: after a pause, or after Redis lost the queue.
+
+    Nothing is resent: rows already sent stay sent; the next tick enqueues the ready rows
+    again and the cap counters are rebuilt from the ledger if Redis lost them.
+    """
+    if campaign.status == CampaignStatus.SENDING:
+        return Control(True, f"{campaign.slug} is sending: its work is rebuilt from the delivery ledger")
     if campaign.status != CampaignStatus.PAUSED:
         return Control(False, f"{campaign.slug} is {campaign.status.value}; only a paused campaign resumes")
     started = any(w.status != WaveStatus.WAITING for w in campaign.waves)

@@ -203,21 +203,30 @@ def _recipients(session: Session, campaign: Campaign, token: str) -> list[Recipi
     return [Recipient(*row) for row in rows]
 
 
-def still_wanted(session: Session, recipient: Recipient, topic_slug: str) -> bool:
-    """Checked right before each SMTP transaction: unsubscribed, topic left or suppressed since the claim."""
+def still_wanted(session: Session, recipient: Recipient, topic_slug: str, token: str) -> str | None:
+    """Checked right before each SMTP transaction, in one query: why not to send, or None.
+
+    ``"claim lost"`` when the row is no longer this batch's (taken back as dead: a long
+    stall); otherwise unsubscribed, topic left or suppressed since the claim.
+    """
     row = session.execute(
-        select(Subscriber.status, Subscription.status, Suppression.id)
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .join(Topic, and_(Topic.id == Subscription.topic_id, Topic.slug == topic_slug))
+        select(Delivery.claim_token, Delivery.state, Subscriber.status, Subscription.status, Suppression.id)
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(
+            Subscription,
+            and_(
+                Subscription.subscriber_id == Subscriber.id,
+                Subscription.topic_id == select(Topic.id).where(Topic.slug == topic_slug).scalar_subquery(),
+            ),
+        )
         .outerjoin(Suppression, Suppression.email_hash == Subscriber.email_hash)
-        .where(Subscriber.id == recipient.subscriber_id)
+        .where(Delivery.id == recipient.delivery_id)
     ).first()
-    return (
-        row is not None
-        and row[0] == SubscriberStatus.ACTIVE
-        and row[1] == SubscriptionStatus.ACTIVE
-        and row[2] is None
-    )
+    if row is None or row[0] != token or row[1] != DeliveryState.SENDING:
+        return "claim lost"
+    if row[2] != SubscriberStatus.ACTIVE or row[3] != SubscriptionStatus.ACTIVE or row[4] is not None:
+        return "unsubscribed before sending"
+    return None
 
 
 def _mark(session: Session, ids: list[int], **values) -> None:
@@ -315,6 +324,8 @@ def send_batch(
     if token is None:
         return report
     heartbeat = f"nl:claim:{token}"
+    # Beat well within the stale limit, or a live batch would be taken for dead.
+    beat_every = min(HEARTBEAT_SECONDS, config["STALE_CLAIM_SECONDS"] / 3)
     conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
     last_beat = time.monotonic()
 
@@ -325,7 +336,7 @@ def send_batch(
     skeletons = skeletons_for(campaign)
     limiter = RateLimiter(conn, config["SEND_RATE"])
     for index, recipient in enumerate(to_send):
-        if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
+        if time.monotonic() - last_beat > beat_every:
             conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
             last_beat = time.monotonic()
             session.refresh(campaign, ["status"])
@@ -334,14 +345,16 @@ def send_batch(
                 commit()
                 report.stopped = f"campaign {campaign.status.value}"
                 break
-        if not still_wanted(session, recipient, campaign.topic_slug):
+        why_not = still_wanted(session, recipient, campaign.topic_slug, token)
+        if why_not == "claim lost":
+            # Another worker took this batch back after a stall: it owns the rest now.
+            for left in to_send[index:]:
+                caps.release(conn, left.subscriber_id, caps.member_for(left.delivery_id))
+            report.stopped = "claim lost"
+            break
+        if why_not:
             caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
-            _mark(
-                session,
-                [recipient.delivery_id],
-                state=DeliveryState.SKIPPED,
-                reason="unsubscribed before sending",
-            )
+            _mark(session, [recipient.delivery_id], state=DeliveryState.SKIPPED, reason=why_not)
             commit()
             report.skipped += 1
             continue
