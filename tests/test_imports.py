@@ -1,4 +1,4 @@
-"""`newsletter subscribers import`: evidence rows go active with ledger evidence, the rest get double opt-in."""
+"""`newsletter subscribers import`: evidence rows go active with their evidence, others get double opt-in."""
 
 from __future__ import annotations
 
@@ -148,7 +148,9 @@ def test_evidence_activates_a_pending_subscriber(app, signup, runtime, work, smt
     work()
     smtp_sink.take()
     csv_file = tmp_path / "list.csv"
-    csv_file.write_text("email,topics,consented_at,consent_source\nann@example.com,newsletter,2025-05-05,shop\n")
+    csv_file.write_text(
+        "email,topics,consented_at,consent_source\nann@example.com,newsletter,2025-05-05,shop\n"
+    )
     result = run_import(app, csv_file, "--source", "shopify")
     assert "imported with consent evidence: 1" in result.output, result.output
     with runtime.sessions() as session:
