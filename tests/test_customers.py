@@ -64,7 +64,7 @@ def test_csv_import_applies_good_rows_and_reports_bad_ones_by_line(app, runtime,
 
 def test_csv_line_numbers(runtime):
     lines = [
-        "email,orders_count\n",
+        "Email,Orders_Count\n",
         "a@example.com,1\n",
         "\n",  # blank lines are skipped but counted
         "bad,1\n",
