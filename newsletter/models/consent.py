@@ -21,6 +21,7 @@ class ConsentAction(enum.StrEnum):
     PARTNER_SHARE_GRANTED = "partner_share_granted"  #: may share the address with a named partner
     PARTNER_SHARE_WITHDRAWN = "partner_share_withdrawn"
     ERASED = "erased"  #: personal data erased on request; this ledger stays, pseudonymised
+    IMPORTED = "imported"  #: consent given elsewhere, brought in with its evidence (services.imports)
 
 
 class LedgerIsAppendOnly(Exception):
