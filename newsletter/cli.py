@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from newsletter.campaigns.cli import campaign
 from newsletter.config import ConfigError
 
 
@@ -369,6 +370,9 @@ def demo(keep_going: bool) -> None:
         run_demo(Path.cwd())
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
+
+
+cli.add_command(campaign)
 
 
 def main() -> None:  # pragma: no cover - console entry point

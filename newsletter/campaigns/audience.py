@@ -167,7 +167,9 @@ class _Parser:
     def compare(self) -> Compare:
         token = self.take()
         if token.kind != "name" or token.text in KEYWORDS:
-            raise AudienceError(f"expected a field such as lifetime_value, found {_show(token)}", token.column)
+            raise AudienceError(
+                f"expected a field such as lifetime_value, found {_show(token)}", token.column
+            )
         field = token.text
         kind = _kind(field, token.column)
         op_token = self.token
@@ -186,7 +188,9 @@ class _Parser:
             self.expect("]", "',' or ']'")
             return Compare(field, op, tuple(values))
         if op_token.kind != "op" or op_token.text not in COMPARISONS:
-            raise AudienceError(f"expected a comparison (==, !=, <, <=, >, >=, in) after {field}", op_token.column)
+            raise AudienceError(
+                f"expected a comparison (==, !=, <, <=, >, >=, in) after {field}", op_token.column
+            )
         self.take()
         value = self.value(kind, field)
         if isinstance(value, str | bool) and op_token.text not in ("==", "!="):
@@ -222,7 +226,9 @@ class _Parser:
         sign = -1 if self.take().text == "-" else 1
         token = self.take()
         if token.kind != "duration":
-            raise AudienceError(f"expected a duration like 90d, 12h or 2w, found {_show(token)}", token.column)
+            raise AudienceError(
+                f"expected a duration like 90d, 12h or 2w, found {_show(token)}", token.column
+            )
         return sign * timedelta(seconds=float(token.text[:-1]) * _UNITS[token.text[-1]])
 
 
@@ -283,7 +289,10 @@ def _compare(node: Compare, columns: dict, attributes: ColumnElement, now: datet
     if node.field.startswith("attributes."):
         item = attributes[node.field.partition(".")[2]]
         column = (
-            item.as_float() if isinstance(sample, Decimal) else item.as_boolean() if isinstance(sample, bool)
+            item.as_float()
+            if isinstance(sample, Decimal)
+            else item.as_boolean()
+            if isinstance(sample, bool)
             else item.as_string()
         )
     else:

@@ -152,7 +152,9 @@ class _Reader:
             return None
         return value
 
-    def time(self, data: dict, key: str, table: str = "", index: int = 0, *, required: bool) -> datetime | None:
+    def time(
+        self, data: dict, key: str, table: str = "", index: int = 0, *, required: bool
+    ) -> datetime | None:
         value = data.get(key)
         if value is None:
             if required:
@@ -173,7 +175,9 @@ def toml_problem(file: str, exc: tomllib.TOMLDecodeError) -> Problem:
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)$", message)
     if match:
-        return Problem(file, int(match.group(1)), int(match.group(2)), f"TOML: {message[: match.start()].strip()}")
+        return Problem(
+            file, int(match.group(1)), int(match.group(2)), f"TOML: {message[: match.start()].strip()}"
+        )
     if message.endswith("(at end of document)"):
         return Problem(file, 1, 1, f"TOML: {message}")
     return Problem(file, 1, 1, f"TOML: {message}")

@@ -112,7 +112,9 @@ def _template_error(exc: Exception, default_file: str, files: tuple[str, ...]) -
     return RenderError(file, line, 1, message)
 
 
-def render_string(env: ImmutableSandboxedEnvironment, text: str, context: dict, where: tuple[str, int, int]) -> str:
+def render_string(
+    env: ImmutableSandboxedEnvironment, text: str, context: dict, where: tuple[str, int, int]
+) -> str:
     """A one-line template from campaign.toml (subject, preheader); errors point at its value."""
     try:
         return env.from_string(text).render(context)
@@ -218,12 +220,18 @@ def compile_email(sources: Sources, folder: Path) -> RenderedEmail:
     html, slots = place_slots(inline_css(raw_html))
     text, text_slots_ = text_slots(sources.text if sources.text is not None else html_to_text(html), "text")
     subject, subject_slots = text_slots(sources.subject, "header")
-    for what, value, file in (("subject", subject, "campaign.toml"), ("HTML", html, MJML_FILE),
-                              ("text", text, TEXT_FILE if sources.text is not None else MJML_FILE)):
+    for what, value, file in (
+        ("subject", subject, "campaign.toml"),
+        ("HTML", html, MJML_FILE),
+        ("text", text, TEXT_FILE if sources.text is not None else MJML_FILE),
+    ):
         if mangled(value):
             raise RenderError(
-                str(folder / file), 1, 1,
-                f"a personal value in the {what} was changed by a filter; print subscriber.* and links.* as they are",
+                str(folder / file),
+                1,
+                1,
+                f"a personal value in the {what} was changed by a filter; "
+                "print subscriber.* and links.* as they are",
             )
     return RenderedEmail(subject, html, text, {**slots, **text_slots_, **subject_slots})
 

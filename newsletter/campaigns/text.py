@@ -70,7 +70,8 @@ def html_to_text(html: str, width: int = 76) -> str:
         if lines:
             wrapped.append(
                 "\n".join(
-                    textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False) for line in lines
+                    textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+                    for line in lines
                 )
             )
     return "\n\n".join(wrapped) + "\n"

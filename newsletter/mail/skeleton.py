@@ -138,7 +138,9 @@ def build_skeleton(
         else:
             head.append(header_line(name, value))
     boundary = f"=_nl_{secrets.token_hex(12)}"  # "=_" never occurs in quoted-printable output
-    part_headers = "Content-Type: text/{}; charset=\"utf-8\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    part_headers = (
+        'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+    )
     tail = (
         f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
         f"--{boundary}{CRLF}" + part_headers.format("plain")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mailbox
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
@@ -24,6 +25,8 @@ class TransportError(Exception):
 class Transport(Protocol):
     def send(self, message: EmailMessage) -> None: ...
 
+    def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -40,6 +43,10 @@ class MaildirTransport:
 
     def send(self, message: EmailMessage) -> None:
         self._box.add(message.as_bytes())
+
+    def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
+        """Store a message that is already complete bytes (campaign mail)."""
+        self._box.add(data)
 
     def close(self) -> None:
         pass
@@ -88,11 +95,20 @@ class SMTPTransport:
 
     def send(self, message: EmailMessage) -> None:
         """Send one message, reconnecting once if the kept connection went away."""
+        self._deliver(lambda conn: conn.send_message(message, to_addrs=recipients_of(message)))
+
+    def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
+        """Send a complete message as bytes (CRLF, already encoded) on the kept connection."""
+        options = ["SMTPUTF8"] if not all(a.isascii() for a in [envelope_from, *recipients]) else []
+        self._deliver(lambda conn: conn.sendmail(envelope_from, recipients, data, mail_options=options))
+
+    def _deliver(self, transaction: Callable[[smtplib.SMTP], object]) -> None:
+        """Run one SMTP transaction; map the server's answers to TransportError (4xx: temporary)."""
         for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self._connect()
             try:
-                self._conn.send_message(message, to_addrs=recipients_of(message))
+                transaction(self._conn)
                 return
             except smtplib.SMTPRecipientsRefused as exc:
                 code = next(iter(exc.recipients.values()))[0]
