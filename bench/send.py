@@ -88,7 +88,7 @@ def campaign_folder(tmp: Path, now) -> Path:
         "\n".join(
             [
                 'name = "Bench sale"',
-                'subject = "Early access for {{ subscriber.first_name or \'you\' }}"',
+                'subject = "Early access, {{ subscriber.first_name }}"',
                 'preheader = "Before everyone else"',
                 'topic = "early-access"',
                 "[sale]",
