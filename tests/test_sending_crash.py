@@ -94,7 +94,9 @@ def test_sigkilled_workers_lose_no_send_and_send_nothing_twice(make_app, databas
     seed(database_url, RECIPIENTS)
     with runtime.sessions() as session:
         campaign = scheduling.schedule(
-            session, runtime.config, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
+            session,
+            runtime.config,
+            write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())]),
         )
         assert scheduling.send_now(session, campaign, clock.now()).ok  # `campaign send --now`
         session.commit()
@@ -176,4 +178,6 @@ def test_sigkilled_workers_lose_no_send_and_send_nothing_twice(make_app, databas
             assert received[email] == 1, email
     assert sum(received.values()) >= states[DeliveryState.SENT]
     assert any(0 < n < RECIPIENTS for n in progress)  # some kills fell in the middle of the send
-    print(f"kills at {progress} received, {states[DeliveryState.UNCERTAIN]} uncertain, {len(received)} received")
+    print(
+        f"kills at {progress} received, {states[DeliveryState.UNCERTAIN]} uncertain, {len(received)} received"
+    )
