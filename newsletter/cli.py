@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
+from newsletter.campaigns.cli import campaign
 from newsletter.config import ConfigError
 from newsletter.partners.cli import partners
 
@@ -162,6 +163,64 @@ def subscribers_erase(app: Flask, email: str, yes: bool) -> None:
     click.echo(f"erased subscriber {subscriber.id}; the address stays suppressed (hash only)")
 
 
+def _open_csv(csv_file: str):
+    """The file's SHA-256 (evidence of what was imported) and a fresh UTF-8 text handle."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(csv_file, "rb") as raw:
+        for chunk in iter(lambda: raw.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest(), open(csv_file, encoding="utf-8-sig", newline="")
+
+
+def _print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> None:
+    for line, reason in errors:
+        click.echo(f"{csv_file}: line {line}: {reason}", err=True)
+    if bad > len(errors):
+        click.echo(f"{csv_file}: ... and {bad - len(errors)} more bad rows", err=True)
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", required=True, help="The tool the list comes from, e.g. mailchimp (in the ledger).")
+@click.option("--topics", default="", help="Topics for rows without a topics cell, comma-separated.")
+@with_app
+def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> None:
+    """Import an opted-in list (docs/customers.md): evidence rows go active, others get a confirmation."""
+    from newsletter.services.imports import check_source_name, import_subscribers
+
+    try:
+        source = check_source_name(source)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    runtime = app.extensions["newsletter"]
+    file_sha256, handle = _open_csv(csv_file)
+    try:
+        with handle, runtime.sessions() as session:
+            report = import_subscribers(
+                session,
+                runtime.redis,
+                runtime.config,
+                handle,
+                source=source,
+                file_sha256=file_sha256,
+                dispatch=runtime.send_transactional,
+                default_topics=[t.strip() for t in topics.split(",") if t.strip()],
+            )
+            session.commit()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{csv_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    _print_errors(csv_file, report.errors, report.bad)
+    click.echo(f"imported with consent evidence: {report.imported}")
+    click.echo(f"pending, confirmation sent: {report.confirmation_sent}")
+    click.echo(f"pending, confirmation held back (daily cap for the address): {report.confirmation_capped}")
+    for reason, count in sorted(report.skipped.items()):
+        click.echo(f"skipped, {reason}: {count}")
+    click.echo(f"bad rows: {report.bad}")
+    click.echo(f"file sha256: {file_sha256}")
+
+
 @cli.group()
 def suppressions() -> None:
     """The list of addresses never to mail."""
@@ -272,6 +331,36 @@ def suppressions_export(app: Flask, out: str | None) -> None:
                 click.echo(chunk, nl=False)
 
 
+@cli.group()
+def customers() -> None:
+    """What the store knows about its customers (orders, lifetime value, tier, attributes)."""
+
+
+@customers.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
+@with_app
+def customers_import(app: Flask, csv_file: str) -> None:
+    """Upsert customer data from a CSV (see docs/customers.md); bad rows are reported, good ones applied."""
+    from newsletter.services.customers import import_csv
+
+    try:
+        with (
+            open(csv_file, encoding="utf-8-sig", newline="") as handle,
+            app.extensions["newsletter"].sessions() as session,
+        ):
+            report = import_csv(session, handle)
+            session.commit()
+    except UnicodeDecodeError as exc:
+        raise click.ClickException(f"{csv_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    _print_errors(csv_file, report.errors, report.bad)
+    click.echo(
+        f"customers: {report.applied} applied ({report.created} new, {report.updated} updated), "
+        f"{report.bad} bad rows"
+    )
+    if report.bad and not report.applied:
+        sys.exit(1)
+
+
 @cli.command()
 @click.option("--keep-going", is_flag=True, hidden=True)
 def demo(keep_going: bool) -> None:
@@ -285,6 +374,12 @@ def demo(keep_going: bool) -> None:
 
 
 cli.add_command(partners)
+cli.add_command(campaign)
+
+from newsletter.sending_cli import COMMANDS as _SENDING_COMMANDS  # noqa: E402 - needs with_app above
+
+for _command in _SENDING_COMMANDS:
+    campaign.add_command(_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

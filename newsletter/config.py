@@ -117,6 +117,14 @@ def _rate(value: Any) -> tuple[int, int]:
     return count, seconds
 
 
+def _token(value: Any) -> str:
+    """A shared secret: empty (off) or long enough not to be guessed."""
+    text = str(value).strip()
+    if text and len(text) < 16:
+        raise ValueError("expected at least 16 characters (or empty)")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     parse: Callable[[Any], Any]
@@ -157,6 +165,13 @@ SETTINGS: dict[str, Setting] = {
         _int, 3, "confirmation emails per address per 24 hours, whatever the IP"
     ),
     "CHECK_DELIVERABILITY": Setting(_bool, False, "look up the domain's MX records at signup (needs DNS)"),
+    "API_TOKEN": Setting(
+        _token, "", "bearer token of the store's API (/api/...); at least 16 characters; empty: API off"
+    ),
+    "EARLY_ACCESS_SECRET": Setting(
+        _token, "", "HMAC key of early-access codes (share it with the store); empty: derived from SECRET_KEY"
+    ),
+    "EARLY_ACCESS_CODE_MINUTES": Setting(_int, 15, "minutes an early-access code is valid after the click"),
     "MARKETING_CAPS": Setting(
         _caps, "1/20h, 3/7d, 8/30d", "store-wide frequency caps for marketing mail; all must hold"
     ),
@@ -172,7 +187,7 @@ SETTINGS: dict[str, Setting] = {
         _int, 60, "a batch whose worker stopped beating this long is taken up again"
     ),
     "TICK_INTERVAL": Setting(
-        _int, 5, "seconds between scheduler ticks (due waves, deferred mail, stale batches)"
+        _int, 5, "seconds between ticks: due waves, deferred mail, dead batches, unsent transactional mail"
     ),
     "LIST_ID": Setting(_str, "", "List-Id header domain part; default: the From address's domain"),
     "STORE_ID": Setting(
@@ -180,7 +195,6 @@ SETTINGS: dict[str, Setting] = {
     ),
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
-    "SWEEP_INTERVAL": Setting(_int, 60, "seconds between a worker's sweeps for unsent transactional mail"),
 }
 
 

@@ -8,10 +8,16 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from redis.exceptions import LockError
+from rq import Queue, Retry
+from sqlalchemy import select
+
+from newsletter import clock
 from newsletter.db import session_scope
 from newsletter.mail.transports import make_transport
-from newsletter.runtime import get_runtime
-from newsletter.services import transactional
+from newsletter.models import Campaign, CampaignStatus
+from newsletter.runtime import CAMPAIGNS, get_runtime
+from newsletter.services import sending, transactional
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +46,79 @@ def sweep_outbox(older_than: timedelta = timedelta(seconds=30)) -> int:
     if ids:
         log.info("sweep: re-enqueued %d unsent transactional emails", len(ids))
     return len(ids)
+
+
+def send_batch(campaign_id: int, first_id: int, last_id: int) -> dict:
+    """Send one keyset batch of a campaign over one SMTP connection."""
+    runtime = get_runtime()
+    transport = make_transport(runtime.config)
+    try:
+        with session_scope(runtime.sessions) as session:
+            report = sending.send_batch(
+                session,
+                runtime.redis,
+                runtime.config,
+                transport,
+                campaign_id,
+                first_id,
+                last_id,
+                commit=session.commit,
+            )
+    finally:
+        transport.close()
+    return report.__dict__
+
+
+def tick() -> dict:
+    """The scheduler's heartbeat: start due waves, skip past deadlines, recover dead batches,
+    and enqueue batches for every campaign with rows ready to send.
+
+    Runs on any worker; a Redis lock makes sure only one tick works at a time.
+    """
+    runtime = get_runtime()
+    config = runtime.config
+    # A tick is short; if its worker dies holding the lock, another may tick soon after.
+    # Two overlapping ticks are harmless: waves start under the ledger's unique constraint.
+    lock = runtime.redis.lock("nl:tick", timeout=max(15, 3 * config["TICK_INTERVAL"]), blocking=False)
+    if not lock.acquire(blocking=False):
+        return {"skipped": "another tick is running"}
+    try:
+        now = clock.now()
+        done: dict = {"waves_started": [], "batches": 0}
+        with session_scope(runtime.sessions) as session:
+            for wave in sending.due_waves(session, now):
+                count = sending.start_wave(session, wave, now)
+                session.commit()
+                done["waves_started"].append((wave.campaign.slug, wave.name, count))
+            done["past_deadline"] = sending.skip_past_deadline(session, now)
+            done["recovered"] = sending.recover_stale_claims(
+                session, runtime.redis, now, config["STALE_CLAIM_SECONDS"]
+            )
+            session.commit()
+            if runtime.queue(CAMPAIGNS).count == 0:
+                jobs = []
+                for campaign_id in sending.due_campaigns(session, now):
+                    for first_id, last_id in sending.batch_ranges(
+                        session, campaign_id, now, config["BATCH_SIZE"]
+                    ):
+                        jobs.append(
+                            Queue.prepare_data(
+                                send_batch,
+                                (campaign_id, first_id, last_id),
+                                timeout=1800,
+                                retry=Retry(max=3, interval=[30, 120, 600]),
+                            )
+                        )
+                if jobs:
+                    runtime.queue(CAMPAIGNS).enqueue_many(jobs)
+                done["batches"] = len(jobs)
+            for campaign in session.scalars(
+                select(Campaign).where(Campaign.status == CampaignStatus.SENDING)
+            ):
+                sending.finish_if_done(session, campaign)
+        return done
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            pass

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Queue names in the order a worker serves them: transactional mail never waits for a sale.
 TRANSACTIONAL = "transactional"
-QUEUES = [TRANSACTIONAL, "campaigns"]
+CAMPAIGNS = "campaigns"
+QUEUES = [TRANSACTIONAL, CAMPAIGNS]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``newsletter worker``: an RQ worker that also sweeps the outbox for unsent mail."""
+"""``newsletter worker``: an RQ worker that also runs the engine's tick and sweeps the outbox."""
 
 from __future__ import annotations
 
@@ -12,20 +12,27 @@ log = logging.getLogger(__name__)
 
 
 class NewsletterWorker(Worker):
-    """RQ's worker, plus a sweep of the outbox at start and at every maintenance run."""
+    """RQ's worker, plus the engine's tick and the outbox sweep at every maintenance run."""
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         _sweep()
 
+    @property
+    def dequeue_timeout(self) -> int:
+        # RQ blocks on an idle queue for worker_ttl - 15 s (405 s) before it looks at its
+        # maintenance tasks; the tick must come back every maintenance_interval instead.
+        return max(1, min(super().dequeue_timeout, int(self.maintenance_interval)))
+
 
 def _sweep() -> None:
-    from newsletter.jobs import sweep_outbox
+    from newsletter.jobs import sweep_outbox, tick
 
-    try:
-        sweep_outbox()
-    except Exception:  # noqa: BLE001 - a failed sweep must not stop the worker; it runs again
-        log.exception("outbox sweep failed")
+    for task in (sweep_outbox, tick):
+        try:
+            task()
+        except Exception:  # noqa: BLE001 - a failed sweep must not stop the worker; it runs again
+            log.exception("%s failed", task.__name__)
 
 
 def run_worker(runtime: Runtime, queues: list[str] | None = None, *, burst: bool = False) -> bool:
@@ -34,6 +41,6 @@ def run_worker(runtime: Runtime, queues: list[str] | None = None, *, burst: bool
     worker = NewsletterWorker(
         [runtime.queue(name) for name in (queues or QUEUES)],
         connection=runtime.redis,
-        maintenance_interval=runtime.config["SWEEP_INTERVAL"],
+        maintenance_interval=runtime.config["TICK_INTERVAL"],
     )
     return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

@@ -23,8 +23,9 @@ from werkzeug.serving import make_server
 from newsletter import clock, create_app
 from newsletter.migrate import upgrade
 
-REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-PG_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Popped, not read: they share the NEWSLETTER_ prefix, and the app refuses unknown settings.
+REDIS_URL = os.environ.pop("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PG_URL = os.environ.pop("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 

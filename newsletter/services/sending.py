@@ -60,11 +60,12 @@ def audience_columns() -> dict:
     }
 
 
-def eligible_subscribers(session: Session, campaign: Campaign, audience: str, now: datetime):
-    """SELECT of subscriber ids a wave targets: confirmed, with the topic, matching the audience."""
-    topic_id = select(Topic.id).where(Topic.slug == campaign.topic_slug).scalar_subquery()
+def eligible_subscribers(topic_slug: str, audience: str, now: datetime, campaign_id: int | None = None):
+    """SELECT of subscriber ids a wave targets: confirmed, with the topic, matching the audience,
+    and (with ``campaign_id``) not already in that campaign's ledger."""
+    topic_id = select(Topic.id).where(Topic.slug == topic_slug).scalar_subquery()
     condition = audience_sql(audience, audience_columns(), Customer.attributes, now)
-    return (
+    query = (
         select(Subscriber.id)
         .join(
             Subscription, and_(Subscription.subscriber_id == Subscriber.id, Subscription.topic_id == topic_id)
@@ -74,15 +75,19 @@ def eligible_subscribers(session: Session, campaign: Campaign, audience: str, no
             Subscriber.status == SubscriberStatus.ACTIVE,
             Subscription.status == SubscriptionStatus.ACTIVE,
             condition,
-            ~exists().where(Delivery.campaign_id == campaign.id, Delivery.subscriber_id == Subscriber.id),
         )
     )
+    if campaign_id is not None:
+        query = query.where(
+            ~exists().where(Delivery.campaign_id == campaign_id, Delivery.subscriber_id == Subscriber.id)
+        )
+    return query
 
 
 def start_wave(session: Session, wave: Wave, now: datetime) -> int:
     """Freeze the wave's audience into the ledger (one row each, unique per campaign); returns how many."""
     campaign = wave.campaign
-    chosen = eligible_subscribers(session, campaign, wave.audience, now)
+    chosen = eligible_subscribers(campaign.topic_slug, wave.audience, now, campaign.id)
     columns = ["campaign_id", "wave_id", "subscriber_id", "state", "attempts", "updated_at"]
     rows = chosen.with_only_columns(
         literal(campaign.id),
@@ -134,6 +139,7 @@ def _ready(now: datetime):
 @dataclass
 class Recipient:
     delivery_id: int
+    wave_id: int
     subscriber_id: int
     email: str
     email_hash: str
@@ -179,6 +185,7 @@ def _recipients(session: Session, campaign: Campaign, token: str) -> list[Recipi
     rows = session.execute(
         select(
             Delivery.id,
+            Delivery.wave_id,
             Subscriber.id,
             Subscriber.email,
             Subscriber.email_hash,
@@ -196,21 +203,52 @@ def _recipients(session: Session, campaign: Campaign, token: str) -> list[Recipi
     return [Recipient(*row) for row in rows]
 
 
-def still_wanted(session: Session, recipient: Recipient, topic_slug: str) -> bool:
-    """Checked right before each SMTP transaction: unsubscribed, topic left or suppressed since the claim."""
-    row = session.execute(
-        select(Subscriber.status, Subscription.status, Suppression.id)
-        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-        .join(Topic, and_(Topic.id == Subscription.topic_id, Topic.slug == topic_slug))
-        .outerjoin(Suppression, Suppression.email_hash == Subscriber.email_hash)
-        .where(Subscriber.id == recipient.subscriber_id)
-    ).first()
-    return (
-        row is not None
-        and row[0] == SubscriberStatus.ACTIVE
-        and row[1] == SubscriptionStatus.ACTIVE
-        and row[2] is None
-    )
+class Ledger:
+    """The per-message statements of a batch, each its own transaction (autocommit).
+
+    Right before each SMTP transaction one SELECT re-checks the row; right after the relay's
+    250 one UPDATE marks it sent, durable when it returns. Two round trips per message,
+    instead of four with BEGIN and COMMIT around them.
+    """
+
+    def __init__(self, session: Session, topic_slug: str, token: str):
+        self.connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.token = token
+        topic_id = self.connection.scalar(select(Topic.id).where(Topic.slug == topic_slug))
+        self._check = (
+            select(
+                Delivery.claim_token, Delivery.state, Subscriber.status, Subscription.status, Suppression.id
+            )
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .outerjoin(
+                Subscription,
+                and_(Subscription.subscriber_id == Subscriber.id, Subscription.topic_id == topic_id),
+            )
+            .outerjoin(Suppression, Suppression.email_hash == Subscriber.email_hash)
+        )
+
+    def still_wanted(self, recipient: Recipient) -> str | None:
+        """Why not to send now, or None.
+
+        ``"claim lost"`` when the row is no longer this batch's (taken back as dead after a
+        stall); otherwise unsubscribed, topic left or suppressed since the claim.
+        """
+        row = self.connection.execute(self._check.where(Delivery.id == recipient.delivery_id)).first()
+        if row is None or row[0] != self.token or row[1] != DeliveryState.SENDING:
+            return "claim lost"
+        if row[2] != SubscriberStatus.ACTIVE or row[3] != SubscriptionStatus.ACTIVE or row[4] is not None:
+            return "unsubscribed before sending"
+        return None
+
+    def mark_sent(self, recipient: Recipient, message_id: str) -> None:
+        self.connection.execute(
+            update(Delivery)
+            .where(Delivery.id == recipient.delivery_id)
+            .values(state=DeliveryState.SENT, sent_at=clock.now(), message_id=message_id, reason=None)
+        )
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def _mark(session: Session, ids: list[int], **values) -> None:
@@ -223,16 +261,21 @@ def _mark(session: Session, ids: list[int], **values) -> None:
         )
 
 
-def skeleton_for(campaign: Campaign) -> Skeleton:
-    compiled = campaign.compiled
-    return build_skeleton(
-        sender=compiled["sender"],
-        subject=compiled["subject"],
-        text=compiled["text"],
-        html=compiled["html"],
-        slots={k: tuple(v) for k, v in compiled["slots"].items()},
-        headers=compiled["headers"],
-    )
+def skeletons_for(campaign: Campaign) -> dict[int, Skeleton]:
+    """The frozen email of each wave, encoded once for the whole batch."""
+    frozen = campaign.compiled
+    result = {}
+    for wave in campaign.waves:
+        email = frozen["waves"].get(wave.name) or frozen["waves"]["all"]
+        result[wave.id] = build_skeleton(
+            sender=frozen["sender"],
+            subject=email["subject"],
+            text=email["text"],
+            html=email["html"],
+            slots={k: tuple(v) for k, v in email["slots"].items()},
+            headers=email["headers"],
+        )
+    return result
 
 
 def personal_values(config: dict, campaign: Campaign, recipient: Recipient) -> dict[str, str]:
@@ -303,6 +346,8 @@ def send_batch(
     if token is None:
         return report
     heartbeat = f"nl:claim:{token}"
+    # Beat well within the stale limit, or a live batch would be taken for dead.
+    beat_every = min(HEARTBEAT_SECONDS, config["STALE_CLAIM_SECONDS"] / 3)
     conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
     last_beat = time.monotonic()
 
@@ -310,56 +355,58 @@ def send_batch(
     to_send = _decide(session, conn, config, campaign, recipients, now, report)
     commit()
 
-    skeleton = skeleton_for(campaign)
+    skeletons = skeletons_for(campaign)
     limiter = RateLimiter(conn, config["SEND_RATE"])
-    for index, recipient in enumerate(to_send):
-        if time.monotonic() - last_beat > HEARTBEAT_SECONDS:
-            conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
-            last_beat = time.monotonic()
-            session.refresh(campaign, ["status"])
-            if campaign.status not in ACTIVE_CAMPAIGN:
-                _release(session, conn, to_send[index:], DeliveryState.QUEUED)
+    ledger = Ledger(session, campaign.topic_slug, token)
+    try:
+        for index, recipient in enumerate(to_send):
+            if time.monotonic() - last_beat > beat_every:
+                conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
+                last_beat = time.monotonic()
+                session.refresh(campaign, ["status"])
                 commit()
-                report.stopped = f"campaign {campaign.status.value}"
+                if campaign.status not in ACTIVE_CAMPAIGN:
+                    _release(session, conn, to_send[index:], DeliveryState.QUEUED)
+                    commit()
+                    report.stopped = f"campaign {campaign.status.value}"
+                    break
+            why_not = ledger.still_wanted(recipient)
+            if why_not == "claim lost":
+                # Another worker took this batch back after a stall: it owns the rest now.
+                for left in to_send[index:]:
+                    caps.release(conn, left.subscriber_id, caps.member_for(left.delivery_id))
+                report.stopped = "claim lost"
                 break
-        if not still_wanted(session, recipient, campaign.topic_slug):
-            caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
-            _mark(
-                session,
-                [recipient.delivery_id],
-                state=DeliveryState.SKIPPED,
-                reason="unsubscribed before sending",
+            if why_not:
+                caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
+                _mark(session, [recipient.delivery_id], state=DeliveryState.SKIPPED, reason=why_not)
+                commit()
+                report.skipped += 1
+                continue
+            limiter.take()
+            skeleton = skeletons[recipient.wave_id]
+            message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
+            data = personalise(
+                skeleton, recipient.email, personal_values(config, campaign, recipient), message_id=message_id
             )
-            commit()
-            report.skipped += 1
-            continue
-        limiter.take()
-        message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
-        data = personalise(
-            skeleton, recipient.email, personal_values(config, campaign, recipient), message_id=message_id
-        )
-        try:
-            transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
-        except TransportError as exc:
-            stop = _on_error(session, conn, config, campaign, recipient, exc, report)
-            commit()
-            if stop:
-                _release(session, conn, to_send[index + 1 :], DeliveryState.QUEUED)
+            try:
+                transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
+            except TransportError as exc:
+                stop = _on_error(session, conn, config, campaign, recipient, exc, report)
                 commit()
-                break
-            continue
-        _mark(
-            session,
-            [recipient.delivery_id],
-            state=DeliveryState.SENT,
-            sent_at=clock.now(),
-            message_id=message_id,
-            reason=None,
-        )
-        if campaign.error_streak:
-            campaign.error_streak = 0
-        commit()  # durable before the next SMTP transaction starts: the crash-safety invariant
-        report.sent += 1
+                if stop:
+                    _release(session, conn, to_send[index + 1 :], DeliveryState.QUEUED)
+                    commit()
+                    break
+                continue
+            # durable before the next SMTP transaction starts: the crash-safety invariant
+            ledger.mark_sent(recipient, message_id)
+            if campaign.error_streak:
+                campaign.error_streak = 0
+                commit()
+            report.sent += 1
+    finally:
+        ledger.close()
     conn.delete(heartbeat)
     finish_if_done(session, campaign)
     commit()
@@ -422,6 +469,17 @@ def _decide(session, conn, config, campaign, recipients, now, report) -> list[Re
 
 def _on_error(session, conn, config, campaign, recipient, exc: TransportError, report) -> bool:
     """Record one failed attempt; True if the campaign has paused itself."""
+    if exc.uncertain:
+        # Maybe delivered: keep the cap place, never retry (a retry could be a second copy).
+        _mark(
+            session,
+            [recipient.delivery_id],
+            state=DeliveryState.UNCERTAIN,
+            sent_at=clock.now(),
+            reason=str(exc)[:300],
+        )
+        report.failed += 1
+        return False
     caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
     if exc.temporary:
         backoff = min(3600, 60 * 2 ** min(6, _attempts(session, recipient.delivery_id)))

@@ -111,7 +111,7 @@ def request_signup(
     email: str,
     first_name: str | None,
     topic_slugs: list[str],
-    wording: Wording,
+    wording: Wording | None,
     request: RequestInfo,
     dispatch,
 ) -> SignupOutcome:

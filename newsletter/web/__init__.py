@@ -26,13 +26,16 @@ def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     set_runtime(runtime)
     csrf.init_app(app)
 
-    from newsletter.web.public import manage  # noqa: F401  (registers its routes on the blueprint)
+    from newsletter.web.api.views import bp as api_bp
+    from newsletter.web.public import early_access, manage  # noqa: F401  (register their routes)
     from newsletter.web.public.views import bp as public_bp
 
     app.register_blueprint(public_bp)
     from newsletter.partners.api import bp as partners_api_bp
 
     app.register_blueprint(csrf.exempt(partners_api_bp))  # signed requests, no cookies
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # bearer token, no cookies: nothing for a forged request to ride on
     app.teardown_appcontext(_close_session)
     _register_error_pages(app)
 

@@ -1,0 +1,1 @@
+"""Campaign files: load, validate and render ``campaigns/<slug>/`` folders."""

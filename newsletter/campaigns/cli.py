@@ -1,0 +1,209 @@
+"""``newsletter campaign ...``: validate, preview, test-send and list campaign folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from newsletter.config import ConfigError
+
+DEFAULT_DIR = Path("campaigns")
+
+
+def _runtime():
+    """The app's runtime (config, sessions); a bad configuration is a one-line error."""
+    from newsletter import create_app
+
+    try:
+        app = create_app()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration: {exc}") from None
+    return app.extensions["newsletter"]
+
+
+def _site(runtime):
+    """Site context from config and the topics table (one-line error if the DB is not ready)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from newsletter.campaigns.site import site_context, topics_from_db
+
+    try:
+        with runtime.sessions() as session:
+            topics = topics_from_db(session)
+    except SQLAlchemyError as exc:
+        reason = str(exc).splitlines()[0]
+        raise click.ClickException(f"cannot read topics ({reason}); run 'newsletter db upgrade'") from None
+    return site_context(runtime.config, topics)
+
+
+def _validate(folder: Path, site):
+    """Validate one folder; never lets an exception through (a broken campaign is a message)."""
+    from newsletter import clock
+    from newsletter.campaigns.validation import validate_campaign
+
+    try:
+        return validate_campaign(folder, site, clock.now())
+    except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash
+        raise click.ClickException(f"{folder}: cannot validate: {type(exc).__name__}: {exc}") from None
+
+
+def _valid_report(path: str, site):
+    report = _validate(Path(path), site)
+    for problem in report.problems:
+        click.echo(str(problem), err=True)
+    if not report.ok:
+        raise click.ClickException(f"{path}: {len(report.errors)} error(s); fix them first")
+    return report
+
+
+@click.group()
+def campaign() -> None:
+    """Campaign folders under campaigns/: validate, preview, test-send, list, and scheduling and sending."""
+
+
+@campaign.command("validate")
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
+@click.option(
+    "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
+)
+def validate(paths: tuple[str, ...], root: str) -> None:
+    """Check campaigns (all under --dir by default); print file:line:col: message per problem."""
+    from newsletter.campaigns.validation import find_campaigns
+
+    folders = [Path(p) for p in paths] or find_campaigns(Path(root))
+    if not folders:
+        raise click.ClickException(f"no campaign folders under {root}/")
+    site = _site(_runtime())
+    failed = 0
+    for folder in folders:
+        report = _validate(folder, site)
+        for problem in report.problems:
+            click.echo(str(problem))
+        failed += not report.ok
+        summary = "ok" if report.ok else f"{len(report.errors)} error(s)"
+        click.echo(f"{folder}: {summary}, {len(report.warnings)} warning(s)", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+@campaign.command("preview")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--subscriber", "email", help="Render for this subscriber (real name and links).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
+@click.option("--no-screenshots", is_flag=True, help="Skip the Chromium screenshots.")
+def preview(path: str, email: str | None, out: str, no_screenshots: bool) -> None:
+    """Write HTML, text, .eml and 600/375 px PNG screenshots of every distinct email."""
+    from newsletter.campaigns.preview import ChromiumMissing, write_preview
+    from newsletter.campaigns.validation import sample_values
+
+    runtime = _runtime()
+    site = _site(runtime)
+    report = _valid_report(path, site)
+    values, to = sample_values(site), "alex@example.com"
+    if email:
+        values, to = _subscriber_values(runtime, report, email)
+    try:
+        files = write_preview(report, site, to, values, Path(out), screenshots=not no_screenshots)
+    except ChromiumMissing as exc:
+        files = write_preview(report, site, to, values, Path(out), screenshots=False)
+        for item in files:
+            click.echo(str(item.path))
+        raise click.ClickException(str(exc)) from None
+    except (RuntimeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in files:
+        click.echo(str(item.path))
+
+
+def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str]:
+    """Real personal values of one subscriber (their own links), as a worker would pass them."""
+    from sqlalchemy import select
+
+    from newsletter.models import Campaign
+    from newsletter.services import links
+    from newsletter.services.addresses import InvalidAddress, normalize_address
+    from newsletter.services.signup import find_subscriber
+
+    try:
+        address = normalize_address(email)
+    except InvalidAddress as exc:
+        raise click.ClickException(f"{email!r}: {exc}") from None
+    with runtime.sessions() as session:
+        subscriber = find_subscriber(session, address)
+        if subscriber is None:
+            raise click.ClickException(f"no subscriber with address {address}")
+        source = report.campaign
+        campaign_id = session.scalar(select(Campaign.id).where(Campaign.slug == source.slug)) or 0
+        config = runtime.config
+        values = {
+            "first_name": subscriber.first_name or "",
+            "email": subscriber.email,
+            "unsubscribe_url": links.unsubscribe_url(config, subscriber, topic=source.topic),
+            "preferences_url": links.preferences_url(config, subscriber),
+        }
+        if source.sale:
+            values["early_access_url"] = links.early_access_url(config, subscriber, campaign_id)
+        return values, subscriber.email
+
+
+@campaign.command("test-send")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--to", "to", required=True, help="Address that receives the test.")
+@click.option("--wave", help="Which wave's email (default: each distinct email once).")
+def test_send(path: str, to: str, wave: str | None) -> None:
+    """Send the campaign once to ADDRESS through the configured transport, subject prefixed [TEST]."""
+    from newsletter.campaigns.preview import TEST_PREFIX, campaign_message, envelope_from
+    from newsletter.campaigns.validation import sample_values
+    from newsletter.mail.message import HeaderInjection
+    from newsletter.mail.transports import TransportError, make_transport
+    from newsletter.services.addresses import InvalidAddress, normalize_address
+
+    runtime = _runtime()
+    site = _site(runtime)
+    report = _valid_report(path, site)
+    try:
+        address = normalize_address(to)
+    except InvalidAddress as exc:
+        raise click.ClickException(f"{to!r}: {exc}") from None
+    emails = report.emails
+    if wave is not None:
+        if wave not in {w.name for w in report.campaign.waves}:
+            raise click.ClickException(f"no wave {wave!r} in {path}")
+        emails = {wave: emails.get(wave) or emails[None]}
+    values = {**sample_values(site), "email": address}
+    transport = make_transport(runtime.config)
+    try:
+        for name, email in emails.items():
+            data = campaign_message(report, site, name, email, address, values, subject_prefix=TEST_PREFIX)
+            transport.send_raw(envelope_from(report, site), [address], data)
+            click.echo(f"sent {TEST_PREFIX}{report.campaign.slug}{f' ({name})' if name else ''} to {address}")
+    except (TransportError, HeaderInjection) as exc:
+        raise click.ClickException(f"not sent: {exc}") from None
+    finally:
+        transport.close()
+
+
+@campaign.command("list")
+@click.option(
+    "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
+)
+def list_campaigns(root: str) -> None:
+    """Every campaign folder with its status: the scheduled row's, else draft, or invalid."""
+    from sqlalchemy import select
+
+    from newsletter.campaigns.validation import find_campaigns
+    from newsletter.models import Campaign
+
+    runtime = _runtime()
+    site = _site(runtime)
+    with runtime.sessions() as session:
+        scheduled = {slug: status for slug, status in session.execute(select(Campaign.slug, Campaign.status))}
+    for folder in find_campaigns(Path(root)):
+        report = _validate(folder, site)
+        status = scheduled.get(folder.name)
+        label = status.value if status is not None else "draft" if report.ok else "invalid"
+        if status is not None and not report.ok:
+            label += " (files now invalid)"
+        name = report.campaign.name if report.campaign else ""
+        click.echo(f"{folder.name:<30} {label:<12} {name}".rstrip())

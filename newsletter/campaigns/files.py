@@ -1,0 +1,285 @@
+"""Loading ``campaigns/<slug>/campaign.toml``: the schema, and where each key sits in the file.
+
+Loading never raises on bad input: every problem becomes a ``Problem`` with the file, line
+and column, so ``newsletter campaign validate`` can list them all at once.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+
+CAMPAIGN_FILE = "campaign.toml"
+MJML_FILE = "email.mjml"
+TEXT_FILE = "email.txt"
+
+TOP_KEYS = {"name", "subject", "preheader", "from", "topic", "deliver_by", "send_at", "sale", "wave"}
+SALE_KEYS = {"url", "public_at", "ends_at"}
+WAVE_KEYS = {"name", "audience", "send_at"}
+IMPLICIT_WAVE = "all"
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware datetime to naive UTC (the database convention); a naive one is taken as UTC."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding; ``str()`` gives ``file:line:col: message`` like a compiler."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    warning: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {'warning: ' if self.warning else ''}{self.message}"
+
+
+@dataclass(frozen=True)
+class Sale:
+    url: str
+    public_at: datetime  #: naive UTC: when everybody may buy
+    ends_at: datetime  #: naive UTC
+
+
+@dataclass(frozen=True)
+class WaveSource:
+    name: str
+    audience: str
+    send_at: datetime  #: naive UTC
+
+
+@dataclass
+class CampaignSource:
+    """A campaign folder as loaded: every time is naive UTC."""
+
+    slug: str
+    folder: Path
+    name: str
+    subject: str  #: a Jinja template
+    preheader: str  #: a Jinja template
+    sender: str | None  #: the optional ``from``; None means the configured FROM
+    topic: str
+    deliver_by: datetime | None
+    sale: Sale | None
+    waves: list[WaveSource]
+    mjml: str  #: email.mjml source
+    text: str | None  #: email.txt source, if the folder has one
+    locations: Locations = field(repr=False, default_factory=lambda: Locations(""))
+
+
+class Locations:
+    """Line and column of each ``key = value`` in a TOML file, by (table, index, key).
+
+    tomllib keeps no positions, so a small line scanner finds them; good enough for the
+    flat files campaigns are (tables ``[sale]`` and ``[[wave]]``, one key per line).
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+    _KEY = re.compile(r"""^(\s*)("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=\s*""")
+
+    def __init__(self, text: str):
+        self.keys: dict[tuple[str, int, str], tuple[int, int]] = {}
+        self.tables: dict[tuple[str, int], int] = {}
+        table, index, counts = "", 0, {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self._HEADER.match(line)
+            if header:
+                table = header.group(2)
+                index = counts.get(table, 0)
+                counts[table] = index + 1 if header.group(1) == "[[" else 1
+                self.tables[(table, index)] = number
+                continue
+            key = self._KEY.match(line)
+            if key:
+                name = key.group(2).strip("\"'")
+                self.keys.setdefault((table, index, name), (number, key.end() + 1))
+                self.keys.setdefault((table, index, f"{name}:key"), (number, len(key.group(1)) + 1))
+
+    def value(self, key: str, table: str = "", index: int = 0) -> tuple[int, int]:
+        """Line and column where the value of ``key`` starts (1, 1 if not found)."""
+        found = self.keys.get((table, index, key))
+        if found:
+            return found
+        return self.tables.get((table, index), 1), 1
+
+    def key(self, key: str, table: str = "", index: int = 0) -> tuple[int, int]:
+        found = self.keys.get((table, index, f"{key}:key"))
+        return found or (self.tables.get((table, index), 1), 1)
+
+
+class _Reader:
+    """Type checks with positions, collecting problems instead of raising."""
+
+    def __init__(self, file: str, locations: Locations, problems: list[Problem]):
+        self.file, self.locations, self.problems = file, locations, problems
+
+    def error(self, message: str, key: str, table: str = "", index: int = 0, *, at_key: bool = False) -> None:
+        line, col = (self.locations.key if at_key else self.locations.value)(key, table, index)
+        self.problems.append(Problem(self.file, line, col, message))
+
+    def unknown(self, data: dict, allowed: set[str], table: str = "", index: int = 0) -> None:
+        where = f"[{table}]" if table == "sale" else "[[wave]]" if table else "campaign.toml"
+        for key in data:
+            if key not in allowed:
+                self.error(
+                    f"unknown key {key!r} in {where} (known: {', '.join(sorted(allowed))})",
+                    key,
+                    table,
+                    index,
+                    at_key=True,
+                )
+
+    def text(self, data: dict, key: str, table: str = "", index: int = 0, *, required: bool) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                where = f" in [{table}]" if table == "sale" else " in [[wave]]" if table else ""
+                self.error(f"missing required key {key!r}{where}", key, table, index)
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.error(f"{key} must be a non-empty string", key, table, index)
+            return None
+        return value
+
+    def time(
+        self, data: dict, key: str, table: str = "", index: int = 0, *, required: bool
+    ) -> datetime | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                where = f" in [{table}]" if table == "sale" else " in [[wave]]" if table else ""
+                self.error(f"missing required key {key!r}{where}", key, table, index)
+            return None
+        if not isinstance(value, datetime):
+            self.error(f"{key} must be a date and time like 2030-03-01T09:00:00+01:00", key, table, index)
+            return None
+        if value.tzinfo is None:
+            self.error(f"{key} needs a UTC offset, e.g. {value.isoformat()}+00:00", key, table, index)
+            return None
+        return as_utc(value)
+
+
+def toml_problem(file: str, exc: tomllib.TOMLDecodeError) -> Problem:
+    """A TOML syntax error with the line and column tomllib puts in its message."""
+    message = str(exc)
+    match = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        return Problem(
+            file, int(match.group(1)), int(match.group(2)), f"TOML: {message[: match.start()].strip()}"
+        )
+    if message.endswith("(at end of document)"):
+        return Problem(file, 1, 1, f"TOML: {message}")
+    return Problem(file, 1, 1, f"TOML: {message}")
+
+
+def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | None:
+    """Read and check a campaign folder; None if it cannot be understood at all."""
+    toml_path, mjml_path, text_path = folder / CAMPAIGN_FILE, folder / MJML_FILE, folder / TEXT_FILE
+    toml_file = str(toml_path)
+    if not folder.is_dir():
+        problems.append(Problem(str(folder), 1, 1, "not a campaign folder"))
+        return None
+    if not toml_path.is_file():
+        problems.append(Problem(toml_file, 1, 1, f"missing {CAMPAIGN_FILE}"))
+        return None
+    if not mjml_path.is_file():
+        problems.append(Problem(str(mjml_path), 1, 1, f"missing {MJML_FILE}"))
+    try:
+        raw = toml_path.read_text("utf-8")
+        data = tomllib.loads(raw)
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(toml_file, 1, 1, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+        return None
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(toml_problem(toml_file, exc))
+        return None
+    locations = Locations(raw)
+    read = _Reader(toml_file, locations, problems)
+
+    read.unknown(data, TOP_KEYS)
+    name = read.text(data, "name", required=True)
+    subject = read.text(data, "subject", required=True)
+    preheader = data.get("preheader", "")
+    if not isinstance(preheader, str):
+        read.error("preheader must be a string", "preheader")
+        preheader = ""
+    sender = read.text(data, "from", required=False)
+    if sender is not None and "@" not in parseaddr(sender)[1]:
+        read.error(f"from must be an address like 'Store <news@store.example>', got {sender!r}", "from")
+    topic = read.text(data, "topic", required=True)
+    deliver_by = read.time(data, "deliver_by", required=False)
+
+    sale = None
+    if "sale" in data:
+        if not isinstance(data["sale"], dict):
+            read.error("sale must be a table: [sale]", "sale")
+        else:
+            sale_data = data["sale"]
+            read.unknown(sale_data, SALE_KEYS, "sale")
+            url = read.text(sale_data, "url", "sale", required=True)
+            if url is not None and not re.match(r"https?://[^\s/]+", url):
+                read.error(f"sale url must be an absolute http(s) URL, got {url!r}", "url", "sale")
+            public_at = read.time(sale_data, "public_at", "sale", required=True)
+            ends_at = read.time(sale_data, "ends_at", "sale", required=True)
+            if url and public_at and ends_at:
+                sale = Sale(url, public_at, ends_at)
+
+    waves = _waves(data, read)
+    mjml = mjml_path.read_text("utf-8") if mjml_path.is_file() else ""
+    text = text_path.read_text("utf-8") if text_path.is_file() else None
+    if not (name and subject and topic):
+        return None
+    return CampaignSource(
+        slug=folder.resolve().name,
+        folder=folder,
+        name=name,
+        subject=subject,
+        preheader=preheader,
+        sender=sender,
+        topic=topic,
+        deliver_by=deliver_by,
+        sale=sale,
+        waves=waves,
+        mjml=mjml,
+        text=text,
+        locations=locations,
+    )
+
+
+def _waves(data: dict[str, Any], read: _Reader) -> list[WaveSource]:
+    if "wave" not in data:
+        send_at = read.time(data, "send_at", required=False)
+        if send_at is None and "send_at" not in data:
+            read.error("missing send_at: give a top-level send_at or [[wave]] tables", "name")
+        return [WaveSource(IMPLICIT_WAVE, "all", send_at)] if send_at else []
+    if "send_at" in data:
+        read.error("send_at belongs in each [[wave]] when waves are given", "send_at")
+    if not isinstance(data["wave"], list) or not data["wave"]:
+        read.error("wave must be an array of tables: [[wave]]", "wave")
+        return []
+    waves, seen = [], set()
+    for index, wave in enumerate(data["wave"]):
+        read.unknown(wave, WAVE_KEYS, "wave", index)
+        name = read.text(wave, "name", "wave", index, required=True)
+        audience = read.text(wave, "audience", "wave", index, required=True)
+        send_at = read.time(wave, "send_at", "wave", index, required=True)
+        if name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,49}", name):
+            read.error(f"wave name must use a-z, 0-9, - and _ (got {name!r})", "name", "wave", index)
+            name = None
+        if name in seen:
+            read.error(f"two waves are named {name!r}", "name", "wave", index)
+        seen.add(name)
+        if name and audience and send_at:
+            waves.append(WaveSource(name, audience, send_at))
+    return waves

@@ -1,0 +1,39 @@
+"""What rendering needs to know about the store: names, addresses, topics (from config and DB)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.mail.message import domain_of
+from newsletter.models import Topic
+
+
+@dataclass(frozen=True)
+class SiteContext:
+    store_name: str
+    postal_address: str
+    base_url: str  #: no trailing slash
+    sender: str  #: the configured From
+    list_id: str  #: domain part of List-Id
+    topics: dict[str, str]  #: slug -> name
+
+
+def topics_from_db(session: Session) -> dict[str, str]:
+    """Every topic's slug and display name, in form order."""
+    rows = session.execute(select(Topic.slug, Topic.name).order_by(Topic.position, Topic.id))
+    return {slug: name for slug, name in rows}
+
+
+def site_context(config: dict, topics: dict[str, str]) -> SiteContext:
+    """The store as configured (LIST_ID defaults to the From address's domain)."""
+    return SiteContext(
+        store_name=config["STORE_NAME"],
+        postal_address=config["POSTAL_ADDRESS"],
+        base_url=config["BASE_URL"].rstrip("/"),
+        sender=config["FROM"],
+        list_id=config.get("LIST_ID") or domain_of(config["FROM"]),
+        topics=dict(topics),
+    )

@@ -1,0 +1,256 @@
+"""``validate_campaign``: every problem of a campaign folder, located, plus its rendered emails."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+from newsletter.campaigns.audience import AudienceError, parse
+from newsletter.campaigns.files import (
+    CAMPAIGN_FILE,
+    IMPLICIT_WAVE,
+    MJML_FILE,
+    TEXT_FILE,
+    CampaignSource,
+    Problem,
+    WaveSource,
+    load_campaign,
+)
+from newsletter.campaigns.rendering import RenderedEmail, RenderError, render_campaign
+from newsletter.campaigns.site import SiteContext
+from newsletter.mail.skeleton import SLOT, slot_token
+
+SUBJECT_WARN_LENGTH = 60
+#: Gmail clips messages whose HTML is larger than this
+GMAIL_CLIP_BYTES = 102 * 1024
+MJML_TAGS = set(
+    "mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font mj-html-attributes "
+    "mj-html-attribute mj-selector mj-preview mj-style mj-title mj-accordion mj-accordion-element "
+    "mj-accordion-title mj-accordion-text mj-button mj-carousel mj-carousel-image mj-column mj-divider "
+    "mj-group mj-hero mj-image mj-navbar mj-navbar-link mj-raw mj-section mj-social mj-social-element "
+    "mj-spacer mj-table mj-text mj-wrapper".split()
+)
+
+
+@dataclass
+class ValidationReport:
+    folder: Path
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    campaign: CampaignSource | None = None
+    #: wave name -> email, or the single key None when every wave gets the same email
+    emails: dict[str | None, RenderedEmail] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Errors and warnings in file order."""
+        return sorted(self.errors + self.warnings, key=lambda p: (p.file, p.line, p.col))
+
+
+def sample_values(site: SiteContext) -> dict[str, str]:
+    """Personal values of the sample subscriber (previews, size and length estimates)."""
+    return {
+        "first_name": "Alex",
+        "email": "alex@example.com",
+        "unsubscribe_url": f"{site.base_url}/unsubscribe/preview-" + "x" * 90,
+        "preferences_url": f"{site.base_url}/preferences/preview-" + "x" * 90,
+        "early_access_url": f"{site.base_url}/early-access/preview-" + "x" * 90,
+    }
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """Tokens replaced by values, unescaped (estimates only; the real splice is the skeleton's)."""
+    return SLOT.sub(lambda m: values.get(m.group(1), ""), text)
+
+
+def validate_campaign(folder: Path, site: SiteContext, now: datetime) -> ValidationReport:
+    """Load, check and render a campaign folder; ``now`` is naive UTC (times must be after it)."""
+    report = ValidationReport(folder)
+    problems: list[Problem] = []
+    source = load_campaign(folder, problems)
+    report.campaign = source
+    if source is not None:
+        toml = str(folder / CAMPAIGN_FILE)
+        problems += _check_topic(source, site, toml)
+        problems += _check_audiences(source, toml)
+        problems += _check_times(source, now, toml)
+        problems += _check_mjml_source(source)
+        if not any(p.file != toml for p in problems if not p.warning):
+            report.emails, more = _render(source, site)
+            problems += more
+    report.errors = [p for p in problems if not p.warning]
+    report.warnings = [p for p in problems if p.warning]
+    return report
+
+
+def _check_topic(source: CampaignSource, site: SiteContext, toml: str) -> list[Problem]:
+    if source.topic in site.topics:
+        return []
+    line, col = source.locations.value("topic")
+    known = ", ".join(site.topics) or "none: run newsletter db upgrade"
+    return [Problem(toml, line, col, f"unknown topic {source.topic!r} (known: {known})")]
+
+
+def _check_audiences(source: CampaignSource, toml: str) -> list[Problem]:
+    problems = []
+    for index, wave in enumerate(source.waves):
+        if wave.name == IMPLICIT_WAVE and not source.locations.tables.get(("wave", 0)):
+            continue
+        try:
+            parse(wave.audience)
+        except AudienceError as exc:
+            line, col = source.locations.value("audience", "wave", index)
+            # col points at the opening quote; the expression starts one further
+            problems.append(Problem(toml, line, col + exc.column, f"audience: {exc.message}"))
+    return problems
+
+
+def _when(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _check_times(source: CampaignSource, now: datetime, toml: str) -> list[Problem]:
+    problems = []
+    implicit = not source.locations.tables.get(("wave", 0))
+
+    def at(key: str, table: str = "", index: int = 0) -> tuple[int, int]:
+        return source.locations.value(key, table, index)
+
+    for index, wave in enumerate(source.waves):
+        where = at("send_at") if implicit else at("send_at", "wave", index)
+        label = "send_at" if implicit else f"wave {wave.name!r}"
+        if wave.send_at <= now:
+            problems.append(Problem(toml, *where, f"{label} is in the past ({_when(wave.send_at)})"))
+        if index and wave.send_at < source.waves[index - 1].send_at:
+            previous = source.waves[index - 1]
+            problems.append(
+                Problem(toml, *where, f"{label} starts before the wave before it ({previous.name!r})")
+            )
+        if source.sale and wave.send_at >= source.sale.public_at:
+            problems.append(
+                Problem(
+                    toml,
+                    *where,
+                    f"{label} starts after the sale is public ({_when(source.sale.public_at)}): "
+                    "early access must come first",
+                )
+            )
+    sale = source.sale
+    if sale:
+        for key, value in (("public_at", sale.public_at), ("ends_at", sale.ends_at)):
+            if value <= now:
+                problems.append(
+                    Problem(toml, *at(key, "sale"), f"sale {key} is in the past ({_when(value)})")
+                )
+        if sale.ends_at <= sale.public_at:
+            problems.append(Problem(toml, *at("ends_at", "sale"), "sale ends_at must be after public_at"))
+    if source.deliver_by:
+        last = max((w.send_at for w in source.waves), default=None)
+        if source.deliver_by <= now:
+            problems.append(Problem(toml, *at("deliver_by"), "deliver_by is in the past"))
+        elif last and source.deliver_by <= last:
+            problems.append(Problem(toml, *at("deliver_by"), "deliver_by must be after the last send_at"))
+    return problems
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
+
+
+def _check_mjml_source(source: CampaignSource) -> list[Problem]:
+    """What can be pointed at in email.mjml itself: unknown tags, images without alt, plain-http images."""
+    file, text, problems = str(source.folder / MJML_FILE), source.mjml, []
+    for match in re.finditer(r"<(mj-[A-Za-z0-9-]+|mjml)\b[^>]*>?", text):
+        tag = match.group(1).lower()
+        line, col = _position(text, match.start())
+        if tag not in MJML_TAGS:
+            problems.append(Problem(file, line, col, f"unknown MJML tag <{tag}>"))
+        if tag == "mj-image" and not re.search(r"\balt\s*=", match.group()):
+            problems.append(Problem(file, line, col, "image without alt text", warning=True))
+    for match in re.finditer(r"<img\b[^>]*>", text, re.IGNORECASE):
+        if not re.search(r"\balt\s*=", match.group()):
+            problems.append(
+                Problem(file, *_position(text, match.start()), "image without alt text", warning=True)
+            )
+    for match in re.finditer(
+        r"""\b(?:src|background-url)\s*=\s*["']?(http://[^"'\s>]+)""", text, re.IGNORECASE
+    ):
+        problems.append(
+            Problem(
+                file,
+                *_position(text, match.start(1)),
+                f"remote image over plain http (use https): {match.group(1)}",
+                warning=True,
+            )
+        )
+    return problems
+
+
+def _render(
+    source: CampaignSource, site: SiteContext
+) -> tuple[dict[str | None, RenderedEmail], list[Problem]]:
+    """Render every wave and check the results; a template failure is one located problem."""
+    checked = source
+    if not source.waves:  # schema errors elsewhere; still check the templates
+        checked = replace(source, waves=[WaveSource(IMPLICIT_WAVE, "all", datetime(2000, 1, 1))])
+    try:
+        emails = render_campaign(checked, site)
+    except RenderError as exc:
+        return {}, [Problem(exc.file, exc.line, exc.col, exc.message)]
+    except Exception as exc:  # noqa: BLE001 - a broken campaign must never crash the caller
+        return {}, [
+            Problem(str(source.folder / MJML_FILE), 1, 1, f"cannot render: {type(exc).__name__}: {exc}")
+        ]
+    problems = [p for name, email in emails.items() for p in _check_email(source, site, name, email)]
+    return emails, problems
+
+
+def _check_email(
+    source: CampaignSource, site: SiteContext, name: str | None, email: RenderedEmail
+) -> list[Problem]:
+    """Footer and unsubscribe link present; subject length and HTML size within reason."""
+    problems = []
+    mjml_file, toml = str(source.folder / MJML_FILE), str(source.folder / CAMPAIGN_FILE)
+    which = f" (wave {name!r})" if name else ""
+    address = html.escape(site.postal_address, quote=False)
+    unsubscribe = f'href="{slot_token("unsubscribe_url", "url")}"'
+    if (
+        unsubscribe not in email.html
+        or slot_token("preferences_url", "url") not in email.html
+        or (address not in email.html)
+    ):
+        problems.append(
+            Problem(
+                mjml_file,
+                1,
+                1,
+                f'the footer is missing{which}: extend base.mjml ({{% extends "base.mjml" %}}) and keep '
+                "its footer (unsubscribe and preferences links, postal address)",
+            )
+        )
+    if slot_token("unsubscribe_url", "text") not in email.text or site.postal_address not in email.text:
+        text_file = str(source.folder / TEXT_FILE) if source.text is not None else mjml_file
+        needs = "{{ links.unsubscribe }} and {{ store.postal_address }}"
+        problems.append(Problem(text_file, 1, 1, f"the plain text{which} must carry {needs}"))
+    values = sample_values(site)
+    subject = fill(email.subject, values)
+    if len(subject) > SUBJECT_WARN_LENGTH:
+        message = f"subject is {len(subject)} characters{which}; phones show about {SUBJECT_WARN_LENGTH}"
+        problems.append(Problem(toml, *source.locations.value("subject"), message, warning=True))
+    size = len(fill(email.html, values).encode("utf-8"))
+    if size > GMAIL_CLIP_BYTES:
+        message = f"HTML is {size // 1024} KB{which}; Gmail clips messages over 102 KB, footer included"
+        problems.append(Problem(mjml_file, 1, 1, message, warning=True))
+    return problems
+
+
+def find_campaigns(root: Path) -> list[Path]:
+    """Every campaign folder under ``root`` (a folder holding campaign.toml), by name."""
+    return sorted(p.parent for p in root.glob(f"*/{CAMPAIGN_FILE}"))

@@ -1,0 +1,200 @@
+"""Campaign messages built once, personalised per recipient by splicing values into bytes.
+
+The rendered email holds slot tokens (``~NL~first_name~html~``) where personal values go.
+``build_skeleton`` splits text, HTML and headers at the tokens and encodes everything that
+does not change once; ``personalise`` joins the pieces with one person's values (escaped for
+the token's context), quoted-printable encodes the two bodies with ``binascii.b2a_qp`` (C),
+and prepends the headers. No EmailMessage per recipient: that costs ~3 ms each.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.policy
+import html
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import format_datetime
+from urllib.parse import quote
+
+from newsletter import clock
+from newsletter.mail.message import check_header_value, domain_of
+
+#: the personal values a sender passes to ``personalise``
+VALUE_NAMES = ("first_name", "email", "unsubscribe_url", "preferences_url", "early_access_url")
+#: where a token sits decides how its value is escaped
+CONTEXTS = ("html", "attr", "url", "query", "text", "header")
+#: a token: only URL-unreserved characters, so Jinja, MJML, premailer and QP leave it alone
+SLOT = re.compile(r"~NL~([a-z_]+)~(?:([a-z]+)~)?")
+CRLF = "\r\n"
+
+
+def slot_token(name: str, context: str | None = None) -> str:
+    """The token for a value (``context`` None: not yet placed, as Jinja renders it)."""
+    return f"~NL~{name}~{context}~" if context else f"~NL~{name}~"
+
+
+Part = str | tuple[str, str]  #: literal text, or (value name, context)
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A campaign email, encoded once; see ``personalise``."""
+
+    sender_domain: str
+    head: str  #: From, Subject (when not personal), MIME-Version and static headers, CRLF-terminated
+    personal_headers: tuple[tuple[str, tuple[Part, ...]], ...]
+    tail: bytes  #: Content-Type header, blank line and the first boundary with the text part's headers
+    text: tuple[Part, ...]
+    middle: bytes  #: between the text and the HTML body
+    html: tuple[Part, ...]
+    end: bytes
+
+
+def _split(value: str, slots: dict[str, tuple[str, ...]], default_context: str | None) -> tuple[Part, ...]:
+    """Cut a string at its tokens; tokens not in ``slots`` describe themselves."""
+    parts: list[Part] = []
+    last = 0
+    for match in SLOT.finditer(value):
+        token = match.group()
+        if token in slots:
+            name, context = slots[token][0], slots[token][1]
+        elif match.group(2) in CONTEXTS:
+            name, context = match.group(1), match.group(2)
+        elif default_context:
+            name, context = match.group(1), default_context
+        else:
+            continue
+        if name not in VALUE_NAMES:
+            raise ValueError(f"unknown personal value {name!r} in {token}")
+        parts.append(value[last : match.start()])
+        parts.append((name, context))
+        last = match.end()
+    parts.append(value[last:])
+    return tuple(p for p in parts if p != "")
+
+
+def _crlf(text: str) -> str:
+    return re.sub(r"\r\n|\r|\n", CRLF, text)
+
+
+def header_line(name: str, value: str) -> str:
+    """One header, RFC 2047-encoded and folded only when it has to be."""
+    check_header_value(name, name)
+    check_header_value(name, value)
+    line = f"{name}: {value}{CRLF}"
+    if value.isascii():
+        if len(line) <= 998:
+            return line
+        return _fold_ascii(name, value)
+    policy = email.policy.SMTP
+    if name.lower() in ("to", "from", "cc", "reply-to") and not value.isascii():
+        address = value.rpartition("<")[2] if "<" in value else value
+        if not address.isascii():  # an internationalised mailbox needs SMTPUTF8, not encoded words
+            policy = email.policy.SMTPUTF8
+    return policy.header_factory(name, value).fold(policy=policy)
+
+
+def _fold_ascii(name: str, value: str) -> str:
+    """Fold a long ASCII header at spaces (never encode it: URLs must stay readable)."""
+    lines, current = [], f"{name}:"
+    for word in value.split(" "):
+        if len(current) + 1 + len(word) > 996 and current.strip():
+            lines.append(current)
+            current = ""
+        current += " " + word
+        if len(current) > 996:
+            raise ValueError(f"{name} header has a word longer than 990 characters")
+    lines.append(current)
+    return CRLF.join(lines) + CRLF
+
+
+def build_skeleton(
+    *,
+    sender: str,
+    subject: str,
+    text: str,
+    html: str,
+    slots: dict[str, tuple],
+    headers: dict[str, str],
+) -> Skeleton:
+    """Encode a rendered campaign email once for any number of recipients."""
+    slots = {token: tuple(slot) for token, slot in slots.items()}
+    head = [header_line("From", sender)]
+    personal: list[tuple[str, tuple[Part, ...]]] = []
+    subject_parts = _split(subject, slots, "header")
+    if any(isinstance(p, tuple) for p in subject_parts):
+        personal.append(("Subject", subject_parts))
+    else:
+        head.append(header_line("Subject", subject))
+    head.append(header_line("MIME-Version", "1.0"))
+    for name, value in headers.items():
+        parts = _split(value, slots, "header")
+        if any(isinstance(p, tuple) for p in parts):
+            check_header_value(name, value)
+            personal.append((name, parts))
+        else:
+            head.append(header_line(name, value))
+    boundary = f"=_nl_{secrets.token_hex(12)}"  # "=_" never occurs in quoted-printable output
+    part_headers = (
+        'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+    )
+    tail = (
+        f'Content-Type: multipart/alternative; boundary="{boundary}"{CRLF}{CRLF}'
+        f"--{boundary}{CRLF}" + part_headers.format("plain")
+    )
+    return Skeleton(
+        sender_domain=domain_of(sender),
+        head="".join(head),
+        personal_headers=tuple(personal),
+        tail=tail.encode("ascii"),
+        text=_split(_crlf(text), slots, None),
+        middle=(f"{CRLF}--{boundary}{CRLF}" + part_headers.format("html")).encode("ascii"),
+        html=_split(_crlf(html), slots, None),
+        end=f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+    )
+
+
+def _escape(value: str, context: str) -> str:
+    value = value.replace("\r", " ").replace("\n", " ")
+    if context == "text" or context == "header":
+        return value
+    if context == "query":
+        value = quote(value, safe="")
+    return html.escape(value, quote=True)
+
+
+def _fill(parts: tuple[Part, ...], values: dict[str, str]) -> str:
+    try:
+        return "".join(p if isinstance(p, str) else _escape(values[p[0]], p[1]) for p in parts)
+    except KeyError as exc:
+        raise ValueError(f"personalise: no value for {exc.args[0]!r}") from None
+
+
+def _qp(body: str) -> bytes:
+    # b2a_qp picks CRLF soft breaks only if the first line break it sees is CRLF
+    return binascii.b2a_qp((body + CRLF).encode("utf-8"), istext=True)
+
+
+def personalise(skeleton: Skeleton, to: str, values: dict[str, str], *, message_id: str) -> bytes:
+    """One complete RFC 5322 message (CRLF, lines under 998 octets) for one recipient."""
+    lines = [
+        skeleton.head,
+        header_line("To", to),
+        header_line("Date", format_datetime(clock.now().replace(tzinfo=UTC))),
+        header_line("Message-ID", message_id),
+    ]
+    for name, parts in skeleton.personal_headers:
+        lines.append(header_line(name, _fill(parts, values)))
+    return b"".join(
+        (
+            "".join(lines).encode("utf-8"),
+            skeleton.tail,
+            _qp(_fill(skeleton.text, values)),
+            skeleton.middle,
+            _qp(_fill(skeleton.html, values)),
+            skeleton.end,
+        )
+    )

@@ -1,0 +1,244 @@
+"""``newsletter campaign schedule|plan|send|pause|resume|cancel|status``: the operator's controls.
+
+Thin wrappers: every decision lives in services.scheduling, services.planning and
+services.sending. They are added to the ``campaign`` group next to validate and preview.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+from flask import Flask
+
+from newsletter.cli import with_app
+
+DONE_STATES = ("sent", "skipped", "failed", "uncertain")
+
+
+def _slug(path_or_slug: str) -> str:
+    return Path(path_or_slug.rstrip("/")).name
+
+
+def _folder(app: Flask, path_or_slug: str) -> Path:
+    """A campaign folder given as a path, or as a slug under ./campaigns."""
+    path = Path(path_or_slug)
+    if path.is_dir():
+        return path
+    candidate = Path("campaigns") / path_or_slug
+    if candidate.is_dir():
+        return candidate
+    raise click.ClickException(f"{path_or_slug}: no such campaign folder")
+
+
+def _campaign_or_fail(session, path_or_slug: str):
+    from newsletter.services.scheduling import find
+
+    campaign = find(session, _slug(path_or_slug))
+    if campaign is None:
+        raise click.ClickException(
+            f"{_slug(path_or_slug)}: not scheduled (run `newsletter campaign schedule`)"
+        )
+    return campaign
+
+
+@click.command("schedule")
+@click.argument("path")
+@click.option("--reschedule", is_flag=True, help="Freeze the files again after an edit (no wave started).")
+@with_app
+def schedule_command(app: Flask, path: str, reschedule: bool) -> None:
+    """Validate, render once, and freeze the campaign with its waves."""
+    from newsletter.db import session_scope
+    from newsletter.services.scheduling import ScheduleError, schedule
+
+    runtime = app.extensions["newsletter"]
+    try:
+        with session_scope(runtime.sessions) as session:
+            campaign = schedule(session, runtime.config, _folder(app, path), reschedule=reschedule)
+            session.commit()
+            click.echo(f"{campaign.slug}: {campaign.status.value}, content {campaign.content_hash[:12]}")
+            for wave in campaign.waves:
+                click.echo(f"  wave {wave.name}: starts {wave.send_at:%Y-%m-%d %H:%M} UTC ({wave.audience})")
+            if campaign.deadline:
+                click.echo(f"  deadline: {campaign.deadline:%Y-%m-%d %H:%M} UTC")
+    except ScheduleError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command("plan")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@with_app
+def plan_command(app: Flask, path: str, as_json: bool) -> None:
+    """Per wave: audience, suppressed, sent at once, deferred and skipped (and why). Sends nothing."""
+    from newsletter import clock
+    from newsletter.campaigns.files import as_utc
+    from newsletter.campaigns.site import site_context, topics_from_db
+    from newsletter.campaigns.validation import validate_campaign
+    from newsletter.services.planning import PlannedWave, plan
+    from newsletter.services.scheduling import find
+
+    runtime = app.extensions["newsletter"]
+    with runtime.sessions() as session:
+        campaign = find(session, _slug(path))
+        if campaign is not None:
+            waves = [
+                PlannedWave(w.name, w.audience, w.send_at) for w in campaign.waves if w.started_at is None
+            ]
+            topic, deadline, campaign_id = campaign.topic_slug, campaign.deadline, campaign.id
+        else:
+            report = validate_campaign(
+                _folder(app, path), site_context(runtime.config, topics_from_db(session)), clock.now()
+            )
+            if not report.ok or report.campaign is None:
+                raise click.ClickException("\n".join(str(p) for p in report.errors))
+            source = report.campaign
+            waves = [PlannedWave(w.name, w.audience, as_utc(w.send_at)) for w in source.waves]
+            topic, campaign_id = source.topic, None
+            deadline = (
+                as_utc(source.sale.public_at)
+                if source.sale
+                else (as_utc(source.deliver_by) if source.deliver_by else None)
+            )
+        plans = plan(session, runtime.config, topic, waves, deadline, campaign_id)
+    if as_json:
+        click.echo(json.dumps([p.__dict__ for p in plans], default=str, indent=2))
+        return
+    for p in plans:
+        click.echo(f"wave {p.name} at {p.send_at:%Y-%m-%d %H:%M} UTC: {p.audience} in the audience")
+        click.echo(f"  {p.suppressed} suppressed, {p.now} sent at the start")
+        for why, n in sorted(p.deferred.items()):
+            click.echo(f"  {n} deferred ({why}), sent later before the deadline")
+        for why, n in sorted(p.skipped.items()):
+            click.echo(f"  {n} skipped ({why}): the deadline comes first")
+
+
+@click.command("send")
+@click.argument("path")
+@click.option("--now", "now_", is_flag=True, required=True, help="Start the next waiting wave now.")
+@with_app
+def send_command(app: Flask, path: str, now_: bool) -> None:
+    """Start the next waiting wave at the next tick instead of its send_at."""
+    from newsletter import clock
+    from newsletter.services.scheduling import send_now
+
+    _control(app, path, lambda session, campaign: send_now(session, campaign, clock.now()))
+
+
+@click.command("pause")
+@click.argument("path")
+@with_app
+def pause_command(app: Flask, path: str) -> None:
+    """Stop sending; workers stop at their next message and hand their rows back."""
+    from newsletter.services.scheduling import pause
+
+    _control(app, path, pause)
+
+
+@click.command("resume")
+@click.argument("path")
+@with_app
+def resume_command(app: Flask, path: str) -> None:
+    """Carry on from the delivery ledger (after a pause, or after Redis lost its queue)."""
+    from newsletter.jobs import tick
+    from newsletter.services.scheduling import resume
+
+    _control(app, path, resume)
+    done = tick()
+    if "skipped" not in done:
+        taken_back = done["recovered"]["requeued"]
+        click.echo(f"{done['batches']} batches enqueued; {taken_back} rows taken back from dead workers")
+
+
+@click.command("cancel")
+@click.argument("path")
+@with_app
+def cancel_command(app: Flask, path: str) -> None:
+    """Stop for good: queued and deferred rows are skipped with the reason."""
+    from newsletter.services.scheduling import cancel
+
+    _control(app, path, cancel)
+
+
+def _control(app: Flask, path: str, action) -> None:
+    from newsletter.db import session_scope
+
+    runtime = app.extensions["newsletter"]
+    with session_scope(runtime.sessions) as session:
+        result = action(session, _campaign_or_fail(session, path))
+        session.commit()
+    if not result.ok:
+        raise click.ClickException(result.message)
+    click.echo(result.message)
+
+
+@click.command("status")
+@click.argument("path")
+@click.option("--follow", is_flag=True, help="Show a progress bar until the campaign is done.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes with --follow.")
+@with_app
+def status_command(app: Flask, path: str, follow: bool, as_json: bool, interval: float) -> None:
+    """Counts per state per wave (and early-access redemptions)."""
+    from newsletter.services.scheduling import progress
+
+    runtime = app.extensions["newsletter"]
+
+    def read() -> dict:
+        with runtime.sessions() as session:
+            return progress(session, _campaign_or_fail(session, path))
+
+    data = read()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not follow:
+        _print_status(data)
+        return
+    with click.progressbar(length=max(1, _total(data)), label=data["campaign"], file=sys.stderr) as bar:
+        shown = 0
+        while True:
+            done = _done(data)
+            bar.length = max(1, _total(data))
+            bar.update(done - shown)
+            shown = done
+            if data["status"] in ("done", "cancelled", "paused"):
+                break
+            time.sleep(interval)
+            data = read()
+    _print_status(data)
+
+
+def _total(data: dict) -> int:
+    return sum(sum(w["states"].values()) for w in data["waves"].values())
+
+
+def _done(data: dict) -> int:
+    return sum(n for w in data["waves"].values() for s, n in w["states"].items() if s in DONE_STATES)
+
+
+def _print_status(data: dict) -> None:
+    line = f"{data['campaign']}: {data['status']}"
+    if data.get("pause_reason"):
+        line += f" ({data['pause_reason']})"
+    click.echo(line)
+    for name, wave in data["waves"].items():
+        states = ", ".join(f"{n} {s}" for s, n in sorted(wave["states"].items())) or "nobody yet"
+        extra = f", {wave['redemptions']} early-access redemptions" if wave.get("redemptions") else ""
+        click.echo(f"  wave {name} ({wave['status']}, starts {wave['send_at']}): {states}{extra}")
+        for reason, n in sorted(wave.get("reasons", {}).items()):
+            click.echo(f"    {n} {reason}")
+
+
+COMMANDS = [
+    schedule_command,
+    plan_command,
+    send_command,
+    pause_command,
+    resume_command,
+    cancel_command,
+    status_command,
+]

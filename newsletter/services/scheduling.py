@@ -1,0 +1,191 @@
+"""From a campaign folder to a frozen, scheduled campaign; and the operator's controls."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from newsletter import clock
+from newsletter.campaigns.files import as_utc
+from newsletter.campaigns.messages import campaign_headers
+from newsletter.campaigns.site import site_context, topics_from_db
+from newsletter.campaigns.validation import validate_campaign
+from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
+
+
+class ScheduleError(Exception):
+    """The campaign cannot be (re)scheduled; the message says why, one line per problem."""
+
+
+def content_hash(folder: Path) -> str:
+    """SHA-256 over every file of the folder (names and bytes), in a stable order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def find(session: Session, slug: str) -> Campaign | None:
+    return session.scalar(select(Campaign).where(Campaign.slug == slug))
+
+
+def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool = False) -> Campaign:
+    """Validate, render every wave once, and freeze the result with the files' content hash."""
+    now = clock.now()
+    site = site_context(config, topics_from_db(session))
+    report = validate_campaign(folder, site, now)
+    if not report.ok or report.campaign is None:
+        raise ScheduleError("\n".join(str(p) for p in report.errors) or f"{folder}: not a campaign")
+    source = report.campaign
+    digest = content_hash(folder)
+    existing = find(session, source.slug)
+    if existing is not None:
+        if existing.content_hash == digest and existing.status != CampaignStatus.CANCELLED:
+            return existing  # scheduling the same files twice changes nothing
+        if not reschedule:
+            raise ScheduleError(
+                f"{source.slug}: the files changed since it was scheduled; "
+                "use --reschedule to freeze the new version"
+            )
+        if any(w.status != WaveStatus.WAITING for w in existing.waves):
+            raise ScheduleError(
+                f"{source.slug}: a wave has started; cancel it and schedule a new slug instead"
+            )
+        session.delete(existing)
+        session.flush()
+
+    sender = source.sender or config["FROM"]
+    compiled = {
+        "sender": sender,
+        "envelope_from": parseaddr(sender)[1],
+        "waves": {
+            (name or "all"): {
+                "subject": email.subject,
+                "html": email.html,
+                "text": email.text,
+                "slots": {token: list(slot) for token, slot in email.slots.items()},
+                "headers": campaign_headers(source, site, name),
+            }
+            for name, email in report.emails.items()
+        },
+    }
+    sale = source.sale
+    deadline = as_utc(sale.public_at) if sale else (as_utc(source.deliver_by) if source.deliver_by else None)
+    campaign = Campaign(
+        slug=source.slug,
+        name=source.name,
+        topic_slug=source.topic,
+        status=CampaignStatus.SCHEDULED,
+        content_hash=digest,
+        compiled=compiled,
+        deadline=deadline,
+        sale_url=sale.url if sale else None,
+        public_at=as_utc(sale.public_at) if sale else None,
+        ends_at=as_utc(sale.ends_at) if sale else None,
+        scheduled_at=now,
+    )
+    campaign.waves = [
+        Wave(
+            position=i, name=w.name, audience=w.audience, send_at=as_utc(w.send_at), status=WaveStatus.WAITING
+        )
+        for i, w in enumerate(source.waves)
+    ]
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+@dataclass
+class Control:
+    ok: bool
+    message: str
+
+
+def pause(session: Session, campaign: Campaign, reason: str = "paused by an operator") -> Control:
+    if campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
+        return Control(False, f"{campaign.slug} is {campaign.status.value}; nothing to pause")
+    campaign.status = CampaignStatus.PAUSED
+    campaign.pause_reason = reason
+    return Control(True, f"{campaign.slug} paused: workers stop at their next message")
+
+
+def resume(session: Session, campaign: Campaign) -> Control:
+    """Carry on from the delivery ledger: after a pause, or after Redis lost the queue.
+
+    Nothing is resent: rows already sent stay sent; the next tick enqueues the ready rows
+    again and the cap counters are rebuilt from the ledger if Redis lost them.
+    """
+    if campaign.status == CampaignStatus.SENDING:
+        return Control(True, f"{campaign.slug} is sending: its work is rebuilt from the delivery ledger")
+    if campaign.status != CampaignStatus.PAUSED:
+        return Control(False, f"{campaign.slug} is {campaign.status.value}; only a paused campaign resumes")
+    started = any(w.status != WaveStatus.WAITING for w in campaign.waves)
+    campaign.status = CampaignStatus.SENDING if started else CampaignStatus.SCHEDULED
+    campaign.pause_reason = None
+    campaign.error_streak = 0
+    return Control(True, f"{campaign.slug} resumed: the work is rebuilt from the delivery ledger")
+
+
+def cancel(session: Session, campaign: Campaign) -> Control:
+    if campaign.status in (CampaignStatus.DONE, CampaignStatus.CANCELLED):
+        return Control(False, f"{campaign.slug} is already {campaign.status.value}")
+    campaign.status = CampaignStatus.CANCELLED
+    session.execute(
+        Delivery.__table__.update()
+        .where(
+            Delivery.campaign_id == campaign.id,
+            Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.DEFERRED]),
+        )
+        .values(state=DeliveryState.SKIPPED, reason="campaign cancelled")
+    )
+    return Control(True, f"{campaign.slug} cancelled: nothing more will be sent")
+
+
+def send_now(session: Session, campaign: Campaign, now: datetime) -> Control:
+    """Bring the next waiting wave's start to now."""
+    waiting = [w for w in campaign.waves if w.status == WaveStatus.WAITING]
+    if not waiting or campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
+        return Control(False, f"{campaign.slug}: no waiting wave to start ({campaign.status.value})")
+    waiting[0].send_at = now
+    return Control(True, f"{campaign.slug}: wave {waiting[0].name!r} starts at the next tick")
+
+
+def progress(session: Session, campaign: Campaign) -> dict:
+    """Counts per state per wave, the reasons of skips, deferrals and failures, and redemptions."""
+    rows = session.execute(
+        select(Wave.name, Delivery.state, Delivery.reason, func.count(), func.count(Delivery.redeemed_at))
+        .join(Delivery, Delivery.wave_id == Wave.id)
+        .where(Wave.campaign_id == campaign.id)
+        .group_by(Wave.name, Delivery.state, Delivery.reason)
+    ).all()
+    waves = {
+        w.name: {
+            "status": w.status.value,
+            "send_at": w.send_at.isoformat() + "Z",
+            "states": {},
+            "reasons": {},
+            "redemptions": 0,
+        }
+        for w in campaign.waves
+    }
+    for name, state, reason, n, redeemed in rows:
+        wave = waves[name]
+        state = getattr(state, "value", state)
+        wave["states"][state] = wave["states"].get(state, 0) + n
+        wave["redemptions"] += redeemed
+        if reason and state in ("skipped", "deferred", "failed", "uncertain"):
+            # retry reasons carry the SMTP answer; group them by their first words
+            key = f"{state}: {reason.split(':')[0] if reason.startswith('retry') else reason}"
+            wave["reasons"][key] = wave["reasons"].get(key, 0) + n
+    return {
+        "campaign": campaign.slug,
+        "status": campaign.status.value,
+        "pause_reason": campaign.pause_reason,
+        "waves": waves,
+    }

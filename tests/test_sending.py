@@ -1,0 +1,487 @@
+"""The sending engine end to end: schedule from files, waves, caps, quiet hours, faults, controls.
+
+Real Redis, a real SMTP server on loopback, SQLite and PostgreSQL, the engine's clock moved
+forward instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import select, update
+
+from newsletter import clock
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    DeliveryState,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+)
+from newsletter.services import scheduling, sending, suppression
+from newsletter.services.planning import PlannedWave, plan
+from tests.conftest import _free_port
+from tests.sending_helpers import (
+    FaultyHandler,
+    add_customer,
+    now_floor,
+    recipients,
+    rows,
+    run_engine,
+    start_faulty_smtp,
+    write_campaign,
+)
+
+NO_CAPS = {"MARKETING_CAPS": "", "QUIET_HOURS": ""}
+
+
+def schedule(runtime, *folders):
+    """Schedule the folders; a wave due within two minutes is then reached by moving the clock."""
+    with runtime.sessions() as session:
+        campaigns = [scheduling.schedule(session, runtime.config, folder) for folder in folders]
+        session.commit()
+        first = min(w.send_at for c in campaigns for w in c.waves)
+        if timedelta(0) < first - clock.now() <= timedelta(minutes=2):
+            clock.travel(first - clock.now())
+        return campaigns[-1].id
+
+
+def test_two_wave_early_access_sale_sends_vips_first_then_everyone_once(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    start = now_floor()
+    vip = make_subscriber("vip@example.com", topics=("early-access",), first_name="Vera")
+    big = make_subscriber("big@example.com", topics=("early-access",), first_name="Bob")
+    regular = make_subscriber("reg@example.com", topics=("early-access",), first_name="Rita")
+    make_subscriber("news-only@example.com", topics=("newsletter",))
+    gone = make_subscriber("gone@example.com", topics=("early-access",))
+    with runtime.sessions() as session:
+        add_customer(session, "vip@example.com", tier="vip", orders_count=9, lifetime_value=Decimal("900"))
+        add_customer(session, "big@example.com", tier="bronze", orders_count=3, lifetime_value=Decimal("650"))
+        add_customer(session, "reg@example.com", tier="bronze", orders_count=1, lifetime_value=Decimal("40"))
+        suppression.suppress(session, gone.email_hash, SuppressionReason.MANUAL, "test", "")
+        session.commit()
+    folder = write_campaign(
+        tmp_path,
+        waves=[
+            ("vip", 'tier in ["gold", "vip"] or lifetime_value >= 500', start + timedelta(hours=1)),
+            ("everyone", "all", start + timedelta(hours=2)),
+        ],
+        public_at=start + timedelta(days=1),
+    )
+    schedule(runtime, folder)
+
+    run_engine(runtime, work)
+    assert smtp_sink.take() == [] and rows(runtime) == []  # nothing before the first send_at
+
+    clock.travel(timedelta(hours=1, minutes=1))
+    run_engine(runtime, work)
+    first = smtp_sink.take()
+    assert sorted(recipients(first)) == ["big@example.com", "vip@example.com"]
+
+    clock.travel(timedelta(hours=1))
+    run_engine(runtime, work)
+    second = smtp_sink.take()
+    assert sorted(recipients(second)) == ["reg@example.com"]
+
+    ledger = {r.subscriber_id: r for r in rows(runtime)}
+    assert ledger[vip.id].state == ledger[big.id].state == ledger[regular.id].state == DeliveryState.SENT
+    assert ledger[gone.id].state == DeliveryState.SKIPPED and ledger[gone.id].reason == "suppressed"
+    assert len(ledger) == 4  # the newsletter-only subscriber was never selected
+    with runtime.sessions() as session:
+        assert session.scalar(select(Campaign.status)) == CampaignStatus.DONE
+
+    for message in first + second:
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert re.match(r"<http://newsletter\.test/unsubscribe/[^>]+>", message["List-Unsubscribe"])
+        assert message["List-Id"] and message["Feedback-ID"]
+        assert message["Message-ID"] == f"<{message['Message-ID'][1:-1]}>"
+        html = message.get_body(("html",)).get_content()
+        assert "/early-access/" in html and "/preferences/" in html
+    assert len({m["Message-ID"] for m in first + second}) == 3
+    stored = {r.message_id for r in ledger.values() if r.message_id}
+    assert stored == {m["Message-ID"] for m in first + second}
+    vera = next(m for m in first if m["To"] == "vip@example.com")
+    assert "Vera" in vera.get_body(("plain",)).get_content()
+
+
+def test_caps_defer_until_allowed_and_skip_past_the_deadline(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(MARKETING_CAPS="1/20h", QUIET_HOURS="")
+    runtime = app.extensions["newsletter"]
+    start = now_floor()
+    make_subscriber("a@example.com", topics=("early-access", "newsletter"))
+    make_subscriber("b@example.com", topics=("early-access", "newsletter"))
+    first = write_campaign(
+        tmp_path, slug="first", waves=[("all", "all", start)], deliver_by=start + timedelta(days=5)
+    )
+    schedule(runtime, first)
+    run_engine(runtime, work)
+    assert len(smtp_sink.take()) == 2
+
+    # 10 hours later a sale for a@ (deadline in 2 days) and one for b@ (deadline in 5 hours)
+    clock.travel(timedelta(hours=10))
+    later = now_floor()
+    with runtime.sessions() as session:
+        b = session.scalar(select(Subscriber).where(Subscriber.email == "b@example.com"))
+        session.execute(update(Subscriber).where(Subscriber.id == b.id).values(time_zone="Europe/Paris"))
+        session.commit()
+    long_sale = write_campaign(
+        tmp_path,
+        slug="long",
+        topic="newsletter",
+        waves=[("all", "all", later)],
+        public_at=later + timedelta(days=2),
+    )
+    short_sale = write_campaign(
+        tmp_path, slug="short", waves=[("all", "all", later)], public_at=later + timedelta(hours=5)
+    )
+    schedule(runtime, long_sale, short_sale)
+    run_engine(runtime, work)
+    assert smtp_sink.take() == []
+    long_rows = rows(runtime, "long")
+    assert {r.state for r in long_rows} == {DeliveryState.DEFERRED}
+    assert all(r.reason == "frequency cap" for r in long_rows)
+    # allowed again 20 h after the first send, i.e. about 10 h from now
+    assert all(timedelta(hours=9) < r.send_after - later <= timedelta(hours=10, minutes=1) for r in long_rows)
+    short_rows = rows(runtime, "short")
+    # each person got at most one of the two sales now: none, since the cap is used up
+    assert {r.state for r in short_rows} == {DeliveryState.SKIPPED}
+    assert all(r.reason.startswith("frequency cap: next allowed") for r in short_rows)
+
+    clock.travel(timedelta(hours=10, minutes=2))
+    run_engine(runtime, work)
+    assert sorted(recipients(smtp_sink.take())) == ["a@example.com", "b@example.com"]
+    assert {r.state for r in rows(runtime, "long")} == {DeliveryState.SENT}
+
+
+def test_quiet_hours_defer_to_the_subscribers_morning(make_app, make_subscriber, smtp_sink, work, tmp_path):
+    app = make_app(MARKETING_CAPS="", QUIET_HOURS="21:00-08:00")
+    runtime = app.extensions["newsletter"]
+    night, day = night_zone(), day_zone()
+    make_subscriber("night@example.com", topics=("newsletter",))
+    make_subscriber("day@example.com", topics=("newsletter",))
+    with runtime.sessions() as session:
+        session.execute(
+            update(Subscriber).where(Subscriber.email == "night@example.com").values(time_zone=night)
+        )
+        session.execute(update(Subscriber).where(Subscriber.email == "day@example.com").values(time_zone=day))
+        session.commit()
+    folder = write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
+    schedule(runtime, folder)
+    run_engine(runtime, work)
+    assert recipients(smtp_sink.take()) == {"day@example.com": 1}
+    deferred = [r for r in rows(runtime) if r.state == DeliveryState.DEFERRED]
+    assert len(deferred) == 1 and deferred[0].reason == "quiet hours"
+    morning = deferred[0].send_after.replace(tzinfo=_utc()).astimezone(_zone(night))
+    assert (morning.hour, morning.minute) == (8, 0)
+
+    clock.travel(deferred[0].send_after - clock.now() + timedelta(minutes=1))
+    run_engine(runtime, work)
+    assert recipients(smtp_sink.take()) == {"night@example.com": 1}
+
+
+def _utc():
+    from datetime import UTC
+
+    return UTC
+
+
+def _zone(name):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+def _local_hour(zone: str) -> int:
+    return clock.now().replace(tzinfo=_utc()).astimezone(_zone(zone)).hour
+
+
+#: zones a few hours apart: at any moment one is deep in the night and one in the afternoon
+ZONES = [
+    "Pacific/Kiritimati",
+    "Asia/Tokyo",
+    "Asia/Kolkata",
+    "Europe/Paris",
+    "America/Sao_Paulo",
+    "America/New_York",
+    "America/Los_Angeles",
+    "Pacific/Honolulu",
+]
+
+
+def night_zone() -> str:
+    return next(z for z in ZONES if _local_hour(z) in {22, 23, 0, 1, 2, 3, 4, 5, 6})
+
+
+def day_zone() -> str:
+    return next(z for z in ZONES if 10 <= _local_hour(z) <= 18)
+
+
+def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
+    make_app, make_subscriber, smtp_sink, tmp_path, monkeypatch
+):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    people = [make_subscriber(f"p{i}@example.com", topics=("newsletter",)) for i in range(5)]
+    campaign_id = schedule(
+        runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
+    )
+    with runtime.sessions() as session:
+        for wave in sending.due_waves(session, clock.now()):
+            sending.start_wave(session, wave, clock.now())
+        session.commit()
+        ((first_id, last_id),) = sending.batch_ranges(session, campaign_id, clock.now(), 100)
+
+    client = app.test_client()
+    original = sending.Ledger.mark_sent
+
+    def mark_sent_then_p3_unsubscribes(ledger, recipient, message_id):
+        original(ledger, recipient, message_id)
+        if recipient.subscriber_id == people[0].id:  # the first message is out: p3 clicks one-click
+            from newsletter.services import links
+
+            url = links.unsubscribe_url(runtime.config, people[3])
+            answer = client.post(
+                url.removeprefix(runtime.config["BASE_URL"]), data={"List-Unsubscribe": "One-Click"}
+            )
+            assert answer.status_code == 200
+
+    monkeypatch.setattr(sending.Ledger, "mark_sent", mark_sent_then_p3_unsubscribes)
+    from newsletter.mail.transports import make_transport
+
+    transport = make_transport(runtime.config)
+    with runtime.sessions() as session:
+        report = sending.send_batch(
+            session,
+            runtime.redis,
+            runtime.config,
+            transport,
+            campaign_id,
+            first_id,
+            last_id,
+            commit=session.commit,
+        )
+    transport.close()
+    got = recipients(smtp_sink.take())
+    assert "p3@example.com" not in got and len(got) == 4
+    assert report.sent == 4 and report.skipped == 1
+    by_person = {r.subscriber_id: r for r in rows(runtime)}
+    assert by_person[people[3].id].state == DeliveryState.SKIPPED
+    assert by_person[people[3].id].reason == "unsubscribed before sending"
+
+
+def test_random_421_451_deliver_everything_once_and_550_fails_and_suppresses(
+    make_app, make_subscriber, work, tmp_path, smtp_sink
+):
+    handler = FaultyHandler(seed=3, temporary_rate=0.4, refuse={"nobody@example.com"})
+    port = _free_port()
+    controller = start_faulty_smtp(port, handler)
+    try:
+        app = make_app(SMTP_URL=f"smtp://127.0.0.1:{port}", PAUSE_AFTER_ERRORS="1000", **NO_CAPS)
+        runtime = app.extensions["newsletter"]
+        emails = [f"r{i}@example.com" for i in range(30)] + ["nobody@example.com"]
+        for email in emails:
+            make_subscriber(email, topics=("newsletter",))
+        schedule(runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())]))
+        for _ in range(12):
+            run_engine(runtime, work, rounds=1)
+            clock.travel(timedelta(hours=1, minutes=1))  # past the longest backoff
+        counts = handler.counts()
+        assert handler.faults["451"] > 0 and handler.faults["421"] > 0
+        assert set(counts) == set(emails) - {"nobody@example.com"}
+        assert set(counts.values()) == {1}, counts  # nobody twice, whatever the faults
+        ledger = {r.subscriber_id: r for r in rows(runtime)}
+        with runtime.sessions() as session:
+            nobody = session.scalar(select(Subscriber).where(Subscriber.email == "nobody@example.com"))
+            entry = session.scalar(select(Suppression).where(Suppression.email_hash == nobody.email_hash))
+        assert ledger[nobody.id].state == DeliveryState.FAILED and "550" in ledger[nobody.id].reason
+        assert entry is not None and entry.reason == SuppressionReason.BOUNCED
+        assert sum(r.state == DeliveryState.SENT for r in ledger.values()) == 30
+    finally:
+        controller.stop()
+
+
+def test_consecutive_errors_pause_the_campaign_with_the_reason(
+    make_app, make_subscriber, work, tmp_path, smtp_sink
+):
+    handler = FaultyHandler(refuse={f"x{i}@example.com" for i in range(10)})
+    port = _free_port()
+    controller = start_faulty_smtp(port, handler)
+    try:
+        app = make_app(SMTP_URL=f"smtp://127.0.0.1:{port}", PAUSE_AFTER_ERRORS="3", **NO_CAPS)
+        runtime = app.extensions["newsletter"]
+        for i in range(10):
+            make_subscriber(f"x{i}@example.com", topics=("newsletter",))
+        schedule(runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())]))
+        run_engine(runtime, work)
+        with runtime.sessions() as session:
+            campaign = session.scalar(select(Campaign))
+            assert campaign.status == CampaignStatus.PAUSED
+            assert "3 consecutive send errors" in campaign.pause_reason
+        states = [r.state for r in rows(runtime)]
+        assert states.count(DeliveryState.FAILED) == 3 and states.count(DeliveryState.QUEUED) == 7
+    finally:
+        controller.stop()
+
+
+def test_pause_stops_at_the_next_message_and_resume_sends_the_rest_once(
+    make_app, make_subscriber, smtp_sink, work, tmp_path, monkeypatch
+):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(8):
+        make_subscriber(f"q{i}@example.com", topics=("newsletter",))
+    campaign_id = schedule(
+        runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
+    )
+    monkeypatch.setattr(
+        sending, "HEARTBEAT_SECONDS", -1
+    )  # look at the campaign's status before every message
+    checks = []
+    original = sending.Ledger.still_wanted
+
+    def pause_before_the_fourth_message(ledger, recipient):
+        checks.append(recipient)
+        if len(checks) == 4:  # an operator pauses while the batch runs (three already sent)
+            with runtime.sessions() as other:
+                scheduling.pause(other, other.get(Campaign, campaign_id))
+                other.commit()
+        return original(ledger, recipient)
+
+    monkeypatch.setattr(sending.Ledger, "still_wanted", pause_before_the_fourth_message)
+    run_engine(runtime, work)
+    # the message being prepared when the pause came goes out; the batch stops before the next
+    assert len(smtp_sink.take()) == 4
+    states = [r.state for r in rows(runtime)]
+    assert states.count(DeliveryState.SENT) == 4 and states.count(DeliveryState.QUEUED) == 4
+
+    monkeypatch.setattr(sending.Ledger, "still_wanted", original)
+    with runtime.sessions() as session:
+        assert scheduling.resume(session, session.get(Campaign, campaign_id)).ok
+        session.commit()
+    run_engine(runtime, work)
+    second = recipients(smtp_sink.take())
+    assert len(second) == 4 and set(second.values()) == {1}
+    assert {r.state for r in rows(runtime)} == {DeliveryState.SENT}
+
+
+def test_cancel_skips_what_is_left(make_app, make_subscriber, smtp_sink, work, tmp_path):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    make_subscriber("c@example.com", topics=("newsletter",))
+    start = now_floor()
+    folder = write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", start + timedelta(hours=1))])
+    campaign_id = schedule(runtime, folder)
+    with runtime.sessions() as session:
+        assert scheduling.cancel(session, session.get(Campaign, campaign_id)).ok
+        session.commit()
+    clock.travel(timedelta(hours=2))
+    run_engine(runtime, work)
+    assert smtp_sink.take() == [] and rows(runtime) == []
+
+
+def test_redis_flushed_mid_campaign_rebuilds_work_and_caps_from_the_ledger(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(MARKETING_CAPS="1/20h", QUIET_HOURS="", BATCH_SIZE="2")
+    runtime = app.extensions["newsletter"]
+    for i in range(6):
+        make_subscriber(f"f{i}@example.com", topics=("newsletter", "early-access"))
+    start = now_floor()
+    first = write_campaign(tmp_path, slug="first", topic="newsletter", waves=[("all", "all", start)])
+    schedule(runtime, first)
+    from newsletter.jobs import tick
+
+    tick()  # wave started, three batch jobs queued
+    from rq import SimpleWorker
+
+    from newsletter.runtime import CAMPAIGNS
+
+    SimpleWorker([runtime.queue(CAMPAIGNS)], connection=runtime.redis).work(burst=True, max_jobs=1)
+    assert len(smtp_sink.take()) == 2
+    runtime.redis.flushdb()  # queue, jobs and cap counters gone
+
+    second = write_campaign(
+        tmp_path, slug="second", waves=[("all", "all", now_floor())], deliver_by=start + timedelta(days=2)
+    )
+    schedule(runtime, second)
+    with runtime.sessions() as session:
+        assert scheduling.resume(session, session.scalar(select(Campaign).where(Campaign.slug == "first"))).ok
+    run_engine(runtime, work)
+    assert len(recipients(smtp_sink.take())) == 4  # the first campaign's other four, once each
+    first_rows = rows(runtime, "first")
+    assert {r.state for r in first_rows} == {DeliveryState.SENT}
+    # the rebuilt counters remember the first campaign: the second one waits 20 hours for all six
+    assert {r.state for r in rows(runtime, "second")} == {DeliveryState.DEFERRED}
+
+
+def test_plan_counts_audience_suppressed_capped_and_quiet(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(MARKETING_CAPS="1/20h", QUIET_HOURS="21:00-08:00")
+    runtime = app.extensions["newsletter"]
+    start = now_floor()
+    for i in range(4):
+        make_subscriber(f"v{i}@example.com", topics=("early-access",))
+    for i in range(6):
+        make_subscriber(f"e{i}@example.com", topics=("early-access",))
+    with runtime.sessions() as session:
+        for i in range(4):
+            add_customer(
+                session, f"v{i}@example.com", tier="vip", orders_count=5, lifetime_value=Decimal("800")
+            )
+        e0 = session.scalar(select(Subscriber).where(Subscriber.email == "e0@example.com"))
+        suppression.suppress(session, e0.email_hash, SuppressionReason.MANUAL, "test", "")
+        session.commit()
+    at = start.replace(hour=12) + timedelta(days=1)  # noon UTC tomorrow: quiet in Tokyo
+    with runtime.sessions() as session:
+        session.execute(
+            update(Subscriber).where(Subscriber.email == "e1@example.com").values(time_zone="Asia/Tokyo")
+        )
+        session.commit()
+        plans = plan(
+            session,
+            runtime.config,
+            "early-access",
+            [
+                PlannedWave("vip", 'tier == "vip"', at),
+                PlannedWave("everyone", "all", at + timedelta(hours=2)),
+            ],
+            deadline=at + timedelta(days=2),
+        )
+    vip, everyone = plans
+    assert (vip.audience, vip.suppressed, vip.now) == (4, 0, 4)
+    assert (everyone.audience, everyone.suppressed, everyone.now) == (6, 1, 4)
+    assert everyone.deferred == {"quiet hours": 1}
+    run_engine(runtime, work)
+    assert smtp_sink.take() == [] and rows(runtime) == []  # planning sent nothing, wrote nothing
+
+
+def test_deferred_rows_are_skipped_once_the_deadline_passes(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(MARKETING_CAPS="", QUIET_HOURS="21:00-08:00")
+    runtime = app.extensions["newsletter"]
+    make_subscriber("late@example.com", topics=("early-access",))
+    with runtime.sessions() as session:
+        zone = night_zone()
+        session.execute(update(Subscriber).values(time_zone=zone))
+        session.commit()
+    start = now_floor()
+    folder = write_campaign(tmp_path, waves=[("all", "all", start)], public_at=start + timedelta(hours=20))
+    schedule(runtime, folder)
+    run_engine(runtime, work)
+    (row,) = rows(runtime)
+    assert row.state == DeliveryState.DEFERRED and row.reason == "quiet hours"
+    clock.travel(timedelta(hours=21))  # the workers were down all night; the sale is public now
+    run_engine(runtime, work)
+    (row,) = rows(runtime)
+    assert row.state == DeliveryState.SKIPPED and row.reason == "deadline passed before it could be sent"
+    assert smtp_sink.take() == []
