@@ -608,3 +608,51 @@ def test_migration_0004_copies_grant_evidence_from_the_ledger(database_url):
         ("bakery", False, None, None),
         ("pet-care", True, "c" * 64, "web:preferences"),
     ]
+
+
+# --- Redis outages and retries -------------------------------------------------------------------
+
+
+def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app, tmp_path, smtp_sink):
+    from newsletter.jobs import sweep_outbox
+    from newsletter.partners.invitations import deliver_invitations
+    from newsletter.runtime import set_runtime
+    from tests.partner_stores import Store
+
+    _, b = stores()
+    no_redis = Store(
+        make_app(
+            STORE_ID="store-b",
+            STORE_NAME="Store B",
+            DATABASE_URL=b.config["DATABASE_URL"],
+            REDIS_URL="redis://127.0.0.1:1/0",
+        ),
+        "store-b",
+    )
+    path = signed_file(tmp_path, [contact("ann@example.com")])
+    result = no_redis.cli("partners", "import", "store-a", str(path))
+    assert result.exit_code == 0 and "  invited: 1" in result.output, result.output
+    b.work()
+    assert smtp_sink.take() == []  # nothing reached a queue...
+
+    set_runtime(b.runtime)
+    assert sweep_outbox(older_than=timedelta(0)) == 1  # ...until a worker's sweep finds the row
+    b.work()
+    [mail] = smtp_sink.take()
+    assert mail["To"] == "ann@example.com" and "Store A" in mail["Subject"]
+    with b.runtime.sessions() as session:
+        outbox_id = session.scalar(select(OutboxEmail.id))
+    assert deliver_invitations([outbox_id]) == 0  # a retried job sends nothing twice
+    assert smtp_sink.take() == []
+
+
+def test_api_refuses_when_replay_protection_is_unavailable(stores, make_app, tmp_path):
+    _, b = stores()
+    app = make_app(
+        STORE_ID="store-b", DATABASE_URL=b.config["DATABASE_URL"], REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    body = signed_file(tmp_path, [contact("ann@example.com")]).read_bytes()
+    path = "/api/partners/store-a/contacts"
+    response = app.test_client().post(path, data=body, headers=request_headers(SECRET, "POST", path, body))
+    assert response.status_code == 503 and "replay protection is unavailable" in response.get_json()["error"]
+    nothing_written(b)

@@ -142,6 +142,8 @@ def export_suppressions(app: Flask, partner_id: str, out: str) -> None:
 
 
 def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str, ...] = ()):
+    from sqlalchemy.exc import IntegrityError
+
     from newsletter.partners import exchange
     from newsletter.partners.files import FileRefused
     from newsletter.partners.invitations import enqueue_invitations
@@ -163,10 +165,17 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
                 )
             else:
                 report = exchange.import_suppressions(session, app.config, partner, handle, channel="cli")
+            session.commit()
         except (FileRefused, PartnerError) as exc:
             session.rollback()
             raise _fail(f"{exc}; nothing was imported", file) from None
-        session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise _fail(
+                "a signup or another import added some of these addresses meanwhile; "
+                "nothing was imported, run the import again",
+                file,
+            ) from None
     return report
 
 
