@@ -5,6 +5,7 @@ the people who consented to us, and swap suppression lists. Plain functions; cal
 from __future__ import annotations
 
 import hmac
+import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from newsletter.db import on_commit
 from newsletter.models import (
     ConsentAction,
     ConsentEvent,
+    Frequency,
     OutboxEmail,
     OutboxKind,
     Partner,
@@ -326,8 +328,9 @@ def _import_batch(
     new = [c for c in invite if c.email_hash not in known]
     ids = {h: sid for h, (sid, _) in known.items()}
     if new:
-        inserted = session.execute(
-            insert(Subscriber).returning(Subscriber.id, Subscriber.email_hash),
+        inserted = insert_rows(
+            session,
+            Subscriber,
             [
                 {
                     "email": c.email,
@@ -335,24 +338,32 @@ def _import_batch(
                     "first_name": c.first_name,
                     "status": SubscriberStatus.PENDING,
                     "created_at": now,
+                    "frequency": Frequency.ANY,
+                    "time_zone": "UTC",
                 }
                 for c in new
             ],
+            returning=("id", "email_hash"),
         )
         ids.update({h: sid for sid, h in inserted})
     subscriber_ids = [ids[c.email_hash] for c in invite]
     _add_pending_topics(session, subscriber_ids, topic_ids, now)
-    outbox_ids = list(
-        session.scalars(
-            insert(OutboxEmail).returning(OutboxEmail.id, sort_by_parameter_order=True),
+    outbox_by_subscriber = dict(
+        (sid, oid)
+        for oid, sid in insert_rows(
+            session,
+            OutboxEmail,
             [
                 {"kind": OutboxKind.PARTNER_INVITE, "subscriber_id": sid, "created_at": now, "attempts": 0}
                 for sid in subscriber_ids
             ],
+            returning=("id", "subscriber_id"),
         )
     )
-    session.execute(
-        insert(PartnerInvitation),
+    outbox_ids = [outbox_by_subscriber[sid] for sid in subscriber_ids]
+    insert_rows(
+        session,
+        PartnerInvitation,
         [
             {
                 "outbox_id": oid,
@@ -365,8 +376,9 @@ def _import_batch(
             for oid, sid in zip(outbox_ids, subscriber_ids, strict=True)
         ],
     )
-    session.execute(
-        insert(ConsentEvent),
+    insert_rows(
+        session,
+        ConsentEvent,
         [
             {
                 "subscriber_id": ids[c.email_hash],
@@ -397,6 +409,44 @@ def _import_batch(
     on_commit(session, lambda ids=outbox_ids: dispatch(ids))
 
 
+_PG_ARRAY = {"INTEGER": "integer[]", "DATETIME": "timestamp[]", "BOOLEAN": "boolean[]", "JSON": "json[]"}
+
+
+def insert_rows(session: Session, model, rows: list[dict], returning: tuple[str, ...] = ()) -> list[tuple]:
+    """Insert many rows in one statement; the ``returning`` columns of each, in no particular order.
+
+    On PostgreSQL the rows travel as one array per column (``INSERT ... SELECT FROM unnest``):
+    a short, cacheable statement instead of thousands of placeholders to parse, several times
+    faster for batches of a thousand. Elsewhere, SQLAlchemy's bulk INSERT.
+    """
+    if not rows:
+        return []
+    if session.get_bind().dialect.name != "postgresql":
+        statement = insert(model)
+        if returning:
+            statement = statement.returning(*(getattr(model, c) for c in returning))
+        result = session.execute(statement, rows)
+        return [tuple(r) for r in result] if returning else []
+    table = model.__table__
+    columns = list(rows[0])
+    casts, params = [], {}
+    for name in columns:
+        column = table.c[name]
+        kind = type(column.type).__name__.upper()
+        casts.append(f"CAST(:{name} AS {_PG_ARRAY.get(kind, 'varchar[]')})")
+        values = [row[name] for row in rows]
+        if kind == "JSON":
+            values = [json.dumps(v) for v in values]
+        elif kind == "ENUM":
+            values = [v.value if v is not None else None for v in values]
+        params[name] = values
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(casts)})"
+    if returning:
+        sql += " RETURNING " + ", ".join(returning)
+    result = session.execute(text(sql), params)
+    return [tuple(r) for r in result] if returning else []
+
+
 def _add_pending_topics(
     session: Session, subscriber_ids: list[int], topic_ids: list[int], now: datetime
 ) -> None:
@@ -413,8 +463,7 @@ def _add_pending_topics(
         for tid in topic_ids
         if (sid, tid) not in have
     ]
-    if rows:
-        session.execute(insert(Subscription), rows)
+    insert_rows(session, Subscription, rows)
 
 
 @dataclass
