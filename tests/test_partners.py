@@ -259,6 +259,7 @@ def test_import_invites_once_and_our_opt_outs_win(stores, smtp_sink, tmp_path):
     assert "Store A" in invitation["Subject"] and "Store B" in invitation["Subject"]
     text = invitation.get_body(("plain",)).get_content()
     assert "You told Store A that it may share your email address with Store B" in text
+    assert "<strong>Store A</strong>" in invitation.get_body(("html",)).get_content()
 
     again = b.cli("partners", "import", "store-a", str(out))
     assert "  invited: 0" in again.output and "  skipped, invited recently: 1" in again.output
@@ -656,3 +657,19 @@ def test_api_refuses_when_replay_protection_is_unavailable(stores, make_app, tmp
     response = app.test_client().post(path, data=body, headers=request_headers(SECRET, "POST", path, body))
     assert response.status_code == 503 and "replay protection is unavailable" in response.get_json()["error"]
     nothing_written(b)
+
+
+def test_a_returning_person_can_tick_a_partner_when_signing_up_again(stores, smtp_sink):
+    from newsletter.services import preferences
+    from newsletter.services.consent import RequestInfo
+
+    a, _ = stores()
+    grant_at(a, smtp_sink, "ann@example.com", partners=())
+    with a.runtime.sessions() as session:
+        ann = session.scalar(select(Subscriber))
+        preferences.unsubscribe(session, ann, RequestInfo(None, None, "test"))
+        session.commit()
+    grant_at(a, smtp_sink, "ann@example.com", partners=["store-b"])
+    with a.runtime.sessions() as session:
+        assert session.scalar(select(Subscriber.status)) == "active"
+        assert session.scalar(select(PartnerShare.granted)) is True

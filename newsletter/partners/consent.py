@@ -37,6 +37,9 @@ def record_withdrawal(share: PartnerShare) -> None:
     share.granted_at = share.wording_version = share.wording_hash = share.source = share.requested_at = None
 
 
+_WILL_CONFIRM = (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
+
+
 def request_shares(
     session: Session, subscriber_id: int, partner_ids: Iterable[str], names: dict[str, str]
 ) -> None:
@@ -47,7 +50,8 @@ def request_shares(
     """
     wanted = [pid for pid in partner_ids if pid in names]
     subscriber = session.get(Subscriber, subscriber_id)
-    if not wanted or subscriber is None or subscriber.status != SubscriberStatus.PENDING:
+    # Pending or unsubscribed people confirm again after this signup; active ones get a notice only.
+    if not wanted or subscriber is None or subscriber.status not in _WILL_CONFIRM:
         return
     shares = {s.partner_id: s for s in subscriber.partner_shares}
     for pid in wanted:
