@@ -6,6 +6,7 @@ import hashlib
 import tempfile
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Partner
 from newsletter.partners import exchange, signing
@@ -113,8 +114,13 @@ def contacts(partner_id: str):
                 channel="api",
                 dispatch=lambda ids: enqueue_invitations(rt, ids),
             )
+            db().commit()
         except (FileRefused, PartnerError) as exc:
             db().rollback()
             return _error(str(exc), 422)
-        db().commit()
+        except IntegrityError:
+            db().rollback()
+            return _error(
+                "some of these addresses were added meanwhile; nothing was imported, send it again", 409
+            )
     return jsonify(report.as_dict())
