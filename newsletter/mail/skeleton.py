@@ -26,17 +26,27 @@ from newsletter.mail.message import check_header_value, domain_of
 VALUE_NAMES = ("first_name", "email", "unsubscribe_url", "preferences_url", "early_access_url")
 #: where a token sits decides how its value is escaped
 CONTEXTS = ("html", "attr", "url", "query", "text", "header")
-#: a token: only URL-unreserved characters, so Jinja, MJML, premailer and QP leave it alone
-SLOT = re.compile(r"~NL~([a-z_]+)~(?:([a-z]+)~)?")
+#: a token: only URL-unreserved characters, so Jinja, MJML, premailer and QP leave it alone.
+#: ``~NL~name[.FALLBACK]~[context~]``: FALLBACK is the hex of the UTF-8 text used when the value is empty
+SLOT = re.compile(r"~NL~([a-z_]+)(?:\.([0-9a-f]*))?~(?:([a-z]+)~)?")
 CRLF = "\r\n"
 
 
-def slot_token(name: str, context: str | None = None) -> str:
+def slot_token(name: str, context: str | None = None, fallback: str = "") -> str:
     """The token for a value (``context`` None: not yet placed, as Jinja renders it)."""
-    return f"~NL~{name}~{context}~" if context else f"~NL~{name}~"
+    key = f"{name}.{fallback.encode('utf-8').hex()}" if fallback else name
+    return f"~NL~{key}~{context}~" if context else f"~NL~{key}~"
 
 
-Part = str | tuple[str, str]  #: literal text, or (value name, context)
+def slot_of(match: re.Match, context: str | None = None) -> tuple[str, tuple[str, str, str]]:
+    """A token placed in ``context`` (default: the token's own) and its slot (name, context, fallback)."""
+    name, fallback_hex, own = match.group(1), match.group(2) or "", match.group(3)
+    fallback = bytes.fromhex(fallback_hex).decode("utf-8") if fallback_hex else ""
+    context = context or own or ""
+    return slot_token(name, context, fallback), (name, context, fallback)
+
+
+Part = str | tuple[str, ...]  #: literal text, or (value name, context, fallback)
 
 
 @dataclass(frozen=True)
@@ -60,17 +70,15 @@ def _split(value: str, slots: dict[str, tuple[str, ...]], default_context: str |
     for match in SLOT.finditer(value):
         token = match.group()
         if token in slots:
-            name, context = slots[token][0], slots[token][1]
-        elif match.group(2) in CONTEXTS:
-            name, context = match.group(1), match.group(2)
-        elif default_context:
-            name, context = match.group(1), default_context
+            slot = (*slots[token], "")[:3]
+        elif match.group(3) in CONTEXTS or default_context:
+            slot = slot_of(match, None if match.group(3) in CONTEXTS else default_context)[1]
         else:
             continue
-        if name not in VALUE_NAMES:
-            raise ValueError(f"unknown personal value {name!r} in {token}")
+        if slot[0] not in VALUE_NAMES:
+            raise ValueError(f"unknown personal value {slot[0]!r} in {token}")
         parts.append(value[last : match.start()])
-        parts.append((name, context))
+        parts.append(slot)
         last = match.end()
     parts.append(value[last:])
     return tuple(p for p in parts if p != "")
@@ -105,8 +113,8 @@ def _fold_ascii(name: str, value: str) -> str:
             lines.append(current)
             current = ""
         current += " " + word
-        if len(current) > 996:
-            raise ValueError(f"{name} header has a word longer than 990 characters")
+        if len(current) > 996:  # one word too long to fold: encoded words can be split anywhere
+            return email.policy.SMTP.header_factory(name, value).fold(policy=email.policy.SMTP)
     lines.append(current)
     return CRLF.join(lines) + CRLF
 
@@ -158,8 +166,10 @@ def build_skeleton(
 
 
 def _escape(value: str, context: str) -> str:
+    if context == "header":
+        return value  # header_line refuses line breaks: injection attempts fail loudly
     value = value.replace("\r", " ").replace("\n", " ")
-    if context == "text" or context == "header":
+    if context == "text":
         return value
     if context == "query":
         value = quote(value, safe="")
@@ -168,7 +178,7 @@ def _escape(value: str, context: str) -> str:
 
 def _fill(parts: tuple[Part, ...], values: dict[str, str]) -> str:
     try:
-        return "".join(p if isinstance(p, str) else _escape(values[p[0]], p[1]) for p in parts)
+        return "".join(p if isinstance(p, str) else _escape(values[p[0]] or p[2], p[1]) for p in parts)
     except KeyError as exc:
         raise ValueError(f"personalise: no value for {exc.args[0]!r}") from None
 
