@@ -47,7 +47,7 @@ def test_personalised_message_parses_with_values_in_both_parts_and_headers():
 
     assert message["To"] == "zoe+news@example.com"
     assert message["Message-ID"] == "<1.abc@store.example>"
-    assert message["Subject"] == "Zoë <b>&, your early access to the spring sale"
+    assert message["Subject"] == "Early access to the spring sale for Zoë <b>&"
     assert message["List-Unsubscribe"] == f"<{VALUES['unsubscribe_url']}>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["List-Id"] == "Our store Early access <early-access.store.example>"
@@ -129,3 +129,12 @@ def test_a_missing_value_is_an_error_not_a_leaked_token():
             {k: v for k, v in VALUES.items() if k != "early_access_url"},
             message_id="<5@x>",
         )
+
+
+def test_empty_values_take_the_templates_fallback():
+    skeleton = skeleton_for(spring_sale())
+    data = personalise(skeleton, "a@example.com", {**VALUES, "first_name": ""}, message_id="<6@store.example>")
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["Subject"] == "Early access to the spring sale for you"
+    assert "Hello there," in message.get_body(("plain",)).get_content()
+    assert "Hello there," in message.get_body(("html",)).get_content()
