@@ -133,7 +133,9 @@ def test_a_missing_value_is_an_error_not_a_leaked_token():
 
 def test_empty_values_take_the_templates_fallback():
     skeleton = skeleton_for(spring_sale())
-    data = personalise(skeleton, "a@example.com", {**VALUES, "first_name": ""}, message_id="<6@store.example>")
+    data = personalise(
+        skeleton, "a@example.com", {**VALUES, "first_name": ""}, message_id="<6@store.example>"
+    )
     message = email.message_from_bytes(data, policy=email.policy.default)
     assert message["Subject"] == "Early access to the spring sale for you"
     assert "Hello there," in message.get_body(("plain",)).get_content()
