@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.validation import validate_campaign
@@ -140,3 +143,22 @@ def test_empty_values_take_the_templates_fallback():
     assert message["Subject"] == "Early access to the spring sale for you"
     assert "Hello there," in message.get_body(("plain",)).get_content()
     assert "Hello there," in message.get_body(("html",)).get_content()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    static=st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200), min_size=2),
+    names=st.lists(st.text(max_size=120), min_size=1),
+)
+def test_quoted_printable_pieces_decode_to_exactly_the_filled_text(static, names):
+    """Static pieces encoded once + values encoded per message == the text with values in place."""
+    static = [s.replace("\r", "").replace("\n", "\r\n").replace("~", "-") for s in static]
+    token = slot_token("first_name", "text")
+    template = token.join(static)
+    skeleton = build_skeleton(sender=SITE.sender, subject="s", text=template, html="h", slots={}, headers={})
+    for name in names:
+        data = personalise(skeleton, "a@example.com", {"first_name": name}, message_id="<7@x>")
+        body = data.split(b"quoted-printable\r\n\r\n", 1)[1].split(b"\r\n--=_nl_", 1)[0]
+        assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+        expected = template.replace(token, (name or "").replace("\r", " ").replace("\n", " "))
+        assert binascii.a2b_qp(body).decode("utf-8") == expected
