@@ -87,7 +87,7 @@ def campaign_folder(tmp: Path, now) -> Path:
         "\n".join(
             [
                 'name = "Bench sale"',
-                'subject = "Early access for {{ subscriber.first_name or \'you\' }}"',
+                'subject = "Early access, {{ subscriber.first_name }}"',
                 'preheader = "Before everyone else"',
                 'topic = "early-access"',
                 "[sale]",
@@ -114,13 +114,31 @@ def seed(url: str, count: int, capped: float) -> None:
         topic_id = conn.scalar(select(Topic.id).where(Topic.slug == "early-access"))
         earlier = conn.execute(
             insert(Campaign).returning(Campaign.id),
-            [{"slug": "earlier", "name": "Earlier", "topic_slug": "early-access", "status": "done",
-              "content_hash": "0" * 64, "compiled": {}, "scheduled_at": now, "error_streak": 0}],
+            [
+                {
+                    "slug": "earlier",
+                    "name": "Earlier",
+                    "topic_slug": "early-access",
+                    "status": "done",
+                    "content_hash": "0" * 64,
+                    "compiled": {},
+                    "scheduled_at": now,
+                    "error_streak": 0,
+                }
+            ],
         ).scalar_one()
         wave_id = conn.execute(
             insert(Wave).returning(Wave.id),
-            [{"campaign_id": earlier, "position": 0, "name": "all", "audience": "all",
-              "send_at": now - timedelta(hours=10), "status": "done"}],
+            [
+                {
+                    "campaign_id": earlier,
+                    "position": 0,
+                    "name": "all",
+                    "audience": "all",
+                    "send_at": now - timedelta(hours=10),
+                    "status": "done",
+                }
+            ],
         ).scalar_one()
         for start in range(0, count, 5000):
             people = [
@@ -140,8 +158,12 @@ def seed(url: str, count: int, capped: float) -> None:
             conn.execute(
                 insert(Subscription),
                 [
-                    {"subscriber_id": i, "topic_id": topic_id, "status": SubscriptionStatus.ACTIVE.value,
-                     "updated_at": now}
+                    {
+                        "subscriber_id": i,
+                        "topic_id": topic_id,
+                        "status": SubscriptionStatus.ACTIVE.value,
+                        "updated_at": now,
+                    }
                     for i in ids
                 ],
             )
@@ -150,8 +172,15 @@ def seed(url: str, count: int, capped: float) -> None:
                 conn.execute(
                     insert(Delivery),
                     [
-                        {"campaign_id": earlier, "wave_id": wave_id, "subscriber_id": i, "state": "sent",
-                         "sent_at": now - timedelta(hours=10), "attempts": 1, "updated_at": now}
+                        {
+                            "campaign_id": earlier,
+                            "wave_id": wave_id,
+                            "subscriber_id": i,
+                            "state": "sent",
+                            "sent_at": now - timedelta(hours=10),
+                            "attempts": 1,
+                            "updated_at": now,
+                        }
                         for i in mailed
                     ],
                 )
@@ -173,8 +202,13 @@ def message_size(url: str) -> int:
         headers=email["headers"],
     )
     link = "https://store.example/x/" + "x" * 100
-    values = {"first_name": "Reader 1", "email": "reader1@bench.example", "unsubscribe_url": link,
-              "preferences_url": link, "early_access_url": link}
+    values = {
+        "first_name": "Reader 1",
+        "email": "reader1@bench.example",
+        "unsubscribe_url": link,
+        "preferences_url": link,
+        "early_access_url": link,
+    }
     return len(personalise(skeleton, "reader1@bench.example", values, message_id="<bench@store.example>"))
 
 
@@ -273,8 +307,21 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
         source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
         began = time.monotonic()
         subprocess.run(
-            [source, "-s", str(workers_count), "-m", str(sent), "-l", str(message_bytes), "-d",
-             "-f", "news@store.example", "-t", "reader@bench.example", f"127.0.0.1:{port}"],
+            [
+                source,
+                "-s",
+                str(workers_count),
+                "-m",
+                str(sent),
+                "-l",
+                str(message_bytes),
+                "-d",
+                "-f",
+                "news@store.example",
+                "-t",
+                "reader@bench.example",
+                f"127.0.0.1:{port}",
+            ],
             check=True,
         )
         reference = sent / (time.monotonic() - began)

@@ -374,6 +374,11 @@ def demo(keep_going: bool) -> None:
 
 cli.add_command(campaign)
 
+from newsletter.sending_cli import COMMANDS as _SENDING_COMMANDS  # noqa: E402 - needs with_app above
+
+for _command in _SENDING_COMMANDS:
+    campaign.add_command(_command)
+
 
 def main() -> None:  # pragma: no cover - console entry point
     cli()

@@ -77,8 +77,9 @@ def tick() -> dict:
     """
     runtime = get_runtime()
     config = runtime.config
-    # A tick is short; if its worker dies holding the lock, the next one may start in 30 s.
-    lock = runtime.redis.lock("nl:tick", timeout=30, blocking=False)
+    # A tick is short; if its worker dies holding the lock, another may tick soon after.
+    # Two overlapping ticks are harmless: waves start under the ledger's unique constraint.
+    lock = runtime.redis.lock("nl:tick", timeout=max(15, 3 * config["TICK_INTERVAL"]), blocking=False)
     if not lock.acquire(blocking=False):
         return {"skipped": "another tick is running"}
     try:

@@ -18,7 +18,8 @@ from newsletter.models import Customer, Delivery
 from newsletter.models.subscribers import address_hash
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "campaigns" / "spring-sale"
+SALE_EXAMPLE = ROOT / "campaigns" / "spring-sale"
+NEWSLETTER_EXAMPLE = ROOT / "campaigns" / "monthly-newsletter"
 
 
 def toml_time(moment: datetime) -> str:
@@ -35,15 +36,16 @@ def write_campaign(
     topic: str = "early-access",
     slug: str = "test-sale",
 ) -> Path:
-    """A campaign folder using the example sale's email, with our own waves and dates."""
+    """A campaign folder with an example's email (the sale's when there is a sale), our waves and dates."""
     target = folder / slug
     target.mkdir(parents=True)
-    for item in EXAMPLE.iterdir():
+    example = SALE_EXAMPLE if public_at else NEWSLETTER_EXAMPLE
+    for item in example.iterdir():
         if item.name != "campaign.toml":
             (shutil.copytree if item.is_dir() else shutil.copy)(item, target / item.name)
     lines = [
         f'name = "Test sale {slug}"',
-        "subject = \"Early access for {{ subscriber.first_name or 'you' }}\"",
+        'subject = "Early access, {{ subscriber.first_name }}"',
         'preheader = "Before everyone else"',
         f'topic = "{topic}"',
     ]
@@ -100,8 +102,9 @@ def recipients(messages) -> Counter:
 
 
 def now_floor() -> datetime:
-    """The test clock's now, rounded down to the minute (campaign.toml has seconds)."""
-    return clock.now().replace(second=0, microsecond=0)
+    """The next full minute of the test clock: the earliest "now" a campaign may be scheduled for
+    (a wave in the past is an error); ``schedule`` in the tests moves the clock there."""
+    return clock.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
 
 
 # --- an SMTP server that misbehaves on purpose ------------------------------------------------

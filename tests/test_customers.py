@@ -64,7 +64,7 @@ def test_csv_import_applies_good_rows_and_reports_bad_ones_by_line(app, runtime,
 
 def test_csv_line_numbers(runtime):
     lines = [
-        "email,orders_count\n",
+        "Email,Orders_Count\n",
         "a@example.com,1\n",
         "\n",  # blank lines are skipped but counted
         "bad,1\n",
@@ -229,3 +229,17 @@ def test_customer_data_never_makes_anyone_a_recipient(make_app):
         stored = session.scalar(select(Customer))
     assert stored.email_hash == address_hash("shopper@example.com")
     assert "shopper" not in repr(stored.attributes)
+
+
+def test_api_takes_ten_thousand_records_in_one_request(make_app):
+    """A full request (about 1.5 MB, more than the forms' 1 MB limit) goes through in one piece."""
+    app = make_app(API_TOKEN=TOKEN)
+    client, runtime = app.test_client(), app.extensions["newsletter"]
+    records = [
+        {"email": f"customer{i}@example.com", "orders_count": i % 7, "lifetime_value": i, "segment": "x" * 60}
+        for i in range(10_000)
+    ]
+    response = client.post("/api/customers", json=records, headers=AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)[:200]
+    assert response.get_json()["created"] == 10_000
+    assert count(runtime) == 10_000

@@ -38,11 +38,15 @@ from tests.sending_helpers import (
 NO_CAPS = {"MARKETING_CAPS": "", "QUIET_HOURS": ""}
 
 
-def schedule(runtime, folder):
+def schedule(runtime, *folders):
+    """Schedule the folders; a wave due within two minutes is then reached by moving the clock."""
     with runtime.sessions() as session:
-        campaign = scheduling.schedule(session, runtime.config, folder)
+        campaigns = [scheduling.schedule(session, runtime.config, folder) for folder in folders]
         session.commit()
-        return campaign.id
+        first = min(w.send_at for c in campaigns for w in c.waves)
+        if timedelta(0) < first - clock.now() <= timedelta(minutes=2):
+            clock.travel(first - clock.now())
+        return campaigns[-1].id
 
 
 def test_two_wave_early_access_sale_sends_vips_first_then_everyone_once(
@@ -138,8 +142,7 @@ def test_caps_defer_until_allowed_and_skip_past_the_deadline(
     short_sale = write_campaign(
         tmp_path, slug="short", waves=[("all", "all", later)], public_at=later + timedelta(hours=5)
     )
-    schedule(runtime, long_sale)
-    schedule(runtime, short_sale)
+    schedule(runtime, long_sale, short_sale)
     run_engine(runtime, work)
     assert smtp_sink.take() == []
     long_rows = rows(runtime, "long")
@@ -343,31 +346,31 @@ def test_pause_stops_at_the_next_message_and_resume_sends_the_rest_once(
     monkeypatch.setattr(
         sending, "HEARTBEAT_SECONDS", -1
     )  # look at the campaign's status before every message
-    sent_so_far = []
-    original = sending._mark
+    checks = []
+    original = sending.still_wanted
 
-    def mark_and_pause_after_three(session, ids, **values):
-        original(session, ids, **values)
-        if values.get("state") == DeliveryState.SENT:
-            sent_so_far.append(ids)
-            if len(sent_so_far) == 3:
-                with runtime.sessions() as other:
-                    scheduling.pause(other, other.get(Campaign, campaign_id))
-                    other.commit()
+    def pause_before_the_fourth_message(session, recipient, topic_slug, token):
+        checks.append(recipient)
+        if len(checks) == 4:  # an operator pauses while the batch runs (three already sent)
+            with runtime.sessions() as other:
+                scheduling.pause(other, other.get(Campaign, campaign_id))
+                other.commit()
+        return original(session, recipient, topic_slug, token)
 
-    monkeypatch.setattr(sending, "_mark", mark_and_pause_after_three)
+    monkeypatch.setattr(sending, "still_wanted", pause_before_the_fourth_message)
     run_engine(runtime, work)
-    assert len(smtp_sink.take()) == 3
+    # the message being prepared when the pause came goes out; the batch stops before the next
+    assert len(smtp_sink.take()) == 4
     states = [r.state for r in rows(runtime)]
-    assert states.count(DeliveryState.SENT) == 3 and states.count(DeliveryState.QUEUED) == 5
+    assert states.count(DeliveryState.SENT) == 4 and states.count(DeliveryState.QUEUED) == 4
 
-    monkeypatch.setattr(sending, "_mark", original)
+    monkeypatch.setattr(sending, "still_wanted", original)
     with runtime.sessions() as session:
         assert scheduling.resume(session, session.get(Campaign, campaign_id)).ok
         session.commit()
     run_engine(runtime, work)
     second = recipients(smtp_sink.take())
-    assert len(second) == 5 and set(second.values()) == {1}
+    assert len(second) == 4 and set(second.values()) == {1}
     assert {r.state for r in rows(runtime)} == {DeliveryState.SENT}
 
 
@@ -408,7 +411,7 @@ def test_redis_flushed_mid_campaign_rebuilds_work_and_caps_from_the_ledger(
     runtime.redis.flushdb()  # queue, jobs and cap counters gone
 
     second = write_campaign(
-        tmp_path, slug="second", waves=[("all", "all", start)], deliver_by=start + timedelta(days=2)
+        tmp_path, slug="second", waves=[("all", "all", now_floor())], deliver_by=start + timedelta(days=2)
     )
     schedule(runtime, second)
     with runtime.sessions() as session:

@@ -59,7 +59,7 @@ def _valid_report(path: str, site):
 
 @click.group()
 def campaign() -> None:
-    """Campaign folders under campaigns/: validate, preview, test-send, list."""
+    """Campaign folders under campaigns/: validate, preview, test-send, list, and scheduling and sending."""
 
 
 @campaign.command("validate")

@@ -266,7 +266,12 @@ def import_csv(session: Session, lines: Iterable[str]) -> CustomerReport:
     """
     report = CustomerReport()
     reader = csv.DictReader(lines)
-    header = [name.strip() for name in (reader.fieldnames or [])]
+    known = {*KEYS, *FIELDS}
+    # Known columns in any case ("Email"); attribute names are kept as written.
+    header = [
+        name.strip().lower() if name.strip().lower() in known else name.strip()
+        for name in (reader.fieldnames or [])
+    ]
     if not set(header) & set(KEYS):
         report.add_error(1, "the header needs an 'email' (or 'email_hash') column")
         return report

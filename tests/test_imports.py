@@ -1,0 +1,194 @@
+"""`newsletter subscribers import`: evidence rows go active with their evidence, others get double opt-in."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from newsletter.cli import cli
+from newsletter.models import ConsentEvent, OutboxEmail, Subscriber, SuppressionReason
+from newsletter.models.subscribers import address_hash
+from newsletter.services import suppression
+from tests.conftest import confirm_link, csrf_token
+from tests.test_cli import env_for
+
+LIST = (
+    "email,first_name,topics,consented_at,consent_source,consent_ip\n"
+    "ann@example.com,Ann,newsletter early-access,2025-03-04T10:20:30+01:00,checkout form,198.51.100.4\n"
+    "bob@example.com,Bob,,,,\n"
+    "cid@example.com,,newsletter,2025-01-01T00:00:00Z,popup,\n"
+    "sue@example.com,Sue,newsletter,2025-01-01T00:00:00Z,popup,\n"
+    "sal@example.com,Sal,newsletter,,,\n"
+    "old@example.com,Old,newsletter,2025-01-01T00:00:00Z,popup,\n"
+    "not an address,X,newsletter,,,\n"
+    "dee@example.com,Dee,gardening,,,\n"
+    "eli@example.com,Eli,newsletter,2025-01-01,,\n"
+    "fox@example.com,Fox,newsletter,2099-01-01T00:00:00Z,popup,\n"
+    "gil@example.com,Gil,newsletter,not a date,popup,\n"
+    "ANN@example.com,Ann,newsletter,2025-03-04T10:20:30+01:00,checkout form,\n"
+)
+
+
+def run_import(app, path, *args, env=None):
+    return CliRunner().invoke(
+        cli, ["subscribers", "import", str(path), *args], env={**env_for(app), **(env or {})}
+    )
+
+
+def by_email(session, email: str) -> Subscriber | None:
+    return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(email)))
+
+
+def ledger(session, subscriber_id: int) -> list[ConsentEvent]:
+    return list(
+        session.scalars(
+            select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber_id).order_by(ConsentEvent.id)
+        )
+    )
+
+
+def test_import_with_and_without_evidence(app, client, runtime, work, smtp_sink, make_subscriber, tmp_path):
+    make_subscriber("old@example.com", topics=("product-news",))  # already active: left alone
+    with runtime.sessions() as session:
+        suppression.suppress(session, address_hash("sue@example.com"), SuppressionReason.COMPLAINED, "test")
+        suppression.suppress(session, address_hash("sal@example.com"), SuppressionReason.UNSUBSCRIBED, "t")
+        session.commit()
+    csv_file = tmp_path / "mailchimp.csv"
+    csv_file.write_text(LIST, "utf-8")
+    sha256 = hashlib.sha256(LIST.encode()).hexdigest()
+
+    result = run_import(app, csv_file, "--source", "mailchimp", "--topics", "newsletter")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "imported with consent evidence: 2" in out
+    assert "pending, confirmation sent: 1" in out
+    assert "skipped, suppressed: 2" in out
+    assert "skipped, already active: 1" in out
+    assert "skipped, repeated in the file: 1" in out
+    assert "bad rows: 5" in out
+    assert f"file sha256: {sha256}" in out
+    bad = {line.split(": line ")[1].split(":")[0]: line for line in out.splitlines() if ": line " in line}
+    assert sorted(bad, key=int) == ["8", "9", "10", "11", "12"]
+    assert "unknown topics gardening" in bad["9"]
+    assert "needs both consented_at and consent_source" in bad["10"]
+    assert "in the future" in bad["11"]
+    assert "not an ISO 8601 date" in bad["12"]
+
+    with runtime.sessions() as session:
+        ann = by_email(session, "ann@example.com")
+        assert ann.status == "active" and ann.first_name == "Ann"
+        assert ann.confirmed_at == datetime(2025, 3, 4, 9, 20, 30)
+        assert {s.topic.slug: s.status.value for s in ann.subscriptions} == {
+            "newsletter": "active",
+            "early-access": "active",
+        }
+        [event] = ledger(session, ann.id)
+        assert event.action == "imported" and event.source == "import:mailchimp"
+        assert event.occurred_at == datetime(2025, 3, 4, 9, 20, 30)  # the original time, in UTC
+        assert event.ip == "198.51.100.4" and event.topics == ["early-access", "newsletter"]
+        assert event.details["consent_source"] == "checkout form"
+        assert event.details["file_sha256"] == sha256 and event.details["line"] == 2
+        assert event.details["tool"] == "mailchimp"
+
+        cid = by_email(session, "cid@example.com")
+        assert cid.status == "active" and [s.topic.slug for s in cid.subscriptions] == ["newsletter"]
+
+        bob = by_email(session, "bob@example.com")
+        assert bob.status == "pending"
+        assert {s.topic.slug: s.status.value for s in bob.subscriptions} == {"newsletter": "pending"}
+        [request] = ledger(session, bob.id)
+        assert request.action == "signup_requested" and request.source == "import:mailchimp"
+        assert request.wording_hash is None  # they were not shown our form's wording
+
+        old = by_email(session, "old@example.com")
+        assert ledger(session, old.id) == [] and [s.topic.slug for s in old.subscriptions] == ["product-news"]
+        for email in ("sue@example.com", "sal@example.com", "dee@example.com", "fox@example.com"):
+            assert by_email(session, email) is None
+
+    # The confirmation goes through the outbox and a worker, like a signup from the form.
+    assert smtp_sink.pending() == 0
+    work()
+    [mail] = smtp_sink.take()
+    assert mail["To"] == "bob@example.com"
+    link = confirm_link(mail).replace("http://newsletter.test", "")
+    client.post(link, data={"csrf_token": csrf_token(client.get(link).get_data(as_text=True))})
+    with runtime.sessions() as session:
+        assert by_email(session, "bob@example.com").status == "active"
+        events_before = session.scalar(select(func.count(ConsentEvent.id)))
+        outbox_before = session.scalar(select(func.count(OutboxEmail.id)))
+
+    # A second run of the same file changes nothing and mails nobody.
+    again = run_import(app, csv_file, "--source", "mailchimp", "--topics", "newsletter")
+    assert again.exit_code == 0, again.output
+    assert "imported with consent evidence: 0" in again.output
+    assert "pending, confirmation sent: 0" in again.output
+    assert "skipped, already active: 4" in again.output
+    work()
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count(ConsentEvent.id))) == events_before
+        assert session.scalar(select(func.count(OutboxEmail.id))) == outbox_before
+
+
+def test_rerun_while_confirmation_pending_sends_nothing_more(app, runtime, work, smtp_sink, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("email,topics\nbob@example.com,newsletter\n")
+    first = run_import(app, csv_file, "--source", "old-tool")
+    assert "pending, confirmation sent: 1" in first.output, first.output
+    second = run_import(app, csv_file, "--source", "old-tool")
+    assert "skipped, already pending (confirmation requested before): 1" in second.output
+    work()
+    assert len(smtp_sink.take()) == 1
+
+
+def test_evidence_activates_a_pending_subscriber(app, signup, runtime, work, smtp_sink, tmp_path):
+    signup("ann@example.com", topics=["product-news"])
+    work()
+    smtp_sink.take()
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(
+        "email,topics,consented_at,consent_source\nann@example.com,newsletter,2025-05-05,shop\n"
+    )
+    result = run_import(app, csv_file, "--source", "shopify")
+    assert "imported with consent evidence: 1" in result.output, result.output
+    with runtime.sessions() as session:
+        ann = by_email(session, "ann@example.com")
+        assert ann.status == "active"
+        # The evidence covers the imported topic only; the form's topic still waits for its confirmation.
+        assert {s.topic.slug: s.status.value for s in ann.subscriptions} == {
+            "product-news": "pending",
+            "newsletter": "active",
+        }
+        assert [e.action for e in ledger(session, ann.id)] == ["signup_requested", "imported"]
+
+
+def test_confirmations_respect_the_per_address_cap(app, runtime, work, smtp_sink, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("email,topics\nbob@example.com,newsletter\n")
+    result = run_import(
+        app, csv_file, "--source", "old-tool", env={"NEWSLETTER_CONFIRMATIONS_PER_ADDRESS": "0"}
+    )
+    assert "pending, confirmation held back (daily cap for the address): 1" in result.output, result.output
+    work()
+    assert smtp_sink.take() == []
+    with runtime.sessions() as session:
+        assert by_email(session, "bob@example.com").status == "pending"
+
+
+def test_a_header_with_unknown_columns_imports_nothing(app, runtime, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("email,consented,topics\nbob@example.com,2025-01-01,newsletter\n")
+    result = run_import(app, csv_file, "--source", "old-tool")
+    assert "line 1: the header needs an 'email' column" in result.output
+    assert "(unknown: consented)" in result.output
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count(Subscriber.id))) == 0
+
+
+def test_source_name_is_checked(app, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text("email\n")
+    result = run_import(app, csv_file, "--source", "bad/name")
+    assert result.exit_code == 1 and "--source: 1 to 50 letters" in result.output
