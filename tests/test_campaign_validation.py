@@ -317,3 +317,20 @@ def test_broken_folders_never_raise(tmp_path):
     assert not validate_campaign(bad, SITE, NOW).ok
     (bad / "campaign.toml").write_bytes(b"\xff\xfe")
     assert not validate_campaign(bad, SITE, NOW).ok
+
+
+def test_the_folder_name_must_be_a_slug(tmp_path):
+    folder = write_campaign(tmp_path, slug="Spring Sale")
+    assert only(folder) == (
+        "campaign.toml",
+        1,
+        1,
+        "the folder name is the campaign's slug: use a-z, 0-9 and -",
+    )
+
+
+def test_from_must_be_one_address_on_one_line(tmp_path):
+    folder = write_campaign(tmp_path, TOML + 'from = "Store <news@store.example>\\nBcc: x@example.com"\n')
+    assert only(folder) == ("campaign.toml", 6, 8, "from must be one line")
+    folder = write_campaign(tmp_path, TOML + 'from = "Store"\n', slug="d")
+    assert only(folder)[:3] == ("campaign.toml", 6, 8)
