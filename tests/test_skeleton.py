@@ -162,3 +162,21 @@ def test_quoted_printable_pieces_decode_to_exactly_the_filled_text(static, names
         assert all(len(line) <= 76 for line in body.split(b"\r\n"))
         expected = template.replace(token, (name or "").replace("\r", " ").replace("\n", " "))
         assert binascii.a2b_qp(body).decode("utf-8") == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.text(alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=300))
+def test_personal_subjects_round_trip_through_rfc2047(name):
+    skeleton = build_skeleton(
+        sender=SITE.sender,
+        subject=f"Für {slot_token('first_name', 'header')}",
+        text="t",
+        html="h",
+        slots={},
+        headers={},
+    )
+    data = personalise(skeleton, "a@example.com", {"first_name": name}, message_id="<8@x>")
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert head.isascii() and max(len(line) for line in head.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert str(parsed["Subject"]) == f"Für {name}"
