@@ -264,7 +264,16 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
             "NEWSLETTER_BASE_URL": "https://store.example",
         }
         newsletter = str(Path(sys.executable).parent / "newsletter")
-        run([newsletter, "campaign", "schedule", str(campaign_folder(tmp, clock.now()))], env)
+        run(
+            [
+                newsletter,
+                "campaign",
+                "schedule",
+                str(campaign_folder(tmp, clock.now() + timedelta(minutes=1))),
+            ],
+            env,
+        )
+        run([newsletter, "campaign", "send", SLUG, "--now"], env)
         message_bytes = message_size(url)
 
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))

@@ -225,7 +225,7 @@ def day_zone() -> str:
 
 
 def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
-    make_app, make_subscriber, smtp_sink, tmp_path
+    make_app, make_subscriber, smtp_sink, tmp_path, monkeypatch
 ):
     app = make_app(**NO_CAPS)
     runtime = app.extensions["newsletter"]
@@ -240,22 +240,20 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
         ((first_id, last_id),) = sending.batch_ranges(session, campaign_id, clock.now(), 100)
 
     client = app.test_client()
-    commits = []
+    original = sending.Ledger.mark_sent
 
-    def commit_then_maybe_unsubscribe(session):
-        def commit():
-            session.commit()
-            commits.append(1)
-            if len(commits) == 3:  # claim, decide, first message sent: p3 unsubscribes now
-                from newsletter.services import links
+    def mark_sent_then_p3_unsubscribes(ledger, recipient, message_id):
+        original(ledger, recipient, message_id)
+        if recipient.subscriber_id == people[0].id:  # the first message is out: p3 clicks one-click
+            from newsletter.services import links
 
-                url = links.unsubscribe_url(runtime.config, people[3])
-                path = url.removeprefix(runtime.config["BASE_URL"])
-                answer = client.post(path, data={"List-Unsubscribe": "One-Click"})
-                assert answer.status_code == 200
+            url = links.unsubscribe_url(runtime.config, people[3])
+            answer = client.post(
+                url.removeprefix(runtime.config["BASE_URL"]), data={"List-Unsubscribe": "One-Click"}
+            )
+            assert answer.status_code == 200
 
-        return commit
-
+    monkeypatch.setattr(sending.Ledger, "mark_sent", mark_sent_then_p3_unsubscribes)
     from newsletter.mail.transports import make_transport
 
     transport = make_transport(runtime.config)
@@ -268,7 +266,7 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
             campaign_id,
             first_id,
             last_id,
-            commit=commit_then_maybe_unsubscribe(session),
+            commit=session.commit,
         )
     transport.close()
     got = recipients(smtp_sink.take())
@@ -347,24 +345,24 @@ def test_pause_stops_at_the_next_message_and_resume_sends_the_rest_once(
         sending, "HEARTBEAT_SECONDS", -1
     )  # look at the campaign's status before every message
     checks = []
-    original = sending.still_wanted
+    original = sending.Ledger.still_wanted
 
-    def pause_before_the_fourth_message(session, recipient, topic_slug, token):
+    def pause_before_the_fourth_message(ledger, recipient):
         checks.append(recipient)
         if len(checks) == 4:  # an operator pauses while the batch runs (three already sent)
             with runtime.sessions() as other:
                 scheduling.pause(other, other.get(Campaign, campaign_id))
                 other.commit()
-        return original(session, recipient, topic_slug, token)
+        return original(ledger, recipient)
 
-    monkeypatch.setattr(sending, "still_wanted", pause_before_the_fourth_message)
+    monkeypatch.setattr(sending.Ledger, "still_wanted", pause_before_the_fourth_message)
     run_engine(runtime, work)
     # the message being prepared when the pause came goes out; the batch stops before the next
     assert len(smtp_sink.take()) == 4
     states = [r.state for r in rows(runtime)]
     assert states.count(DeliveryState.SENT) == 4 and states.count(DeliveryState.QUEUED) == 4
 
-    monkeypatch.setattr(sending, "still_wanted", original)
+    monkeypatch.setattr(sending.Ledger, "still_wanted", original)
     with runtime.sessions() as session:
         assert scheduling.resume(session, session.get(Campaign, campaign_id)).ok
         session.commit()

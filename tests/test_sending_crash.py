@@ -150,12 +150,11 @@ def test_sigkilled_workers_lose_no_send_and_send_nothing_twice(make_app, databas
             time.sleep(0.5)
         assert open_rows() == 0, "the campaign did not finish after the kills"
     finally:
-        for worker in workers:
+        for worker in workers:  # never leave a worker behind: it would serve the next tests' queues
             try:
-                os.killpg(worker.pid, signal.SIGTERM)
+                kill_with_horse(worker.pid)
             except ProcessLookupError:
                 pass
-        for worker in workers:
             worker.wait(timeout=30)
         controller.stop()
 

@@ -16,10 +16,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 class TransportError(Exception):
     """A message could not be handed over; ``temporary`` says whether a retry may help."""
 
-    def __init__(self, message: str, *, temporary: bool, code: int | None = None):
+    def __init__(self, message: str, *, temporary: bool, code: int | None = None, uncertain: bool = False):
         super().__init__(message)
         self.temporary = temporary
         self.code = code
+        #: the connection broke inside DATA: the message may have been delivered
+        self.uncertain = uncertain
 
 
 class Transport(Protocol):
@@ -98,9 +100,72 @@ class SMTPTransport:
         self._deliver(lambda conn: conn.send_message(message, to_addrs=recipients_of(message)))
 
     def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
-        """Send a complete message as bytes (CRLF, already encoded) on the kept connection."""
+        """Send a complete message as bytes (CRLF, already encoded) on the kept connection.
+
+        A connection found dead before DATA is reopened once (nothing was handed over). One
+        lost *during* DATA may have delivered the message: that raises an ``uncertain``
+        TransportError, never a silent retry that could deliver it twice.
+        """
         options = ["SMTPUTF8"] if not all(a.isascii() for a in [envelope_from, *recipients]) else []
-        self._deliver(lambda conn: conn.sendmail(envelope_from, recipients, data, mail_options=options))
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            try:
+                self._envelope(conn, envelope_from, recipients, options)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._drop()
+                if attempt == 2:
+                    raise TransportError(f"connection lost: {exc}", temporary=True) from exc
+                continue
+            try:
+                code, answer = conn.data(data)
+                if code != 250:  # smtplib returns the final answer; only sendmail() raises on it
+                    raise smtplib.SMTPDataError(code, answer)
+            except smtplib.SMTPResponseException as exc:
+                if exc.smtp_code == 421:
+                    self._drop()
+                raise TransportError(
+                    f"SMTP {exc.smtp_code} after DATA: {exc.smtp_error!r}",
+                    temporary=400 <= exc.smtp_code < 500,
+                    code=exc.smtp_code,
+                ) from exc
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                self._drop()
+                raise TransportError(
+                    f"connection lost during DATA, the relay may have the message: {exc}",
+                    temporary=False,
+                    uncertain=True,
+                ) from exc
+            return
+
+    def _envelope(self, conn: smtplib.SMTP, sender: str, recipients: list[str], options: list[str]) -> None:
+        """MAIL FROM and RCPT TO; a refusal becomes TransportError (after RSET the connection stays)."""
+        conn.ehlo_or_helo_if_needed()
+        esmtp = ["SMTPUTF8"] if options and conn.has_extn("smtputf8") else []
+        code, answer = conn.mail(sender, esmtp)
+        if code != 250:
+            self._reset(conn, code)
+            raise TransportError(
+                f"MAIL FROM refused: {code} {answer!r}", temporary=400 <= code < 500, code=code
+            )
+        for recipient in recipients:
+            code, answer = conn.rcpt(recipient)
+            if code not in (250, 251):
+                self._reset(conn, code)
+                raise TransportError(
+                    f"recipient refused: {code} {answer!r}", temporary=400 <= code < 500, code=code
+                )
+
+    def _reset(self, conn: smtplib.SMTP, code: int) -> None:
+        """After a refusal: RSET to reuse the connection, or drop it (421, or RSET failed)."""
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            self._drop()
+            return
+        if code == 421:
+            self._drop()
 
     def _deliver(self, transaction: Callable[[smtplib.SMTP], object]) -> None:
         """Run one SMTP transaction; map the server's answers to TransportError (4xx: temporary)."""
