@@ -15,6 +15,7 @@ parameters. A comparison on a missing value (no customer row, no such attribute)
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -283,6 +284,16 @@ def _compile(node: Any, columns: dict, attributes: ColumnElement, now: datetime)
     return _compare(node, columns, attributes, now)
 
 
+_OPERATORS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
 def _compare(node: Compare, columns: dict, attributes: ColumnElement, now: datetime) -> ColumnElement[bool]:
     values = node.value if isinstance(node.value, tuple) else (node.value,)
     sample = values[0]
@@ -303,14 +314,7 @@ def _compare(node: Compare, columns: dict, attributes: ColumnElement, now: datet
         if node.op == "not in":
             condition = not_(condition)
     else:
-        condition = {
-            "==": column == bound[0],
-            "!=": column != bound[0],
-            "<": column < bound[0],
-            "<=": column <= bound[0],
-            ">": column > bound[0],
-            ">=": column >= bound[0],
-        }[node.op]
+        condition = _OPERATORS[node.op](column, bound[0])
     # a missing value (outer join, absent attribute) makes the comparison false, never NULL
     return and_(column.is_not(None), condition)
 

@@ -19,7 +19,9 @@ def _runtime():
         app = create_app()
     except ConfigError as exc:
         raise click.ClickException(f"configuration: {exc}") from None
-    return app.extensions["newsletter"]
+    runtime = app.extensions["newsletter"]
+    click.get_current_context().call_on_close(runtime.engine.dispose)  # no pooled connection outlives us
+    return runtime
 
 
 def _site(runtime):

@@ -206,6 +206,10 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         return None
     locations = Locations(raw)
     read = _Reader(toml_file, locations, problems)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,99}", folder.resolve().name):
+        problems.append(
+            Problem(toml_file, 1, 1, "the folder name is the campaign's slug: use a-z, 0-9 and -")
+        )
 
     read.unknown(data, TOP_KEYS)
     name = read.text(data, "name", required=True)
@@ -215,7 +219,10 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         read.error("preheader must be a string", "preheader")
         preheader = ""
     sender = read.text(data, "from", required=False)
-    if sender is not None and "@" not in parseaddr(sender)[1]:
+    if sender is not None and re.search(r"[\r\n\x00]", sender):
+        read.error("from must be one line", "from")
+        sender = None
+    elif sender is not None and "@" not in parseaddr(sender)[1]:
         read.error(f"from must be an address like 'Store <news@store.example>', got {sender!r}", "from")
     topic = read.text(data, "topic", required=True)
     deliver_by = read.time(data, "deliver_by", required=False)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateSyntaxError, select_autoescape
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    select_autoescape,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
 from premailer import Premailer
@@ -24,7 +31,7 @@ from premailer import Premailer
 from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
-from newsletter.mail.skeleton import SLOT, slot_token
+from newsletter.mail.skeleton import SLOT, slot_of, slot_token
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
 _premailer_lock = threading.Lock()  # premailer is not thread-safe
@@ -54,19 +61,45 @@ class PersonalValue(str):
 
     def __bool__(self) -> bool:
         raise TypeError(
-            "personal values (subscriber.*, links.*) are only known when sending: print them, "
-            "do not test them with if"
+            "personal values (subscriber.*, links.*) are only known when sending: print them "
+            "(with a fallback: {{ subscriber.first_name or 'there' }}), do not test them with if"
         )
 
+    def with_fallback(self, fallback: Any) -> PersonalValue:
+        """The same value, with text to use when it is empty for a recipient."""
+        match = SLOT.fullmatch(self)
+        assert match is not None
+        return PersonalValue(slot_token(match.group(1), fallback=str(fallback)))
 
-def environment(folder: Path) -> ImmutableSandboxedEnvironment:
+
+class CampaignEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, where ``personal or "fallback"`` keeps the fallback for sending time."""
+
+    intercepted_binops = frozenset(["or"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "or":
+            return left.with_fallback(right) if isinstance(left, PersonalValue) else left or right
+        return super().call_binop(context, operator, left, right)
+
+
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's default filter, keeping the fallback of a personal value for sending time."""
+    if isinstance(value, PersonalValue):
+        return value.with_fallback(default_value)
+    return default_value if isinstance(value, Undefined) or (boolean and not value) else value
+
+
+def environment(folder: Path) -> CampaignEnvironment:
     """The sandbox: the campaign folder first, then templates/email (base.mjml)."""
-    return ImmutableSandboxedEnvironment(
+    env = CampaignEnvironment(
         loader=FileSystemLoader([str(folder), str(TEMPLATES)]),
         autoescape=select_autoescape(enabled_extensions=("mjml", "html"), default_for_string=False),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
+    env.filters["default"] = env.filters["d"] = _default
+    return env
 
 
 def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource) -> dict[str, Any]:
@@ -112,9 +145,7 @@ def _template_error(exc: Exception, default_file: str, files: tuple[str, ...]) -
     return RenderError(file, line, 1, message)
 
 
-def render_string(
-    env: ImmutableSandboxedEnvironment, text: str, context: dict, where: tuple[str, int, int]
-) -> str:
+def render_string(env: CampaignEnvironment, text: str, context: dict, where: tuple[str, int, int]) -> str:
     """A one-line template from campaign.toml (subject, preheader); errors point at its value."""
     try:
         return env.from_string(text).render(context)
@@ -123,7 +154,7 @@ def render_string(
         raise RenderError(where[0], where[1], where[2], error.message) from None
 
 
-def render_file(env: ImmutableSandboxedEnvironment, folder: Path, name: str, context: dict) -> str:
+def render_file(env: CampaignEnvironment, folder: Path, name: str, context: dict) -> str:
     path = str(folder / name)
     try:
         return env.get_template(name).render(context)
@@ -153,9 +184,9 @@ def place_slots(html: str) -> tuple[str, dict[str, tuple[str, ...]]]:
     slots: dict[str, tuple[str, ...]] = {}
 
     def label(match: re.Match) -> str:
-        if match.group(2):
+        if match.group(3):
             return match.group()
-        name, start = match.group(1), match.start()
+        start = match.start()
         context = "html"
         if html.rfind("<", 0, start) > html.rfind(">", 0, start):
             tag = html[html.rfind("<", 0, start) : start]
@@ -164,8 +195,7 @@ def place_slots(html: str) -> tuple[str, dict[str, tuple[str, ...]]]:
                 context = "query" if attr.group(2) else "url"
             else:
                 context = "attr"
-        token = slot_token(name, context)
-        slots[token] = (name, context)
+        token, slots[token] = slot_of(match, context)
         return token
 
     return SLOT.sub(label, html), slots
@@ -175,8 +205,7 @@ def text_slots(text: str, context: str) -> tuple[str, dict[str, tuple[str, ...]]
     slots: dict[str, tuple[str, ...]] = {}
 
     def label(match: re.Match) -> str:
-        token = slot_token(match.group(1), context)
-        slots[token] = (match.group(1), context)
+        token, slots[token] = slot_of(match, context)
         return token
 
     return SLOT.sub(label, text), slots

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from newsletter.campaigns.audience import AudienceError, parse
@@ -24,6 +24,8 @@ from newsletter.campaigns.site import SiteContext
 from newsletter.mail.skeleton import SLOT, slot_token
 
 SUBJECT_WARN_LENGTH = 60
+#: a time this little in the past still counts as "now" (scheduling at 10:03 for 10:00 sends at once)
+PAST_GRACE = timedelta(minutes=15)
 #: Gmail clips messages whose HTML is larger than this
 GMAIL_CLIP_BYTES = 102 * 1024
 MJML_TAGS = set(
@@ -119,6 +121,7 @@ def _when(value: datetime) -> str:
 def _check_times(source: CampaignSource, now: datetime, toml: str) -> list[Problem]:
     problems = []
     implicit = not source.locations.tables.get(("wave", 0))
+    now = now - PAST_GRACE
 
     def at(key: str, table: str = "", index: int = 0) -> tuple[int, int]:
         return source.locations.value(key, table, index)

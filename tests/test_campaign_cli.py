@@ -1,0 +1,183 @@
+"""``newsletter campaign ...`` as an operator runs it: real database, SMTP sink, Chromium."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import struct
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import cli
+from newsletter.services import scheduling
+from tests.campaign_helpers import EXAMPLES, MJML, TOML, write_campaign
+from tests.conftest import CHROMIUM
+from tests.test_cli import env_for
+
+
+def run(app, *args, **env):
+    env = {**env_for(app), "NEWSLETTER_BASE_URL": app.config["BASE_URL"], **env}
+    return CliRunner().invoke(cli, ["campaign", *args], env=env)
+
+
+def assert_short_lines(data: bytes) -> None:
+    assert b"\n" not in data.replace(b"\r\n", b""), "bare LF"
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def png_size(path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_validate_passes_on_the_shipped_examples(app):
+    result = run(app, "validate", "--dir", str(EXAMPLES))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # no problems at all
+    assert "spring-sale: ok, 0 warning(s)" in result.stderr
+    assert "monthly-newsletter: ok, 0 warning(s)" in result.stderr
+
+
+def test_validate_prints_every_problem_and_fails(app, tmp_path):
+    good = write_campaign(tmp_path, slug="good")
+    bad = write_campaign(
+        tmp_path,
+        TOML.replace('topic = "newsletter"', 'topic = "nope"'),
+        MJML.replace("subscriber.first_name", "subscriber.shoe_size"),
+        slug="bad",
+    )
+    result = run(app, "validate", str(good), str(bad))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{bad}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
+        f"{bad}/email.mjml:5:1: 'dict object' has no attribute 'shoe_size'",
+    ]
+    assert f"{bad}: 2 error(s), 0 warning(s)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "toml, mjml",
+    [
+        ("\x00\x01\x02", MJML),
+        ('name = [1, 2\nsubject = """', MJML),
+        (TOML, "{% extends 'missing.mjml' %}"),
+        (TOML, "{% include '../../../etc/passwd' %}"),
+        (TOML, "{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+        (TOML, "{% for x in range(10**9) %}{% endfor %}"),
+        (TOML.replace("send_at", "[[wave]]\nsend_at"), MJML),
+    ],
+)
+def test_a_broken_campaign_never_crashes_the_cli(app, tmp_path, toml, mjml):
+    folder = write_campaign(tmp_path, toml, mjml)
+    for args in (["validate", str(folder)], ["preview", str(folder), "--out", str(tmp_path / "o")]):
+        result = run(app, *args)
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+        assert "Traceback" not in result.output
+
+
+def test_an_unexpected_failure_is_one_line(app, tmp_path, monkeypatch):
+    from newsletter.campaigns import validation
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(validation, "validate_campaign", explode)
+    result = run(app, "validate", str(EXAMPLES / "spring-sale"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {EXAMPLES / 'spring-sale'}: cannot validate: RuntimeError: disk on fire"
+    ]
+
+
+def test_test_send_goes_through_smtp_with_the_test_prefix(app, smtp_sink):
+    result = run(app, "test-send", str(EXAMPLES / "spring-sale"), "--to", "Marketer@Example.com")
+    assert result.exit_code == 0, result.output
+    raw = smtp_sink.take_raw()
+    assert len(raw) == 2  # the two waves' emails differ: one test each
+    for data in raw:
+        assert_short_lines(data)
+        message = email.message_from_bytes(data, policy=email.policy.default)
+        assert message["Subject"] == "[TEST] Early access to the spring sale for Alex"
+        assert message["To"] == "Marketer@example.com"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Unsubscribe"].startswith("<http://newsletter.test/unsubscribe/preview-")
+        assert "/early-access/preview-" in message.get_body(("html",)).get_content()
+    only_vip = run(app, "test-send", str(EXAMPLES / "spring-sale"), "--to", "m@example.com", "--wave", "vip")
+    assert only_vip.exit_code == 0 and len(smtp_sink.take()) == 1
+
+
+def test_test_send_refuses_an_invalid_campaign_or_address(app, smtp_sink, tmp_path):
+    bad = write_campaign(tmp_path, TOML.replace("2030", "2020"))
+    result = run(app, "test-send", str(bad), "--to", "m@example.com")
+    assert result.exit_code == 1 and "send_at is in the past" in result.output
+    result = run(app, "test-send", str(EXAMPLES / "monthly-newsletter"), "--to", "not an address")
+    assert result.exit_code == 1 and "Error: 'not an address'" in result.output
+    assert smtp_sink.pending() == 0
+
+
+def test_preview_without_screenshots_writes_html_text_and_eml(app, tmp_path, make_subscriber):
+    make_subscriber("zoe@example.com", topics=("early-access",), first_name="Zoë")
+    out = tmp_path / "preview"
+    result = run(
+        app,
+        "preview",
+        str(EXAMPLES / "spring-sale"),
+        "--subscriber",
+        "zoe@example.com",
+        "--out",
+        str(out),
+        "--no-screenshots",
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"spring-sale-{w}.{s}" for w in ("everyone", "vip") for s in ("eml", "html", "txt")]
+    data = (out / "spring-sale-vip.eml").read_bytes()
+    assert_short_lines(data)
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["To"] == "zoe@example.com"
+    assert message["Subject"] == "Early access to the spring sale for Zoë"
+    html = (out / "spring-sale-vip.html").read_text("utf-8")
+    assert "Hello Zoë," in html and "http://newsletter.test/early-access/" in html
+    assert "http://newsletter.test/unsubscribe/" in (out / "spring-sale-vip.txt").read_text("utf-8")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_preview_takes_screenshots_with_chromium(app, tmp_path):
+    out = tmp_path / "preview"
+    result = run(app, "preview", str(EXAMPLES / "monthly-newsletter"), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert png_size(out / "monthly-newsletter-600.png")[0] == 600
+    assert png_size(out / "monthly-newsletter-375.png")[0] == 375
+    assert_short_lines((out / "monthly-newsletter.eml").read_bytes())
+
+
+def test_preview_says_so_in_one_line_when_chromium_is_missing(app, tmp_path):
+    out = tmp_path / "preview"
+    result = run(app, "preview", str(EXAMPLES / "monthly-newsletter"), "--out", str(out), PATH="/nonexistent")
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: chromium is not installed (apt-get install chromium); no screenshots taken"
+    ]
+    assert (out / "monthly-newsletter.html").exists()  # everything else was written
+
+
+def test_list_shows_draft_scheduled_and_invalid(app, runtime, tmp_path):
+    import shutil
+
+    for slug in ("spring-sale", "monthly-newsletter"):
+        shutil.copytree(EXAMPLES / slug, tmp_path / slug)
+    write_campaign(tmp_path, TOML.replace('topic = "newsletter"', 'topic = "x"'), slug="broken")
+    with runtime.sessions() as session:
+        scheduling.schedule(session, runtime.config, tmp_path / "monthly-newsletter")
+        session.commit()
+    result = run(app, "list", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.stdout.splitlines()] == [
+        ["broken", "invalid"],
+        ["monthly-newsletter", "scheduled"],
+        ["spring-sale", "draft"],
+    ]

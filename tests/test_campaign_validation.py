@@ -1,0 +1,336 @@
+"""validate_campaign: every problem with its exact file, line and column (a fixed "now")."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.campaigns.validation import validate_campaign
+from tests.campaign_helpers import EXAMPLES, MJML, NOW, SITE, TOML, write_campaign
+
+SALE_TOML = """\
+name = "Sale"
+subject = "Hi"
+topic = "early-access"
+
+[sale]
+url = "https://shop.example/sale"
+public_at = 2030-03-20T09:00:00+01:00
+ends_at = 2030-03-31T23:00:00+01:00
+
+[[wave]]
+name = "vip"
+audience = "tier == 'gold'"
+send_at = 2030-03-16T09:00:00+01:00
+
+[[wave]]
+name = "everyone"
+audience = "all"
+send_at = 2030-03-18T09:00:00+01:00
+"""
+
+
+def problems(folder, warnings=False):
+    report = validate_campaign(folder, SITE, NOW)
+    found = report.warnings if warnings else report.errors
+    return [(p.file.rsplit("/", 1)[-1], p.line, p.col, p.message) for p in found]
+
+
+def only(folder, warnings=False):
+    found = problems(folder, warnings)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize("slug", ["spring-sale", "monthly-newsletter"])
+def test_the_examples_are_valid(slug):
+    report = validate_campaign(EXAMPLES / slug, SITE, NOW)
+    assert report.ok and not report.warnings, [str(p) for p in report.problems]
+    assert report.campaign is not None and report.campaign.slug == slug
+
+
+def test_problem_format_is_file_line_col_message(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace('topic = "newsletter"', 'topic = "newz"'))
+    report = validate_campaign(folder, SITE, NOW)
+    assert not report.ok
+    assert [str(p) for p in report.errors] == [
+        f"{folder}/campaign.toml:4:9: unknown topic 'newz' (known: newsletter, early-access, product-news)"
+    ]
+
+
+# --- campaign.toml -------------------------------------------------------------------------
+
+
+def test_toml_syntax_error(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace('preheader = "A preheader"', 'preheader = "A preheader'))
+    file, line, col, message = only(folder)
+    assert (file, line) == ("campaign.toml", 3) and col > 1 and message.startswith("TOML: ")
+
+
+def test_unknown_key_points_at_the_key(tmp_path):
+    folder = write_campaign(tmp_path, TOML + 'colour = "red"\n')
+    assert only(folder)[:3] == ("campaign.toml", 6, 1)
+    assert "unknown key 'colour'" in only(folder)[3]
+
+
+def test_unknown_key_in_a_wave(tmp_path):
+    folder = write_campaign(
+        tmp_path, SALE_TOML.replace('name = "everyone"', 'name = "everyone"\n  audiance = "x"')
+    )
+    assert only(folder)[:3] == ("campaign.toml", 17, 3)
+    assert "unknown key 'audiance' in [[wave]]" in only(folder)[3]
+
+
+def test_missing_required_key(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace('subject = "Hello {{ subscriber.first_name }}"\n', ""))
+    assert only(folder) == ("campaign.toml", 1, 1, "missing required key 'subject'")
+
+
+def test_time_without_offset(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace("2030-01-07T10:00:00+01:00", "2030-01-07T10:00:00"))
+    assert only(folder)[:3] == ("campaign.toml", 5, 11)
+    assert "needs a UTC offset" in only(folder)[3]
+
+
+def test_send_at_next_to_waves(tmp_path):
+    folder = write_campaign(
+        tmp_path,
+        SALE_TOML.replace('topic = "early-access"', 'topic = "early-access"\nsend_at = 2030-03-16T09:00:00Z'),
+    )
+    assert only(folder) == ("campaign.toml", 4, 11, "send_at belongs in each [[wave]] when waves are given")
+
+
+def test_audience_error_points_inside_the_toml_line(tmp_path):
+    folder = write_campaign(
+        tmp_path, SALE_TOML.replace("tier == 'gold'", "tier == 'gold' or lifetime_value >> 5")
+    )
+    # audience = "tier == 'gold' or lifetime_value >> 5"
+    # the expression starts at column 13; its second '>' is its 35th character: column 47
+    assert only(folder) == ("campaign.toml", 12, 47, "audience: expected a value, found '>'")
+
+
+def test_unknown_audience_field(tmp_path):
+    folder = write_campaign(tmp_path, SALE_TOML.replace("tier == 'gold'", "teir == 'gold'"))
+    file, line, col, message = only(folder)
+    assert (file, line, col) == ("campaign.toml", 12, 13) and "unknown field 'teir'" in message
+
+
+# --- times ---------------------------------------------------------------------------------
+
+
+def test_send_at_in_the_past(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace("2030-01-07T10:00:00+01:00", "2026-11-23T11:00:00Z"))
+    assert only(folder) == ("campaign.toml", 5, 11, "send_at is in the past (2026-11-23 11:00 UTC)")
+
+
+def test_a_few_minutes_ago_still_counts_as_now(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace("2030-01-07T10:00:00+01:00", "2026-11-23T11:50:00Z"))
+    assert problems(folder) == []
+
+
+def test_waves_out_of_order(tmp_path):
+    folder = write_campaign(
+        tmp_path, SALE_TOML.replace("2030-03-18T09:00:00+01:00", "2030-03-15T09:00:00+01:00")
+    )
+    assert only(folder) == (
+        "campaign.toml",
+        18,
+        11,
+        "wave 'everyone' starts before the wave before it ('vip')",
+    )
+
+
+def test_wave_after_the_sale_is_public(tmp_path):
+    folder = write_campaign(
+        tmp_path, SALE_TOML.replace("2030-03-18T09:00:00+01:00", "2030-03-21T09:00:00+01:00")
+    )
+    file, line, col, message = only(folder)
+    assert (file, line, col) == ("campaign.toml", 18, 11)
+    assert message.startswith("wave 'everyone' starts after the sale is public (2030-03-20 08:00 UTC)")
+
+
+def test_sale_ends_before_it_is_public(tmp_path):
+    folder = write_campaign(
+        tmp_path, SALE_TOML.replace("2030-03-31T23:00:00+01:00", "2030-03-19T23:00:00+01:00")
+    )
+    assert only(folder) == ("campaign.toml", 8, 11, "sale ends_at must be after public_at")
+
+
+def test_deliver_by_before_send_at(tmp_path):
+    folder = write_campaign(tmp_path, TOML + "deliver_by = 2030-01-07T08:00:00Z\n")
+    assert only(folder) == ("campaign.toml", 6, 14, "deliver_by must be after the last send_at")
+
+
+# --- templates -----------------------------------------------------------------------------
+
+
+def test_jinja_syntax_error(tmp_path):
+    folder = write_campaign(
+        tmp_path, mjml=MJML.replace("{{ subscriber.first_name }}", "{{ subscriber.first_name }")
+    )
+    file, line, col, message = only(folder)
+    assert (file, line, col) == ("email.mjml", 5, 1) and message.startswith("Jinja: ")
+
+
+def test_undefined_variable(tmp_path):
+    folder = write_campaign(tmp_path, mjml=MJML.replace("subscriber.first_name", "subscriber.last_name"))
+    assert only(folder) == ("email.mjml", 5, 1, "'dict object' has no attribute 'last_name'")
+
+
+def test_early_access_link_needs_a_sale(tmp_path):
+    folder = write_campaign(tmp_path, mjml=MJML.replace("subscriber.first_name", "links.early_access"))
+    assert only(folder) == ("email.mjml", 5, 1, "'dict object' has no attribute 'early_access'")
+
+
+def test_subject_template_error_points_at_the_subject(tmp_path):
+    folder = write_campaign(tmp_path, TOML.replace("subscriber.first_name", "subscriber.nickname"))
+    assert only(folder) == ("campaign.toml", 2, 11, "'dict object' has no attribute 'nickname'")
+
+
+@pytest.mark.parametrize(
+    "expression, message",
+    [
+        (
+            "''.__class__.__mro__",
+            "not allowed in a campaign: access to attribute '__class__' of 'str' object is unsafe.",
+        ),
+        ("campaign.__class__.__init__.__globals__", "not allowed in a campaign"),
+        ("sale.public_at.__class__", "not allowed in a campaign"),
+        ("store.items.__self__", "not allowed in a campaign"),
+        ("config", "'config' is undefined"),
+        ("self.__init__.__globals__", "not allowed in a campaign"),
+        ("cycler.__init__.__globals__.os", "not allowed in a campaign"),
+        ("lipsum.__globals__", "not allowed in a campaign"),
+    ],
+)
+def test_sandbox_escapes_fail_safely(tmp_path, expression, message):
+    mjml = MJML.replace("{{ subscriber.first_name }}", "{{ " + expression + " }}")
+    folder = write_campaign(tmp_path, mjml=mjml.replace("{% block content %}", "{% block content %}\n"))
+    file, line, col, found = only(folder)
+    assert (file, line, col) == ("email.mjml", 6, 1)
+    assert found.startswith(message)
+
+
+def test_mutating_a_list_is_refused(tmp_path):
+    mjml = MJML.replace("{{ subscriber.first_name }}", "{% set l = [1] %}{{ l.append(2) }}")
+    file, line, col, message = only(write_campaign(tmp_path, mjml=mjml))
+    assert (file, line) == ("email.mjml", 5) and "not allowed in a campaign" in message
+
+
+def test_personal_values_cannot_be_tested(tmp_path):
+    mjml = MJML.replace("{{ subscriber.first_name }}", "{% if subscriber.first_name %}x{% endif %}")
+    file, line, col, message = only(write_campaign(tmp_path, mjml=mjml))
+    assert (file, line) == ("email.mjml", 5) and "only known when sending" in message
+
+
+def test_filters_that_change_personal_values_are_refused(tmp_path):
+    mjml = MJML.replace("{{ subscriber.first_name }}", "{{ subscriber.first_name|upper }}")
+    file, line, col, message = only(write_campaign(tmp_path, mjml=mjml))
+    assert (file, line, col) == ("email.mjml", 1, 1) and "changed by a filter" in message
+
+
+def test_unknown_mjml_tag(tmp_path):
+    folder = write_campaign(
+        tmp_path, mjml=MJML.replace("<mj-column>", "<mj-colum>").replace("</mj-column>", "</mj-colum>")
+    )
+    assert only(folder) == ("email.mjml", 4, 3, "unknown MJML tag <mj-colum>")
+
+
+def test_mjml_that_does_not_parse(tmp_path):
+    folder = write_campaign(tmp_path, mjml=MJML.replace("Hello", "a < b"))
+    file, line, col, message = only(folder)
+    assert (file, line, col) == ("email.mjml", 1, 1) and message.startswith("MJML: ")
+
+
+def test_a_campaign_that_drops_the_footer_fails(tmp_path):
+    mjml = "<mjml><mj-body><mj-section><mj-column><mj-text>Buy!</mj-text>"
+    mjml += "</mj-column></mj-section></mj-body></mjml>"
+    found = problems(write_campaign(tmp_path, mjml=mjml))
+    assert ("email.mjml", 1, 1) == found[0][:3] and "the footer is missing" in found[0][3]
+
+
+def test_a_text_override_must_carry_the_unsubscribe_link(tmp_path):
+    folder = write_campaign(tmp_path, text="Hello {{ subscriber.first_name }}\n")
+    file, line, col, message = only(folder)
+    assert (file, line, col) == ("email.txt", 1, 1) and "{{ links.unsubscribe }}" in message
+
+
+def test_a_good_text_override_is_used(tmp_path):
+    text = (
+        "Hi {{ subscriber.first_name }}\nUnsubscribe: {{ links.unsubscribe }}\n{{ store.postal_address }}\n"
+    )
+    report = validate_campaign(write_campaign(tmp_path, text=text), SITE, NOW)
+    assert report.ok and report.emails[None].text.startswith("Hi ~NL~first_name~text~\nUnsubscribe:")
+
+
+# --- warnings ------------------------------------------------------------------------------
+
+
+def test_long_subject_is_a_warning(tmp_path):
+    folder = write_campaign(
+        tmp_path, TOML.replace("Hello {{", "Hello, this subject goes on and on about the big spring sale, {{")
+    )
+    assert problems(folder) == []
+    file, line, col, message = only(folder, warnings=True)
+    assert (file, line, col) == ("campaign.toml", 2, 11) and message.startswith("subject is 66 characters")
+
+
+def test_images_without_alt_and_over_http_are_warnings(tmp_path):
+    image = '<mj-image src="http://shop.example/a.png" />'
+    folder = write_campaign(tmp_path, mjml=MJML.replace("<mj-text>", f"{image}\n    <mj-text>"))
+    assert problems(folder) == []
+    assert problems(folder, warnings=True) == [
+        ("email.mjml", 5, 5, "image without alt text"),
+        ("email.mjml", 5, 20, "remote image over plain http (use https): http://shop.example/a.png"),
+    ]
+
+
+def test_html_over_gmails_clipping_limit_is_a_warning(tmp_path):
+    filler = "<mj-text>" + "Lorem ipsum dolor sit amet. " * 40 + "</mj-text>\n"
+    folder = write_campaign(tmp_path, mjml=MJML.replace("<mj-text>", filler * 100 + "<mj-text>", 1))
+    assert problems(folder) == []
+    file, line, col, message = only(folder, warnings=True)
+    assert (file, line, col) == ("email.mjml", 1, 1) and "Gmail clips messages over 102 KB" in message
+
+
+# --- shapes the scheduler relies on --------------------------------------------------------
+
+
+def test_waves_with_the_same_email_share_one_render(tmp_path):
+    toml = SALE_TOML.replace('subject = "Hi"', "subject = \"Hi {{ subscriber.first_name or 'there' }}\"")
+    report = validate_campaign(write_campaign(tmp_path, toml), SITE, NOW)
+    assert report.ok and list(report.emails) == [None]
+    assert [w.name for w in report.campaign.waves] == ["vip", "everyone"]
+    assert report.campaign.sale.public_at.isoformat() == "2030-03-20T08:00:00"  # naive UTC
+
+
+def test_waves_with_different_content_get_their_own_email(tmp_path):
+    mjml = MJML.replace("Hello", "{{ wave.name }}:")
+    report = validate_campaign(write_campaign(tmp_path, SALE_TOML, mjml), SITE, NOW)
+    assert report.ok and set(report.emails) == {"vip", "everyone"}
+    assert "vip:" in report.emails["vip"].html and "everyone:" in report.emails["everyone"].html
+
+
+def test_broken_folders_never_raise(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert only(tmp_path / "empty")[3] == "missing campaign.toml"
+    bad = write_campaign(tmp_path, "\x00\x01", slug="binary")
+    assert not validate_campaign(bad, SITE, NOW).ok
+    (bad / "campaign.toml").write_bytes(b"\xff\xfe")
+    assert not validate_campaign(bad, SITE, NOW).ok
+
+
+def test_the_folder_name_must_be_a_slug(tmp_path):
+    folder = write_campaign(tmp_path, slug="Spring Sale")
+    assert only(folder) == (
+        "campaign.toml",
+        1,
+        1,
+        "the folder name is the campaign's slug: use a-z, 0-9 and -",
+    )
+
+
+def test_from_must_be_one_address_on_one_line(tmp_path):
+    folder = write_campaign(tmp_path, TOML + 'from = "Store <news@store.example>\\nBcc: x@example.com"\n')
+    assert only(folder) == ("campaign.toml", 6, 8, "from must be one line")
+    folder = write_campaign(tmp_path, TOML + 'from = "Store"\n', slug="d")
+    assert only(folder)[:3] == ("campaign.toml", 6, 8)

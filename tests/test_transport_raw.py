@@ -1,0 +1,51 @@
+"""send_raw: complete messages as bytes on a reused SMTP connection, answers mapped to TransportError."""
+
+from __future__ import annotations
+
+import mailbox
+
+import pytest
+
+from newsletter.mail.transports import MaildirTransport, SMTPTransport, TransportError
+from tests.conftest import _free_port
+from tests.sending_helpers import FaultyHandler, start_faulty_smtp
+
+DATA = b"From: a@store.example\r\nTo: b@example.com\r\nSubject: hi\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+def test_send_raw_delivers_the_exact_bytes_on_one_connection(smtp_sink):
+    transport = SMTPTransport(smtp_sink.url)
+    try:
+        transport.send_raw("bounces@store.example", ["b@example.com"], DATA)
+        first = transport._conn
+        transport.send_raw("bounces@store.example", ["c@example.com"], DATA)
+        assert transport._conn is first  # reused
+    finally:
+        transport.close()
+    raw = smtp_sink.take_raw()
+    assert raw == [DATA, DATA]  # dot-stuffing undone by the server: byte for byte
+
+
+@pytest.mark.parametrize(
+    "handler, code, temporary",
+    [
+        (FaultyHandler(refuse={"gone@example.com"}), 550, False),
+        (FaultyHandler(seed=1, temporary_rate=2.0), 451, True),  # every RCPT answered 451
+    ],
+)
+def test_send_raw_maps_smtp_answers(handler, code, temporary):
+    controller = start_faulty_smtp(_free_port(), handler)
+    transport = SMTPTransport(f"smtp://127.0.0.1:{controller.port}")
+    try:
+        with pytest.raises(TransportError) as info:
+            transport.send_raw("bounces@store.example", ["gone@example.com"], DATA)
+        assert info.value.code == code and info.value.temporary is temporary
+    finally:
+        transport.close()
+        controller.stop()
+
+
+def test_maildir_send_raw(tmp_path):
+    MaildirTransport(tmp_path / "outbox").send_raw("a@store.example", ["b@example.com"], DATA)
+    (message,) = list(mailbox.Maildir(tmp_path / "outbox", create=False))
+    assert message["Subject"] == "hi"
