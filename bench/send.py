@@ -280,7 +280,7 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         workers = [
-            subprocess.Popen([newsletter, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
+            subprocess.Popen([newsletter, "worker"], env=env, cwd=ROOT, stderr=open(f"/tmp/nlprof/worker{_}.log", "w"))
             for _ in range(workers_count)
         ]
         rss = 0.0

@@ -7,9 +7,11 @@ forward instead of sleeping.
 from __future__ import annotations
 
 import re
+import smtplib
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select, update
 
 from newsletter import clock
@@ -277,9 +279,15 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
     assert by_person[people[3].id].reason == "unsubscribed before sending"
 
 
+@pytest.mark.parametrize("pipelining", [False, True])
 def test_random_421_451_deliver_everything_once_and_550_fails_and_suppresses(
-    make_app, make_subscriber, work, tmp_path, smtp_sink
+    make_app, make_subscriber, work, tmp_path, smtp_sink, monkeypatch, pipelining
 ):
+    if pipelining:  # aiosmtpd reads pipelined commands in order, it just does not advertise it
+        original = smtplib.SMTP.has_extn
+        monkeypatch.setattr(
+            smtplib.SMTP, "has_extn", lambda self, name: name == "pipelining" or original(self, name)
+        )
     handler = FaultyHandler(seed=3, temporary_rate=0.4, refuse={"nobody@example.com"})
     port = _free_port()
     controller = start_faulty_smtp(port, handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import smtplib
 
 import pytest
 
@@ -49,3 +50,44 @@ def test_maildir_send_raw(tmp_path):
     MaildirTransport(tmp_path / "outbox").send_raw("a@store.example", ["b@example.com"], DATA)
     (message,) = list(mailbox.Maildir(tmp_path / "outbox", create=False))
     assert message["Subject"] == "hi"
+
+
+@pytest.fixture
+def pipelining(monkeypatch):
+    """aiosmtpd does not advertise PIPELINING but reads pipelined commands in order: pretend it does."""
+    original = smtplib.SMTP.has_extn
+    monkeypatch.setattr(
+        smtplib.SMTP, "has_extn", lambda self, name: name == "pipelining" or original(self, name)
+    )
+
+
+def test_pipelined_send_raw_delivers_the_exact_bytes(smtp_sink, pipelining):
+    transport = SMTPTransport(smtp_sink.url)
+    try:
+        for rcpt in ("b@example.com", "c@example.com", "d@example.com"):
+            transport.send_raw("bounces@store.example", [rcpt], DATA)
+    finally:
+        transport.close()
+    assert smtp_sink.take_raw() == [DATA, DATA, DATA]
+
+
+@pytest.mark.parametrize(
+    "handler, code, temporary",
+    [
+        (FaultyHandler(refuse={"gone@example.com"}), 550, False),
+        (FaultyHandler(seed=1, temporary_rate=2.0), 451, True),
+    ],
+)
+def test_pipelined_refusals_leave_the_connection_usable(handler, code, temporary, pipelining):
+    controller = start_faulty_smtp(_free_port(), handler)
+    transport = SMTPTransport(f"smtp://127.0.0.1:{controller.port}")
+    try:
+        with pytest.raises(TransportError) as info:
+            transport.send_raw("bounces@store.example", ["gone@example.com"], DATA)
+        assert info.value.code == code and info.value.temporary is temporary
+        if code == 550:  # every answer of the pipelined group was read: the next message goes through
+            transport.send_raw("bounces@store.example", ["fine@example.com"], DATA)
+            assert handler.counts() == {"fine@example.com": 1}
+    finally:
+        transport.close()
+        controller.stop()

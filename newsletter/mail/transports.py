@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox
+import re
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -102,9 +103,11 @@ class SMTPTransport:
     def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
         """Send a complete message as bytes (CRLF, already encoded) on the kept connection.
 
-        A connection found dead before DATA is reopened once (nothing was handed over). One
-        lost *during* DATA may have delivered the message: that raises an ``uncertain``
-        TransportError, never a silent retry that could deliver it twice.
+        With a relay that offers PIPELINING (RFC 2920: Postfix, most services), MAIL, RCPT
+        and DATA go out in one write: two round trips per message instead of four. A
+        connection found dead before the message body is reopened once (nothing was handed
+        over). One lost *during* the body may have delivered it: that raises an
+        ``uncertain`` TransportError, never a silent retry that could deliver it twice.
         """
         options = ["SMTPUTF8"] if not all(a.isascii() for a in [envelope_from, *recipients]) else []
         for attempt in (1, 2):
@@ -112,24 +115,25 @@ class SMTPTransport:
                 self._conn = self._connect()
             conn = self._conn
             try:
-                self._envelope(conn, envelope_from, recipients, options)
+                conn.ehlo_or_helo_if_needed()
+                if conn.has_extn("pipelining"):
+                    self._pipelined_envelope(conn, envelope_from, recipients, options)
+                else:
+                    self._envelope(conn, envelope_from, recipients, options)
+                    code, answer = conn.docmd("DATA")
+                    if code != 354:
+                        self._reset(conn, code)
+                        raise TransportError(
+                            f"DATA refused: {code} {answer!r}", temporary=400 <= code < 500, code=code
+                        )
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._drop()
                 if attempt == 2:
                     raise TransportError(f"connection lost: {exc}", temporary=True) from exc
                 continue
             try:
-                code, answer = conn.data(data)
-                if code != 250:  # smtplib returns the final answer; only sendmail() raises on it
-                    raise smtplib.SMTPDataError(code, answer)
-            except smtplib.SMTPResponseException as exc:
-                if exc.smtp_code == 421:
-                    self._drop()
-                raise TransportError(
-                    f"SMTP {exc.smtp_code} after DATA: {exc.smtp_error!r}",
-                    temporary=400 <= exc.smtp_code < 500,
-                    code=exc.smtp_code,
-                ) from exc
+                conn.send(_dot_stuffed(data))
+                code, answer = conn.getreply()
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self._drop()
                 raise TransportError(
@@ -137,11 +141,38 @@ class SMTPTransport:
                     temporary=False,
                     uncertain=True,
                 ) from exc
+            if code != 250:
+                if code == 421:
+                    self._drop()
+                raise TransportError(
+                    f"SMTP {code} after DATA: {answer!r}", temporary=400 <= code < 500, code=code
+                )
             return
+
+    def _pipelined_envelope(
+        self, conn: smtplib.SMTP, sender: str, recipients: list[str], options: list[str]
+    ) -> None:
+        """MAIL, RCPT... and DATA in one write; every answer read; TransportError unless DATA got 354."""
+        esmtp = " SMTPUTF8" if options and conn.has_extn("smtputf8") else ""
+        commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)}{esmtp}"]
+        commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
+        commands.append("DATA")
+        conn.send("".join(f"{c}\r\n" for c in commands).encode("utf-8" if esmtp else "ascii"))
+        answers = [conn.getreply() for _ in commands]
+        mail, rcpts, data = answers[0], answers[1:-1], answers[-1]
+        refused = mail if mail[0] != 250 else next((a for a in rcpts if a[0] not in (250, 251)), None)
+        if refused is None and data[0] == 354:
+            return
+        if data[0] == 354:  # the relay wants a body anyway: send an empty one, then forget it
+            conn.send(b".\r\n")
+            conn.getreply()
+        code, answer = refused or data
+        self._reset(conn, code)
+        what = "MAIL FROM" if refused is mail else ("recipient" if refused else "DATA")
+        raise TransportError(f"{what} refused: {code} {answer!r}", temporary=400 <= code < 500, code=code)
 
     def _envelope(self, conn: smtplib.SMTP, sender: str, recipients: list[str], options: list[str]) -> None:
         """MAIL FROM and RCPT TO; a refusal becomes TransportError (after RSET the connection stays)."""
-        conn.ehlo_or_helo_if_needed()
         esmtp = ["SMTPUTF8"] if options and conn.has_extn("smtputf8") else []
         code, answer = conn.mail(sender, esmtp)
         if code != 250:
@@ -207,6 +238,14 @@ class SMTPTransport:
             except (OSError, smtplib.SMTPException):
                 pass
             self._drop()
+
+
+def _dot_stuffed(data: bytes) -> bytes:
+    """The message body as sent after DATA: leading dots doubled, CRLF, the final dot line."""
+    body = re.sub(rb"(?m)^\.", b"..", data)
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
 
 
 def make_transport(config: dict) -> Transport:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import redis
-from sqlalchemy import and_, exists, func, insert, literal, select, update
+from sqlalchemy import DateTime, and_, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from newsletter import clock
@@ -35,7 +35,6 @@ from newsletter.models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
-    Suppression,
     SuppressionReason,
     Topic,
     Wave,
@@ -207,24 +206,30 @@ class Ledger:
     """The per-message statements of a batch, each its own transaction (autocommit).
 
     Right before each SMTP transaction one SELECT re-checks the row; right after the relay's
-    250 one UPDATE marks it sent, durable when it returns. Two round trips per message,
-    instead of four with BEGIN and COMMIT around them.
+    250 one UPDATE marks it sent, durable when it returns. Two round trips per message
+    instead of four (no BEGIN and COMMIT around them), and plain DBAPI calls: building and
+    compiling SQLAlchemy statements cost more CPU than the rest of a message's work here.
     """
 
     def __init__(self, session: Session, topic_slug: str, token: str):
         self.connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
         self.token = token
-        topic_id = self.connection.scalar(select(Topic.id).where(Topic.slug == topic_slug))
-        self._check = (
-            select(
-                Delivery.claim_token, Delivery.state, Subscriber.status, Subscription.status, Suppression.id
-            )
-            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-            .outerjoin(
-                Subscription,
-                and_(Subscription.subscriber_id == Subscriber.id, Subscription.topic_id == topic_id),
-            )
-            .outerjoin(Suppression, Suppression.email_hash == Subscriber.email_hash)
+        topic_id = int(self.connection.scalar(select(Topic.id).where(Topic.slug == topic_slug)))
+        dialect = self.connection.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        #: how the dialect stores a datetime (SQLite: a string in SQLAlchemy's format)
+        self._time = DateTime().bind_processor(dialect) or (lambda value: value)
+        self._cursor = self.connection.connection.dbapi_connection.cursor()
+        self._check_sql = (
+            "SELECT d.claim_token, d.state, s.status, sub.status, sup.id FROM deliveries d "
+            "JOIN subscribers s ON s.id = d.subscriber_id "
+            f"LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.topic_id = {topic_id} "
+            "LEFT JOIN suppressions sup ON sup.email_hash = s.email_hash "
+            f"WHERE d.id = {mark}"
+        )
+        self._mark_sql = (
+            f"UPDATE deliveries SET state = {mark}, sent_at = {mark}, message_id = {mark}, reason = NULL, "
+            f"updated_at = {mark} WHERE id = {mark}"
         )
 
     def still_wanted(self, recipient: Recipient) -> str | None:
@@ -233,21 +238,26 @@ class Ledger:
         ``"claim lost"`` when the row is no longer this batch's (taken back as dead after a
         stall); otherwise unsubscribed, topic left or suppressed since the claim.
         """
-        row = self.connection.execute(self._check.where(Delivery.id == recipient.delivery_id)).first()
-        if row is None or row[0] != self.token or row[1] != DeliveryState.SENDING:
+        self._cursor.execute(self._check_sql, (recipient.delivery_id,))
+        row = self._cursor.fetchone()
+        if row is None or row[0] != self.token or row[1] != DeliveryState.SENDING.value:
             return "claim lost"
-        if row[2] != SubscriberStatus.ACTIVE or row[3] != SubscriptionStatus.ACTIVE or row[4] is not None:
+        if (
+            row[2] != SubscriberStatus.ACTIVE.value
+            or row[3] != SubscriptionStatus.ACTIVE.value
+            or row[4] is not None
+        ):
             return "unsubscribed before sending"
         return None
 
     def mark_sent(self, recipient: Recipient, message_id: str) -> None:
-        self.connection.execute(
-            update(Delivery)
-            .where(Delivery.id == recipient.delivery_id)
-            .values(state=DeliveryState.SENT, sent_at=clock.now(), message_id=message_id, reason=None)
+        now = self._time(clock.now())
+        self._cursor.execute(
+            self._mark_sql, (DeliveryState.SENT.value, now, message_id, now, recipient.delivery_id)
         )
 
     def close(self) -> None:
+        self._cursor.close()
         self.connection.close()
 
 
@@ -460,8 +470,15 @@ def _decide(session, conn, config, campaign, recipients, now, report) -> list[Re
         _mark(session, ids, state=DeliveryState.SKIPPED, reason=reason[:300])
         report.skipped += len(ids)
         report.reasons[reason] = report.reasons.get(reason, 0) + len(ids)
-    for delivery_id, at, why in deferred:
-        _mark(session, [delivery_id], state=DeliveryState.DEFERRED, send_after=at, reason=why)
+    if deferred:  # one executemany (ORM bulk UPDATE by primary key), not one statement per row
+        session.execute(
+            update(Delivery),
+            [
+                {"id": delivery_id, "state": DeliveryState.DEFERRED, "send_after": at, "reason": why}
+                for delivery_id, at, why in deferred
+            ],
+        )
+    for _, _, why in deferred:
         report.reasons[why] = report.reasons.get(why, 0) + 1
     report.deferred += len(deferred)
     return to_send
