@@ -55,6 +55,7 @@ PG_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 EXAMPLE = ROOT / "campaigns" / "spring-sale"
 SLUG = "bench-sale"
+PRODUCTS = 3  #: product blocks added to the example's email: ~30 KB on the wire
 
 
 def free_port() -> int:
@@ -82,6 +83,22 @@ def campaign_folder(tmp: Path, now) -> Path:
     """The example sale's email, one wave for everyone now, public in two days."""
     folder = tmp / SLUG
     shutil.copytree(EXAMPLE, folder)
+    # A catalogue of products under the example's text: an email of ~30 KB, as stores send.
+    email = (folder / "email.mjml").read_text("utf-8")
+    products = """{% for n in range(1, PRODUCTS + 1) %}
+<mj-section background-color="#ffffff" padding="8px 24px">
+  <mj-column width="40%">
+    <mj-image src="https://shop.example/static/p{{ n }}.jpg" alt="Product {{ n }}" />
+  </mj-column>
+  <mj-column width="60%">
+    <mj-text font-size="16px" font-weight="bold">Spring product number {{ n }}</mj-text>
+    <mj-text>Hand-made, sustainably sourced, and now {{ 10 + n % 30 }}% off for you.</mj-text>
+    <mj-button href="https://shop.example/products/{{ n }}">See product {{ n }}</mj-button>
+  </mj-column>
+</mj-section>
+{% endfor %}
+""".replace("PRODUCTS", str(PRODUCTS))
+    (folder / "email.mjml").write_text(email.replace("{% endblock %}", products + "{% endblock %}"), "utf-8")
     stamp = "%Y-%m-%dT%H:%M:%SZ"
     (folder / "campaign.toml").write_text(
         "\n".join(
@@ -280,7 +297,7 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         workers = [
-            subprocess.Popen([newsletter, "worker"], env=env, cwd=ROOT, stderr=open(f"/tmp/nlprof/worker{_}.log", "w"))
+            subprocess.Popen([newsletter, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
             for _ in range(workers_count)
         ]
         rss = 0.0
