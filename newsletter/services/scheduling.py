@@ -31,6 +31,25 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of each file of the folder by relative path: what ``schedule`` names after an edit."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+    }
+
+
+def describe_change(before: dict[str, str] | None, after: dict[str, str]) -> str:
+    """``email.mjml changed, notes.md added`` (or a plain "the files changed" without a record)."""
+    if not before:
+        return "the files changed"
+    both = sorted(before.keys() & after.keys())
+    parts = [f"{name} changed" for name in both if before[name] != after[name]]
+    parts += [f"{name} added" for name in sorted(after.keys() - before.keys())]
+    parts += [f"{name} removed" for name in sorted(before.keys() - after.keys())]
+    return ", ".join(parts) or "the files changed"
+
+
 def find(session: Session, slug: str) -> Campaign | None:
     return session.scalar(select(Campaign).where(Campaign.slug == slug))
 
@@ -49,8 +68,10 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
         if existing.content_hash == digest and existing.status != CampaignStatus.CANCELLED:
             return existing  # scheduling the same files twice changes nothing
         if not reschedule:
+            change = describe_change((existing.compiled or {}).get("files"), file_hashes(folder))
             raise ScheduleError(
-                f"{source.slug}: the files changed since it was scheduled; "
+                f"{source.slug}: {change} since it was scheduled "
+                f"(content {existing.content_hash[:12]}, now {digest[:12]}); "
                 "use --reschedule to freeze the new version"
             )
         if any(w.status != WaveStatus.WAITING for w in existing.waves):
@@ -64,6 +85,7 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
     compiled = {
         "sender": sender,
         "envelope_from": parseaddr(sender)[1],
+        "files": file_hashes(folder),
         "waves": {
             (name or "all"): {
                 "subject": email.subject,
