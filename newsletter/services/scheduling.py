@@ -67,6 +67,10 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
     if existing is not None:
         if existing.content_hash == digest and existing.status != CampaignStatus.CANCELLED:
             return existing  # scheduling the same files twice changes nothing
+        if not reschedule and existing.content_hash == digest:  # the same files, cancelled
+            raise ScheduleError(
+                f"{source.slug} is cancelled; use --reschedule to schedule it again (only if no wave started)"
+            )
         if not reschedule:
             change = describe_change((existing.compiled or {}).get("files"), file_hashes(folder))
             raise ScheduleError(
