@@ -105,7 +105,9 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             )
         plans = plan(session, runtime.config, topic, waves, deadline, campaign_id)
     if as_json:
-        click.echo(json.dumps([p.__dict__ for p in plans], default=str, indent=2))
+        # times as in `status --json`: ISO 8601, UTC
+        rows = [{**p.__dict__, "send_at": p.send_at.isoformat() + "Z"} for p in plans]
+        click.echo(json.dumps(rows, indent=2))
         return
     for p in plans:
         click.echo(f"wave {p.name} at {p.send_at:%Y-%m-%d %H:%M} UTC: {p.audience} in the audience")
