@@ -194,11 +194,74 @@ def test_a_broken_folder_is_one_line_and_writes_nothing(app, runtime, tmp_path, 
         assert session.scalar(select(func.count()).select_from(Delivery)) == 0
 
 
+@pytest.mark.parametrize(
+    "toml, mjml",
+    [
+        ("\x00\x01\x02", MJML),
+        ('name = [1, 2\nsubject = """', MJML),
+        (TOML, "{% extends 'missing.mjml' %}"),
+        (TOML, "{% include '../../../etc/passwd' %}"),
+        (TOML, "{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+        (TOML, "{% for x in range(10**9) %}{% endfor %}"),
+        (TOML.replace("send_at", "[[wave]]\nsend_at"), MJML),
+    ],
+)
+def test_hostile_folders_are_problems_with_positions_never_tracebacks(app, runtime, tmp_path, toml, mjml):
+    folder = write_files(tmp_path, toml, mjml, slug="hostile")
+    position = re.compile(re.escape(f"{folder}/") + r"(campaign\.toml|email\.mjml):\d+:\d+: \S.*")
+    for command in ("schedule", "plan"):
+        result = run(app, command, str(folder))
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "Traceback" not in result.output
+        problems = lines(result)
+        assert problems[0].startswith("Error: ")
+        problems[0] = problems[0].removeprefix("Error: ")
+        assert all(position.fullmatch(p) for p in problems), problems  # one line per problem
+    assert count_campaigns(runtime) == 0
+
+
 def test_schedule_and_plan_of_a_missing_folder(app, tmp_path):
     for command in ("schedule", "plan"):
         assert_one_line_error(
             run(app, command, str(tmp_path / "nowhere")), f"{tmp_path / 'nowhere'}: no such campaign folder"
         )
+
+
+def test_a_cancelled_campaign_is_scheduled_again_only_with_reschedule_and_before_any_wave(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    make_subscriber("c@example.com", topics=("newsletter",))
+    start = now_floor()
+    folder = write_campaign(
+        tmp_path, slug="again", topic="newsletter", waves=[("all", "all", start + timedelta(hours=1))]
+    )
+    assert run(app, "schedule", str(folder)).exit_code == 0
+    assert run(app, "cancel", str(folder)).exit_code == 0
+    assert_one_line_error(
+        run(app, "schedule", str(folder)),
+        "again is cancelled; use --reschedule to schedule it again (only if no wave started)",
+    )
+    assert campaign_row(runtime, "again").status == CampaignStatus.CANCELLED
+    again = run(app, "schedule", str(folder), "--reschedule")
+    assert again.exit_code == 0, again.output
+    assert lines(again)[0].startswith("again: scheduled, content ")
+    assert campaign_row(runtime, "again").status == CampaignStatus.SCHEDULED
+
+    # Started, then cancelled: the slug is spent.
+    assert run(app, "send", str(folder), "--now").exit_code == 0
+    tick()  # the wave starts; its batch is queued
+    assert lines(run(app, "cancel", str(folder))) == ["again cancelled: nothing more will be sent"]
+    work()  # the batch finds the campaign cancelled and sends nothing
+    assert smtp_sink.take() == []
+    assert [(r.state, r.reason) for r in rows(runtime, "again")] == [
+        (DeliveryState.SKIPPED, "campaign cancelled")
+    ]
+    assert_one_line_error(
+        run(app, "schedule", str(folder), "--reschedule"),
+        "again: a wave has started; cancel it and schedule a new slug instead",
+    )
 
 
 # --- plan ----------------------------------------------------------------------------------------
@@ -268,7 +331,7 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
     expected_json = [
         {
             "name": "vip",
-            "send_at": str(vip_at),
+            "send_at": vip_at.isoformat() + "Z",
             "audience": 2,
             "suppressed": 0,
             "now": 2,
@@ -277,7 +340,7 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
         },
         {
             "name": "everyone",
-            "send_at": str(all_at),
+            "send_at": all_at.isoformat() + "Z",
             "audience": 7,
             "suppressed": 1,
             "now": 1,
