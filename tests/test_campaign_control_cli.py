@@ -10,6 +10,7 @@ import json
 import math
 import re
 import threading
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from newsletter.runtime import set_runtime
 from newsletter.services import links, scheduling, suppression
 from tests.campaign_helpers import MJML, TOML
 from tests.campaign_helpers import write_campaign as write_files
-from tests.sending_helpers import add_customer, now_floor, recipients, rows, write_campaign
+from tests.sending_helpers import add_customer, now_floor, recipients, rows, run_engine, write_campaign
 from tests.test_cli import env_for
 from tests.test_sending import night_zone
 
@@ -366,6 +367,40 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
     tick()
     work()
     assert smtp_sink.take() == []
+
+    # Then the engine, under the same rules, does what the plan said.
+    engine_app = make_app(**settings)  # the workers' runtime from now on
+    engine = engine_app.extensions["newsletter"]
+    clock.travel(vip_at - clock.now() + timedelta(minutes=1))
+    run_engine(engine, work)
+    assert sorted(recipients(smtp_sink.take())) == ["v0@example.com", "v1@example.com"]
+    # Once the VIP wave has gone, the plan of the scheduled campaign is the second wave alone.
+    rest = run(engine_app, "plan", str(sale), "--json", **settings)
+    assert json.loads(rest.output) == expected_json[1:]
+
+    clock.travel(all_at - clock.now() + timedelta(minutes=1))
+    run_engine(engine, work)
+    assert recipients(smtp_sink.take()) == {"plain@example.com": 1}
+    outcome = [(r.state.value, r.reason) for r in rows(runtime, "test-sale")]
+    ledger = Counter((r.state.value, (r.reason or "").split(":")[0]) for r in rows(runtime, "test-sale"))
+    assert ledger == {
+        ("sent", ""): 3,
+        ("skipped", "suppressed"): 1,
+        ("deferred", "quiet hours"): 1,
+        ("deferred", "paused"): 1,
+        ("deferred", "frequency cap"): 1,
+        ("skipped", "paused"): 1,
+        ("skipped", "frequency cap"): 1,
+    }, outcome
+    # ... and the deferred ones go out before the deadline.
+    clock.travel(public_at - clock.now() - timedelta(minutes=5))
+    run_engine(engine, work)
+    assert sorted(recipients(smtp_sink.take())) == [
+        "capped@example.com",
+        "paused@example.com",
+        "tokyo@example.com",
+    ]
+    assert Counter(r.state.value for r in rows(runtime, "test-sale")) == {"sent": 6, "skipped": 3}
 
 
 # --- send, pause, resume, cancel ---------------------------------------------------------------------
