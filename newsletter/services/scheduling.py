@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -182,6 +183,9 @@ def send_now(session: Session, campaign: Campaign, now: datetime) -> Control:
     return Control(True, f"{campaign.slug}: wave {waiting[0].name!r} starts at the next tick")
 
 
+_PAST_DEADLINE = re.compile(r": next allowed [-0-9]+ [0-9:]+ UTC, after the deadline$")
+
+
 def progress(session: Session, campaign: Campaign) -> dict:
     """Counts per state per wave, the reasons of skips, deferrals and failures, and redemptions."""
     rows = session.execute(
@@ -206,8 +210,12 @@ def progress(session: Session, campaign: Campaign) -> dict:
         wave["states"][state] = wave["states"].get(state, 0) + n
         wave["redemptions"] += redeemed
         if reason and state in ("skipped", "deferred", "failed", "uncertain"):
-            # retry reasons carry the SMTP answer; group them by their first words
-            key = f"{state}: {reason.split(':')[0] if reason.startswith('retry') else reason}"
+            # retry reasons carry the SMTP answer, skips past the deadline each person's next
+            # allowed time: group them by what they say, not by those details
+            if reason.startswith("retry"):
+                reason = reason.split(":")[0]
+            reason = _PAST_DEADLINE.sub(", next allowed after the deadline", reason)
+            key = f"{state}: {reason}"
             wave["reasons"][key] = wave["reasons"].get(key, 0) + n
     return {
         "campaign": campaign.slug,
