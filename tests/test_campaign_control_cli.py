@@ -586,6 +586,44 @@ def test_status_counts_states_reasons_and_redemptions_per_wave(
     }
 
 
+def test_status_groups_skips_past_the_deadline_whatever_each_persons_next_allowed_time(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    start = now_floor()
+    public_at = start + timedelta(days=1)
+    make_subscriber("here@example.com", topics=("early-access",))
+    for days in (2, 3, 4):
+        make_subscriber(f"away{days}@example.com", topics=("early-access",))
+        with runtime.sessions() as session:
+            session.execute(
+                update(Subscriber)
+                .where(Subscriber.email == f"away{days}@example.com")
+                .values(paused_until=start + timedelta(days=days))
+            )
+            session.commit()
+    folder = write_campaign(tmp_path, slug="grouped", waves=[("all", "all", start)], public_at=public_at)
+    assert run(app, "schedule", str(folder)).exit_code == 0
+    assert run(app, "send", str(folder), "--now").exit_code == 0
+    run_engine(runtime, work)
+    assert recipients(smtp_sink.take()) == {"here@example.com": 1}
+    # the ledger keeps each person's own reason ...
+    reasons = sorted(r.reason for r in rows(runtime, "grouped") if r.state == DeliveryState.SKIPPED)
+    assert reasons == [
+        f"paused: next allowed {start + timedelta(days=d):%Y-%m-%d %H:%M} UTC, after the deadline"
+        for d in (2, 3, 4)
+    ]
+    # ... and status counts them as one reason, not one line per minute.
+    status = run(app, "status", str(folder))
+    assert status.exit_code == 0, status.output
+    assert lines(status)[0] == "grouped: done"
+    assert re.fullmatch(r"  wave all \(done, starts [-0-9T:.]+Z\): 1 sent, 3 skipped", lines(status)[1])
+    assert lines(status)[2:] == ["    3 skipped: paused, next allowed after the deadline"]
+    data = json.loads(run(app, "status", str(folder), "--json").output)
+    assert data["waves"]["all"]["reasons"] == {"skipped: paused, next allowed after the deadline": 3}
+
+
 class _Who:
     """What links need of a subscriber: the id and the address hash."""
 
