@@ -109,6 +109,8 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
         rows = [{**p.__dict__, "send_at": p.send_at.isoformat() + "Z"} for p in plans]
         click.echo(json.dumps(rows, indent=2))
         return
+    if not plans:
+        click.echo(f"{_slug(path)}: every wave has started; nothing left to plan (see `campaign status`)")
     for p in plans:
         click.echo(f"wave {p.name} at {p.send_at:%Y-%m-%d %H:%M} UTC: {p.audience} in the audience")
         click.echo(f"  {p.suppressed} suppressed, {p.now} sent at the start")
