@@ -401,6 +401,11 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
         "tokyo@example.com",
     ]
     assert Counter(r.state.value for r in rows(runtime, "test-sale")) == {"sent": 6, "skipped": 3}
+    # Every wave has started: nothing left to plan, and the plan says so.
+    done = run(engine_app, "plan", str(sale), **settings)
+    assert done.exit_code == 0, done.output
+    assert lines(done) == ["test-sale: every wave has started; nothing left to plan (see `campaign status`)"]
+    assert json.loads(run(engine_app, "plan", str(sale), "--json", **settings).output) == []
 
 
 # --- send, pause, resume, cancel ---------------------------------------------------------------------
@@ -442,6 +447,7 @@ def test_send_now_pause_resume_cancel_and_what_is_not_applicable(
     assert lines(paused) == ["news paused: workers stop at their next message"]
     assert campaign_row(runtime, "news").status == CampaignStatus.PAUSED
     assert_one_line_error(run(app, "pause", str(folder)), "news is paused; nothing to pause")
+    assert lines(run(app, "status", str(folder)))[0] == "news: paused (paused by an operator)"
     assert_one_line_error(run(app, "send", str(folder), "--now"), "news: no waiting wave to start (paused)")
     resumed = run(app, "resume", str(folder))
     assert resumed.exit_code == 0, resumed.output
