@@ -183,7 +183,13 @@ def _control(app: Flask, path: str, action) -> None:
 @click.argument("path")
 @click.option("--follow", is_flag=True, help="Show a progress bar until the campaign is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes with --follow.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between refreshes with --follow.",
+)
 @with_app
 def status_command(app: Flask, path: str, follow: bool, as_json: bool, interval: float) -> None:
     """Counts per state per wave (and early-access redemptions)."""
