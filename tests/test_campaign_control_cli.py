@@ -688,6 +688,12 @@ def test_status_follow_ends_when_the_campaign_is_done_and_shows_the_final_counts
     assert len(recipients(smtp_sink.take())) == 5
 
 
+def test_status_follow_refuses_an_interval_that_is_not_positive(app, tmp_path):
+    result = run(app, "status", "anything", "--follow", "--interval", "-1")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "Invalid value for '--interval'" in result.output
+
+
 def test_status_follow_of_a_finished_campaign_returns_at_once(
     make_app, make_subscriber, smtp_sink, work, tmp_path
 ):
