@@ -28,8 +28,11 @@ def with_app(func):
             app = create_app()
         except ConfigError as exc:
             raise click.ClickException(f"configuration: {exc}") from None
-        with app.app_context():
-            return func(app, *args, **kwargs)
+        try:
+            with app.app_context():
+                return func(app, *args, **kwargs)
+        finally:
+            app.extensions["newsletter"].engine.dispose()  # no pooled connection outlives the command
 
     return wrapper
 

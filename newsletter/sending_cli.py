@@ -105,8 +105,12 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             )
         plans = plan(session, runtime.config, topic, waves, deadline, campaign_id)
     if as_json:
-        click.echo(json.dumps([p.__dict__ for p in plans], default=str, indent=2))
+        # times as in `status --json`: ISO 8601, UTC
+        rows = [{**p.__dict__, "send_at": p.send_at.isoformat() + "Z"} for p in plans]
+        click.echo(json.dumps(rows, indent=2))
         return
+    if not plans:
+        click.echo(f"{_slug(path)}: every wave has started; nothing left to plan (see `campaign status`)")
     for p in plans:
         click.echo(f"wave {p.name} at {p.send_at:%Y-%m-%d %H:%M} UTC: {p.audience} in the audience")
         click.echo(f"  {p.suppressed} suppressed, {p.now} sent at the start")
@@ -179,7 +183,13 @@ def _control(app: Flask, path: str, action) -> None:
 @click.argument("path")
 @click.option("--follow", is_flag=True, help="Show a progress bar until the campaign is done.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between refreshes with --follow.")
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Seconds between refreshes with --follow.",
+)
 @with_app
 def status_command(app: Flask, path: str, follow: bool, as_json: bool, interval: float) -> None:
     """Counts per state per wave (and early-access redemptions)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -31,6 +32,25 @@ def content_hash(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of each file of the folder by relative path: what ``schedule`` names after an edit."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(p for p in folder.rglob("*") if p.is_file())
+    }
+
+
+def describe_change(before: dict[str, str] | None, after: dict[str, str]) -> str:
+    """``email.mjml changed, notes.md added`` (or a plain "the files changed" without a record)."""
+    if not before:
+        return "the files changed"
+    both = sorted(before.keys() & after.keys())
+    parts = [f"{name} changed" for name in both if before[name] != after[name]]
+    parts += [f"{name} added" for name in sorted(after.keys() - before.keys())]
+    parts += [f"{name} removed" for name in sorted(before.keys() - after.keys())]
+    return ", ".join(parts) or "the files changed"
+
+
 def find(session: Session, slug: str) -> Campaign | None:
     return session.scalar(select(Campaign).where(Campaign.slug == slug))
 
@@ -48,9 +68,15 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
     if existing is not None:
         if existing.content_hash == digest and existing.status != CampaignStatus.CANCELLED:
             return existing  # scheduling the same files twice changes nothing
-        if not reschedule:
+        if not reschedule and existing.content_hash == digest:  # the same files, cancelled
             raise ScheduleError(
-                f"{source.slug}: the files changed since it was scheduled; "
+                f"{source.slug} is cancelled; use --reschedule to schedule it again (only if no wave started)"
+            )
+        if not reschedule:
+            change = describe_change((existing.compiled or {}).get("files"), file_hashes(folder))
+            raise ScheduleError(
+                f"{source.slug}: {change} since it was scheduled "
+                f"(content {existing.content_hash[:12]}, now {digest[:12]}); "
                 "use --reschedule to freeze the new version"
             )
         if any(w.status != WaveStatus.WAITING for w in existing.waves):
@@ -64,6 +90,7 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
     compiled = {
         "sender": sender,
         "envelope_from": parseaddr(sender)[1],
+        "files": file_hashes(folder),
         "waves": {
             (name or "all"): {
                 "subject": email.subject,
@@ -156,6 +183,9 @@ def send_now(session: Session, campaign: Campaign, now: datetime) -> Control:
     return Control(True, f"{campaign.slug}: wave {waiting[0].name!r} starts at the next tick")
 
 
+_PAST_DEADLINE = re.compile(r": next allowed [-0-9]+ [0-9:]+ UTC, after the deadline$")
+
+
 def progress(session: Session, campaign: Campaign) -> dict:
     """Counts per state per wave, the reasons of skips, deferrals and failures, and redemptions."""
     rows = session.execute(
@@ -180,8 +210,12 @@ def progress(session: Session, campaign: Campaign) -> dict:
         wave["states"][state] = wave["states"].get(state, 0) + n
         wave["redemptions"] += redeemed
         if reason and state in ("skipped", "deferred", "failed", "uncertain"):
-            # retry reasons carry the SMTP answer; group them by their first words
-            key = f"{state}: {reason.split(':')[0] if reason.startswith('retry') else reason}"
+            # retry reasons carry the SMTP answer, skips past the deadline each person's next
+            # allowed time: group them by what they say, not by those details
+            if reason.startswith("retry"):
+                reason = reason.split(":")[0]
+            reason = _PAST_DEADLINE.sub(", next allowed after the deadline", reason)
+            key = f"{state}: {reason}"
             wave["reasons"][key] = wave["reasons"].get(key, 0) + n
     return {
         "campaign": campaign.slug,
