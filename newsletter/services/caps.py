@@ -133,8 +133,11 @@ for i = 3, #ARGV, 2 do
   end
 end
 if earliest > 0 then return earliest end
+-- keep 30 days of history even without rules, so caps set later see recent sends
+if longest < 2592000000 then longest = 2592000000 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - longest))
 redis.call('ZADD', KEYS[1], now, ARGV[2])
-if longest > 0 then redis.call('PEXPIRE', KEYS[1], longest) end
+redis.call('PEXPIRE', KEYS[1], longest)
 return 0
 """
 
