@@ -379,9 +379,9 @@ def demo(keep_going: bool) -> None:
 cli.add_command(partners)
 cli.add_command(campaign)
 
-from newsletter.sending_cli import COMMANDS as _SENDING_COMMANDS  # noqa: E402 - needs with_app above
+from newsletter.campaigns.control_cli import COMMANDS as _CONTROL_COMMANDS  # noqa: E402 - needs with_app
 
-for _command in _SENDING_COMMANDS:
+for _command in _CONTROL_COMMANDS:
     campaign.add_command(_command)
 
 
