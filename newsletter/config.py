@@ -182,6 +182,9 @@ SETTINGS: dict[str, Setting] = {
         _int, 0, "marketing messages per second across all workers; 0 = as fast as the relay takes"
     ),
     "BATCH_SIZE": Setting(_int, 500, "recipients per sending job"),
+    "SEND_CONNECTIONS": Setting(
+        _int, 4, "SMTP connections (threads) per sending job, each with its own slice; 1 on SQLite"
+    ),
     "PAUSE_AFTER_ERRORS": Setting(_int, 20, "consecutive send errors after which a campaign pauses itself"),
     "STALE_CLAIM_SECONDS": Setting(
         _int, 60, "a batch whose worker stopped beating this long is taken up again"

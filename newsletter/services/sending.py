@@ -256,6 +256,14 @@ class Ledger:
             self._mark_sql, (DeliveryState.SENT.value, now, message_id, now, recipient.delivery_id)
         )
 
+    def reset_error_streak(self, campaign_id: int) -> None:
+        """A message went through: the campaign's run of consecutive errors is over."""
+        self.connection.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.error_streak > 0)
+            .values(error_streak=0)
+        )
+
     def close(self) -> None:
         self._cursor.close()
         self.connection.close()
@@ -368,6 +376,7 @@ def send_batch(
     skeletons = skeletons_for(campaign)
     limiter = RateLimiter(conn, config["SEND_RATE"])
     ledger = Ledger(session, campaign.topic_slug, token)
+    errors_since_success = 0
     try:
         for index, recipient in enumerate(to_send):
             if time.monotonic() - last_beat > beat_every:
@@ -403,6 +412,7 @@ def send_batch(
                 transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
             except TransportError as exc:
                 stop = _on_error(session, conn, config, campaign, recipient, exc, report)
+                errors_since_success += 1
                 commit()
                 if stop:
                     _release(session, conn, to_send[index + 1 :], DeliveryState.QUEUED)
@@ -411,9 +421,9 @@ def send_batch(
                 continue
             # durable before the next SMTP transaction starts: the crash-safety invariant
             ledger.mark_sent(recipient, message_id)
-            if campaign.error_streak:
-                campaign.error_streak = 0
-                commit()
+            if errors_since_success:
+                ledger.reset_error_streak(campaign.id)
+                errors_since_success = 0
             report.sent += 1
     finally:
         ledger.close()
@@ -515,14 +525,25 @@ def _on_error(session, conn, config, campaign, recipient, exc: TransportError, r
             suppression.suppress(
                 session, recipient.email_hash, SuppressionReason.BOUNCED, f"smtp:{exc.code}", str(exc)[:300]
             )
-    campaign.error_streak += 1
-    if campaign.error_streak >= config["PAUSE_AFTER_ERRORS"]:
-        campaign.status = CampaignStatus.PAUSED
-        campaign.pause_reason = (
-            f"paused itself after {campaign.error_streak} consecutive send errors; last: {exc}"
-        )[:1000]
-        report.stopped = campaign.pause_reason
-        log.warning("campaign %s: %s", campaign.slug, campaign.pause_reason)
+    # One counter in the campaign's row, shared by every thread and worker sending it.
+    streak, status = session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign.id)
+        .values(error_streak=Campaign.error_streak + 1)
+        .returning(Campaign.error_streak, Campaign.status)
+    ).one()
+    if status == CampaignStatus.PAUSED:
+        report.stopped = "campaign paused"
+        return True
+    if streak >= config["PAUSE_AFTER_ERRORS"]:
+        reason = f"paused itself after {streak} consecutive send errors; last: {exc}"[:1000]
+        session.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.SENDING)
+            .values(status=CampaignStatus.PAUSED, pause_reason=reason)
+        )
+        report.stopped = reason
+        log.warning("campaign %s: %s", campaign.slug, reason)
         return True
     return False
 
