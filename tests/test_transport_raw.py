@@ -91,3 +91,18 @@ def test_pipelined_refusals_leave_the_connection_usable(handler, code, temporary
     finally:
         transport.close()
         controller.stop()
+
+
+@pytest.mark.parametrize(
+    "data, wire",
+    [
+        (b"a\r\n.b\r\n", b"a\r\n..b\r\n.\r\n"),
+        (b".first\r\n..two\r\n", b"..first\r\n...two\r\n.\r\n"),
+        (b"no final newline", b"no final newline\r\n.\r\n"),
+        (b"a.\r\nb", b"a.\r\nb\r\n.\r\n"),
+    ],
+)
+def test_dot_stuffing_doubles_every_leading_dot_and_ends_the_body(data, wire):
+    from newsletter.mail.transports import _dot_stuffed
+
+    assert _dot_stuffed(data) == wire

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import mailbox
-import re
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -242,7 +241,10 @@ class SMTPTransport:
 
 def _dot_stuffed(data: bytes) -> bytes:
     """The message body as sent after DATA: leading dots doubled, CRLF, the final dot line."""
-    body = re.sub(rb"(?m)^\.", b"..", data)
+    # bytes.replace runs in C at memory speed; a regex over a 30 KB body cost more than the rest
+    body = data.replace(b"\r\n.", b"\r\n..")
+    if body.startswith(b"."):
+        body = b"." + body
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
     return body + b".\r\n"

@@ -7,6 +7,7 @@ signs with the last key of the list and accepts any of them.
 from __future__ import annotations
 
 import enum
+import functools
 from datetime import UTC
 from typing import Any
 
@@ -44,8 +45,13 @@ class _ClockSigner(TimestampSigner):
 
 
 def _serializer(config: dict, purpose: Purpose) -> URLSafeTimedSerializer:
-    keys = [*reversed(config["SECRET_KEY_FALLBACKS"]), config["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt=purpose.value, signer=_ClockSigner)
+    return _cached_serializer(config["SECRET_KEY"], tuple(config["SECRET_KEY_FALLBACKS"]), purpose)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_serializer(key: str, fallbacks: tuple[str, ...], purpose: Purpose) -> URLSafeTimedSerializer:
+    # Built once per key set and purpose: a campaign makes three links per recipient.
+    return URLSafeTimedSerializer([*reversed(fallbacks), key], salt=purpose.value, signer=_ClockSigner)
 
 
 def make_token(config: dict, purpose: Purpose, payload: Any) -> str:
