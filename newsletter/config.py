@@ -181,7 +181,7 @@ SETTINGS: dict[str, Setting] = {
     "SEND_RATE": Setting(
         _int, 0, "marketing messages per second across all workers; 0 = as fast as the relay takes"
     ),
-    "BATCH_SIZE": Setting(_int, 500, "recipients per sending job"),
+    "BATCH_SIZE": Setting(_int, 1000, "recipients per sending job (cut into SEND_CONNECTIONS slices)"),
     "SEND_CONNECTIONS": Setting(
         _int, 4, "SMTP connections (threads) per sending job, each with its own slice; 1 on SQLite"
     ),
