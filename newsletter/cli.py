@@ -6,35 +6,15 @@ import json
 import logging
 import secrets
 import sys
-from functools import wraps
 from pathlib import Path
 
 import click
 from flask import Flask
 
 from newsletter.campaigns.cli import campaign
+from newsletter.cli_support import with_app
 from newsletter.config import ConfigError
 from newsletter.partners.cli import partners
-
-
-def with_app(func):
-    """Build the app (one-line error on bad configuration) and pass it first."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        from newsletter import create_app
-
-        try:
-            app = create_app()
-        except ConfigError as exc:
-            raise click.ClickException(f"configuration: {exc}") from None
-        try:
-            with app.app_context():
-                return func(app, *args, **kwargs)
-        finally:
-            app.extensions["newsletter"].engine.dispose()  # no pooled connection outlives the command
-
-    return wrapper
 
 
 @click.group()
@@ -378,11 +358,6 @@ def demo(keep_going: bool) -> None:
 
 cli.add_command(partners)
 cli.add_command(campaign)
-
-from newsletter.campaigns.control_cli import COMMANDS as _CONTROL_COMMANDS  # noqa: E402 - needs with_app
-
-for _command in _CONTROL_COMMANDS:
-    campaign.add_command(_command)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -209,3 +209,14 @@ def list_campaigns(root: str) -> None:
             label += " (files now invalid)"
         name = report.campaign.name if report.campaign else ""
         click.echo(f"{folder.name:<30} {label:<12} {name}".rstrip())
+
+
+def _add_control_commands() -> None:
+    """schedule, plan, send, pause, resume, cancel and status live in control_cli.py."""
+    from newsletter.campaigns.control_cli import COMMANDS
+
+    for command in COMMANDS:
+        campaign.add_command(command)
+
+
+_add_control_commands()

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
-from newsletter.cli import with_app
+from newsletter.cli_support import with_app
 
 DONE_STATES = ("sent", "skipped", "failed", "uncertain")
 

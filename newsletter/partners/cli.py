@@ -5,33 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from functools import wraps
 from pathlib import Path
 
 import click
 from flask import Flask
 
-from newsletter.config import ConfigError
-
-
-def with_app(func):
-    """Build the app (one-line error on bad configuration) and pass it first."""
-
-    @wraps(func)
-    def wrapper(*args, **kwargs):
-        from newsletter import create_app
-
-        try:
-            app = create_app()
-        except ConfigError as exc:
-            raise click.ClickException(f"configuration: {exc}") from None
-        try:
-            with app.app_context():
-                return func(app, *args, **kwargs)
-        finally:
-            app.extensions["newsletter"].engine.dispose()
-
-    return wrapper
+from newsletter.cli_support import with_app
 
 
 def _fail(exc: Exception, file: str | None = None):
