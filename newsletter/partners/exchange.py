@@ -232,18 +232,7 @@ def import_contacts(
     topic_ids = [known_topics[t].id for t in topics]
     _plan_each_batch(session)
     now = clock.now()
-    log = PartnerImport(
-        partner_id=partner.id,
-        kind="contacts",
-        file_sha256=envelope.sha256,
-        file_created_at=envelope.created_at,
-        imported_at=now,
-        channel=channel,
-        records=envelope.records,
-        report={},
-    )
-    session.add(log)
-    session.flush()
+    log = _record_import(session, partner, "contacts", envelope, channel, now)
     report = ImportReport(records=envelope.records, file_sha256=envelope.sha256, import_id=log.id)
     batch: list[Contact] = []
     for line, value in files.records(handle, envelope):
@@ -506,18 +495,7 @@ def import_suppressions(
         handle, partner.secret, kind=files.SUPPRESSIONS, sender=partner.id, recipient=store_id
     )
     now = clock.now()
-    log = PartnerImport(
-        partner_id=partner.id,
-        kind="suppressions",
-        file_sha256=envelope.sha256,
-        file_created_at=envelope.created_at,
-        imported_at=now,
-        channel=channel,
-        records=envelope.records,
-        report={},
-    )
-    session.add(log)
-    session.flush()
+    log = _record_import(session, partner, "suppressions", envelope, channel, now)
     report = SuppressionReport(records=envelope.records, file_sha256=envelope.sha256)
     dialect = session.get_bind().dialect.name
     upsert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
@@ -554,3 +532,20 @@ def import_suppressions(
     log.report = report.as_dict()
     session.flush()
     return report
+
+
+def _record_import(session: Session, partner, kind: str, envelope, channel: str, now) -> PartnerImport:
+    """The import's row (file hash, creation time, channel); its report is filled in at the end."""
+    log = PartnerImport(
+        partner_id=partner.id,
+        kind=kind,
+        file_sha256=envelope.sha256,
+        file_created_at=envelope.created_at,
+        imported_at=now,
+        channel=channel,
+        records=envelope.records,
+        report={},
+    )
+    session.add(log)
+    session.flush()
+    return log
