@@ -345,7 +345,8 @@ def test_consecutive_errors_pause_the_campaign_with_the_reason(
 def test_pause_stops_at_the_next_message_and_resume_sends_the_rest_once(
     make_app, make_subscriber, smtp_sink, work, tmp_path, monkeypatch
 ):
-    app = make_app(**NO_CAPS)
+    # One slice, so "the next message" is one message (parallel slices each stop at their next)
+    app = make_app(SEND_CONNECTIONS="1", **NO_CAPS)
     runtime = app.extensions["newsletter"]
     for i in range(8):
         make_subscriber(f"q{i}@example.com", topics=("newsletter",))
