@@ -494,6 +494,16 @@ def test_resume_pause_and_send_of_a_done_campaign_fail(make_app, make_subscriber
     assert_one_line_error(run(app, "send", str(folder), "--now"), "done: no waiting wave to start (done)")
 
 
+def test_plan_of_a_cancelled_campaign_says_nothing_will_be_sent(app, runtime, tmp_path):
+    folder = write_campaign(tmp_path, slug="gone", topic="newsletter", waves=[("all", "all", now_floor())])
+    assert run(app, "schedule", str(folder)).exit_code == 0
+    assert run(app, "cancel", str(folder)).exit_code == 0
+    result = run(app, "plan", str(folder))
+    assert result.exit_code == 0 and lines(result) == [
+        "gone is cancelled: nothing will be sent (see `campaign status`)"
+    ]
+
+
 @pytest.mark.parametrize(
     "args",
     [["send", "{}", "--now"], ["pause", "{}"], ["resume", "{}"], ["cancel", "{}"], ["status", "{}"]],

@@ -78,12 +78,16 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
     from newsletter.campaigns.files import as_utc
     from newsletter.campaigns.site import site_context, topics_from_db
     from newsletter.campaigns.validation import validate_campaign
+    from newsletter.models import CampaignStatus
     from newsletter.services.planning import PlannedWave, plan
     from newsletter.services.scheduling import find
 
     runtime = app.extensions["newsletter"]
     with runtime.sessions() as session:
         campaign = find(session, _slug(path))
+        if campaign is not None and campaign.status == CampaignStatus.CANCELLED:
+            click.echo(f"{campaign.slug} is cancelled: nothing will be sent (see `campaign status`)")
+            return
         if campaign is not None:
             waves = [
                 PlannedWave(w.name, w.audience, w.send_at) for w in campaign.waves if w.started_at is None

@@ -179,7 +179,7 @@ def send_now(session: Session, campaign: Campaign, now: datetime) -> Control:
     waiting = [w for w in campaign.waves if w.status == WaveStatus.WAITING]
     if not waiting or campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
         return Control(False, f"{campaign.slug}: no waiting wave to start ({campaign.status.value})")
-    waiting[0].send_at = now
+    waiting[0].send_at = now.replace(microsecond=0)  # whole seconds: what status shows
     return Control(True, f"{campaign.slug}: wave {waiting[0].name!r} starts at the next tick")
 
 
