@@ -116,10 +116,9 @@ def _sqlite_template(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def _pg_schema_url() -> Iterator[str]:
-    """A fresh schema in the ``test`` database, migrated once for the session."""
-    schema = f"nl_test_{uuid.uuid4().hex[:8]}"
+def migrated_pg_schema(prefix: str) -> Iterator[str]:
+    """A fresh schema in the ``test`` database, migrated; dropped when the generator ends."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
@@ -131,14 +130,8 @@ def _pg_schema_url() -> Iterator[str]:
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    """Every test that uses the database runs on SQLite and on PostgreSQL."""
-    if request.param == "sqlite":
-        path = tmp_path / "newsletter.sqlite3"
-        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url = request.getfixturevalue("_pg_schema_url")
+def emptied(url: str) -> str:
+    """Empty every table of a migrated PostgreSQL schema but the seeded ones; returns the URL."""
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         tables = [
@@ -154,6 +147,22 @@ def database_url(request, tmp_path) -> str:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
     return url
+
+
+@pytest.fixture(scope="session")
+def _pg_schema_url() -> Iterator[str]:
+    """A fresh schema in the ``test`` database, migrated once for the session."""
+    yield from migrated_pg_schema("nl_test")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """Every test that uses the database runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "newsletter.sqlite3"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        return f"sqlite:///{path}"
+    return emptied(request.getfixturevalue("_pg_schema_url"))
 
 
 # --- The app -----------------------------------------------------------------------------

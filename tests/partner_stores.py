@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -19,12 +18,11 @@ import redis
 from click.testing import CliRunner, Result
 from flask import Flask
 from rq import SimpleWorker
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from newsletter.cli import cli
-from newsletter.migrate import upgrade
 from newsletter.runtime import QUEUES, Runtime, get_runtime, set_runtime
-from tests.conftest import PG_URL, REDIS_URL, csrf_token
+from tests.conftest import REDIS_URL, csrf_token, emptied, migrated_pg_schema
 
 #: the second store's Redis database (the first uses NEWSLETTER_TEST_REDIS_URL)
 REDIS_URL_B = os.environ.get("NEWSLETTER_TEST_REDIS_URL_B", "redis://127.0.0.1:6379/14")
@@ -33,16 +31,7 @@ SECRET = "pair-secret-" + "s" * 40
 
 @pytest.fixture(scope="session")
 def _pg_schema_url_b() -> Iterator[str]:
-    schema = f"nl_test_b_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    upgrade(url)
-    yield url
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    yield from migrated_pg_schema("nl_test_b")
 
 
 @pytest.fixture
@@ -52,21 +41,7 @@ def second_database_url(request, database_url, tmp_path) -> str:
         path = tmp_path / "store-b.sqlite3"
         shutil.copy(request.getfixturevalue("_sqlite_template"), path)
         return f"sqlite:///{path}"
-    url = request.getfixturevalue("_pg_schema_url_b")
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                text(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                    "AND tablename NOT IN ('topics', 'alembic_version')"
-                )
-            )
-        ]
-        conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-    return url
+    return emptied(request.getfixturevalue("_pg_schema_url_b"))
 
 
 @pytest.fixture
