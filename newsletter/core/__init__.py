@@ -1,0 +1,1 @@
+"""Infrastructure every feature shares: settings, database, clock, runtime (Redis, queues), migrations."""

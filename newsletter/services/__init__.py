@@ -1,1 +1,0 @@
-"""The domain: plain functions with explicit arguments. They flush; callers commit."""

@@ -1,0 +1,1 @@
+"""Subscribers: signup, confirmation, preferences, consent, suppression, limits, imports and data rights."""

@@ -1,1 +1,0 @@
-"""Pages subscribers see: signup and confirmation."""
