@@ -30,8 +30,8 @@ from sqlalchemy import create_engine, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter import clock  # noqa: E402
-from newsletter.migrate import upgrade  # noqa: E402
+from newsletter.core import clock  # noqa: E402
+from newsletter.core.migrate import upgrade  # noqa: E402
 from newsletter.partners import files  # noqa: E402
 
 PG_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -64,11 +64,11 @@ def generate(path: Path, count: int) -> None:
 
 def child(database_url: str, path: str) -> None:
     """Import one file into a migrated database; print a JSON line with the figures."""
-    from newsletter.db import make_engine, make_session_factory
+    from newsletter.core.db import make_engine, make_session_factory
+    from newsletter.core.runtime import Runtime
     from newsletter.partners import exchange
     from newsletter.partners.invitations import enqueue_invitations
     from newsletter.partners.registry import add_partner
-    from newsletter.runtime import Runtime
 
     config = {
         "STORE_ID": "store-b",

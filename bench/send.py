@@ -35,9 +35,9 @@ from sqlalchemy import create_engine, func, insert, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter import clock  # noqa: E402
+from newsletter.core import clock  # noqa: E402
+from newsletter.core.migrate import upgrade  # noqa: E402
 from newsletter.mail.skeleton import build_skeleton, personalise  # noqa: E402
-from newsletter.migrate import upgrade  # noqa: E402
 from newsletter.models import (  # noqa: E402
     Campaign,
     Delivery,

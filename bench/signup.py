@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter.migrate import upgrade  # noqa: E402
+from newsletter.core.migrate import upgrade  # noqa: E402
 from newsletter.models import OutboxEmail  # noqa: E402
 
 PG_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

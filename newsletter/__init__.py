@@ -9,8 +9,8 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the web application from defaults, instance/config.toml and NEWSLETTER_* variables."""
-    from newsletter.runtime import default_instance_path
-    from newsletter.services.rendering import TEMPLATES
+    from newsletter.core.runtime import default_instance_path
+    from newsletter.mail.templates import TEMPLATES
     from newsletter.web import setup
 
     app = Flask(

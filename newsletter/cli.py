@@ -13,7 +13,7 @@ from flask import Flask
 
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
-from newsletter.config import ConfigError
+from newsletter.core.config import ConfigError
 from newsletter.partners.cli import partners
 
 
@@ -28,7 +28,7 @@ def cli() -> None:
 @cli.command()
 def init() -> None:
     """Create the instance folder with a config.toml holding a fresh secret key."""
-    from newsletter.runtime import default_instance_path
+    from newsletter.core.runtime import default_instance_path
 
     instance = default_instance_path()
     instance.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,7 @@ def db() -> None:
 @with_app
 def db_upgrade(app: Flask, revision: str) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from newsletter.migrate import upgrade
+    from newsletter.core.migrate import upgrade
 
     upgrade(app.config["DATABASE_URL"], revision)
     click.echo(f"database at {revision}")
@@ -73,7 +73,7 @@ def worker(app: Flask, burst: bool, queues: tuple[str, ...]) -> None:
 @with_app
 def sweep(app: Flask) -> None:
     """Enqueue transactional mail that never reached a worker (e.g. Redis was down)."""
-    from newsletter.jobs import sweep_outbox
+    from newsletter.campaigns.jobs import sweep_outbox
 
     click.echo(f"re-enqueued {sweep_outbox()} emails")
 
@@ -84,8 +84,8 @@ def subscribers() -> None:
 
 
 def _subscriber_or_fail(session, email: str):
-    from newsletter.services.addresses import InvalidAddress, normalize_address
-    from newsletter.services.signup import find_subscriber
+    from newsletter.mail.addresses import InvalidAddress, normalize_address
+    from newsletter.subscribers.signup import find_subscriber
 
     try:
         address = normalize_address(email)
@@ -102,7 +102,7 @@ def _subscriber_or_fail(session, email: str):
 @with_app
 def subscribers_show(app: Flask, email: str) -> None:
     """Print a subscriber's status, topics and consent ledger as JSON."""
-    from newsletter.services.subscribers import export_data
+    from newsletter.subscribers.data_rights import export_data
 
     with app.extensions["newsletter"].sessions() as session:
         data = export_data(session, _subscriber_or_fail(session, email))
@@ -115,7 +115,7 @@ def subscribers_show(app: Flask, email: str) -> None:
 @with_app
 def subscribers_export(app: Flask, email: str, out: str | None) -> None:
     """Everything held about a person, as JSON (what "download my data" gives them)."""
-    from newsletter.services.subscribers import export_data
+    from newsletter.subscribers.data_rights import export_data
 
     with app.extensions["newsletter"].sessions() as session:
         text = json.dumps(
@@ -134,8 +134,8 @@ def subscribers_export(app: Flask, email: str, out: str | None) -> None:
 @with_app
 def subscribers_erase(app: Flask, email: str, yes: bool) -> None:
     """Erase a person: personal data gone, ledger pseudonymised, address hash kept as suppression."""
-    from newsletter.services.consent import RequestInfo
-    from newsletter.services.subscribers import erase
+    from newsletter.subscribers.consent import RequestInfo
+    from newsletter.subscribers.data_rights import erase
 
     with app.extensions["newsletter"].sessions() as session:
         subscriber = _subscriber_or_fail(session, email)
@@ -171,7 +171,7 @@ def _print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> Non
 @with_app
 def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> None:
     """Import an opted-in list (docs/customers.md): evidence rows go active, others get a confirmation."""
-    from newsletter.services.imports import check_source_name, import_subscribers
+    from newsletter.subscribers.imports import check_source_name, import_subscribers
 
     try:
         source = check_source_name(source)
@@ -238,9 +238,9 @@ def _reason_choice():
 @with_app
 def suppressions_add(app: Flask, email_or_hash: str, reason: str, note: str) -> None:
     """Suppress an address (or a SHA-256 hash of one)."""
+    from newsletter.mail.addresses import InvalidAddress
     from newsletter.models import SuppressionReason
-    from newsletter.services import suppression
-    from newsletter.services.addresses import InvalidAddress
+    from newsletter.subscribers import suppression
 
     try:
         email_hash = suppression.hash_for(email_or_hash)
@@ -257,8 +257,8 @@ def suppressions_add(app: Flask, email_or_hash: str, reason: str, note: str) -> 
 @with_app
 def suppressions_remove(app: Flask, email_or_hash: str) -> None:
     """Lift a suppression (an operator's decision: complaints too)."""
-    from newsletter.services import suppression
-    from newsletter.services.addresses import InvalidAddress
+    from newsletter.mail.addresses import InvalidAddress
+    from newsletter.subscribers import suppression
 
     try:
         email_hash = suppression.hash_for(email_or_hash)
@@ -277,7 +277,7 @@ def suppressions_remove(app: Flask, email_or_hash: str) -> None:
 @with_app
 def suppressions_import(app: Flask, csv_file: str) -> None:
     """Import a CSV (header: email or email_hash, optional reason, note); all or nothing."""
-    from newsletter.services import suppression
+    from newsletter.subscribers import suppression
 
     try:
         with (
@@ -301,7 +301,7 @@ def suppressions_import(app: Flask, csv_file: str) -> None:
 @with_app
 def suppressions_export(app: Flask, out: str | None) -> None:
     """Export the list as CSV (hashes only; safe to open in a spreadsheet)."""
-    from newsletter.services import suppression
+    from newsletter.subscribers import suppression
 
     with app.extensions["newsletter"].sessions() as session:
         chunks = suppression.export_csv(session)
@@ -324,7 +324,7 @@ def customers() -> None:
 @with_app
 def customers_import(app: Flask, csv_file: str) -> None:
     """Upsert customer data from a CSV (see docs/customers.md); bad rows are reported, good ones applied."""
-    from newsletter.services.customers import import_csv
+    from newsletter.customers.records import import_csv
 
     try:
         with (

@@ -6,7 +6,7 @@ from functools import wraps
 
 import click
 
-from newsletter.config import ConfigError
+from newsletter.core.config import ConfigError
 
 
 def with_app(func):

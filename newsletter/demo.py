@@ -25,8 +25,8 @@ from pathlib import Path
 import redis
 from werkzeug.serving import make_server
 
-from newsletter.config import load_config
-from newsletter.runtime import default_instance_path
+from newsletter.core.config import load_config
+from newsletter.core.runtime import default_instance_path
 
 
 def _free_port() -> int:
@@ -48,8 +48,8 @@ def _say(step: str) -> None:
 
 def run_demo(_cwd: Path) -> None:
     from newsletter import create_app
-    from newsletter.migrate import upgrade
-    from newsletter.services.subscribers import describe_subscriber
+    from newsletter.core.migrate import upgrade
+    from newsletter.subscribers.data_rights import describe_subscriber
 
     instance = default_instance_path()
     if not (instance / "config.toml").exists() and "NEWSLETTER_SECRET_KEY" not in os.environ:

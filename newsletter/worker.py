@@ -6,7 +6,7 @@ import logging
 
 from rq import Worker
 
-from newsletter.runtime import QUEUES, Runtime
+from newsletter.core.runtime import QUEUES, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class NewsletterWorker(Worker):
 
 
 def _sweep() -> None:
-    from newsletter.jobs import sweep_outbox, tick
+    from newsletter.campaigns.jobs import sweep_outbox, tick
 
     for task in (sweep_outbox, tick):
         try:

@@ -20,8 +20,9 @@ from rq import SimpleWorker
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
-from newsletter import clock, create_app
-from newsletter.migrate import upgrade
+from newsletter import create_app
+from newsletter.core import clock
+from newsletter.core.migrate import upgrade
 
 # Popped, not read: they share the NEWSLETTER_ prefix, and the app refuses unknown settings.
 REDIS_URL = os.environ.pop("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -214,7 +215,7 @@ def work(runtime):
     """Run every queued job now, in this process (RQ's SimpleWorker, burst mode)."""
 
     def run(queues: list[str] | None = None) -> None:
-        from newsletter.runtime import QUEUES
+        from newsletter.core.runtime import QUEUES
 
         worker = SimpleWorker([runtime.queue(q) for q in (queues or QUEUES)], connection=runtime.redis)
         worker.work(burst=True)
@@ -323,7 +324,7 @@ def make_subscriber(runtime):
     """Factory: a confirmed subscriber with topics, straight through the services."""
     from newsletter.models import Subscriber, SubscriberStatus, Subscription, SubscriptionStatus
     from newsletter.models.subscribers import address_hash
-    from newsletter.services.signup import topics_by_slug
+    from newsletter.subscribers.signup import topics_by_slug
 
     def make(
         email: str = "ann@example.com",

@@ -21,7 +21,7 @@ from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from newsletter.cli import cli
-from newsletter.runtime import QUEUES, Runtime, get_runtime, set_runtime
+from newsletter.core.runtime import QUEUES, Runtime, get_runtime, set_runtime
 from tests.conftest import REDIS_URL, csrf_token, emptied, migrated_pg_schema
 
 #: the second store's Redis database (the first uses NEWSLETTER_TEST_REDIS_URL)

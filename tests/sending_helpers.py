@@ -13,7 +13,7 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import Customer, Delivery
 from newsletter.models.subscribers import address_hash
 
@@ -78,7 +78,7 @@ def add_customer(session, email: str, **values) -> None:
 
 def run_engine(runtime, work, rounds: int = 3) -> None:
     """What workers do: tick, then drain the queues; a few rounds for deferred retries."""
-    from newsletter.jobs import tick
+    from newsletter.campaigns.jobs import tick
 
     for _ in range(rounds):
         tick()

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.models import ConsentEvent, Subscriber
-from newsletter.partners.consent import partner_wording
+from newsletter.subscribers.sharing import partner_wording
 from tests.conftest import ARTIFACTS, confirm_link
 
 pytestmark = pytest.mark.browser

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from newsletter.models import ConsentEvent, Subscriber, Suppression
 from newsletter.partners.registry import add_partner
-from newsletter.services import links
+from newsletter.subscribers import links
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -28,7 +28,7 @@ def test_preference_centre_in_a_browser(browser, serve, make_app, tmp_path):
         add_partner(session, "pet-care", "Pet Care Co")
         from newsletter.models import Subscription, SubscriptionStatus
         from newsletter.models.subscribers import address_hash
-        from newsletter.services.signup import topics_by_slug
+        from newsletter.subscribers.signup import topics_by_slug
 
         topics = topics_by_slug(session)
         sub = Subscriber(

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.campaigns.audience import AudienceError, audience_sql, check, parse
+from newsletter.campaigns.sending import audience_columns
 from newsletter.models import Customer, Subscriber
 from newsletter.models.subscribers import address_hash
-from newsletter.services.sending import audience_columns
 
 NOW = datetime(2026, 11, 23, 12, 0)
 

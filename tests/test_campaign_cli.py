@@ -9,8 +9,8 @@ import struct
 import pytest
 from click.testing import CliRunner
 
+from newsletter.campaigns import scheduling
 from newsletter.cli import cli
-from newsletter.services import scheduling
 from tests.campaign_helpers import EXAMPLES, MJML, TOML, write_campaign
 from tests.conftest import CHROMIUM
 from tests.test_cli import env_for

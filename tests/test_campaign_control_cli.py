@@ -19,12 +19,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select, update
 
-from newsletter import clock
+from newsletter.campaigns import scheduling
+from newsletter.campaigns.jobs import tick
 from newsletter.cli import cli
-from newsletter.jobs import tick
+from newsletter.core import clock
+from newsletter.core.runtime import set_runtime
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber, SuppressionReason
-from newsletter.runtime import set_runtime
-from newsletter.services import links, scheduling, suppression
+from newsletter.subscribers import links, suppression
 from tests.campaign_helpers import MJML, TOML
 from tests.campaign_helpers import write_campaign as write_files
 from tests.sending_helpers import add_customer, now_floor, recipients, rows, run_engine, write_campaign

@@ -10,7 +10,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.services import caps
+from newsletter.campaigns import caps
 from tests.conftest import REDIS_URL
 
 T0 = datetime(2027, 3, 1, 12, 0)

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
 from newsletter.cli import cli
-from newsletter.migrate import downgrade, upgrade
+from newsletter.core.migrate import downgrade, upgrade
 from tests.conftest import confirm_link, csrf_token
 
 

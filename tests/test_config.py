@@ -2,7 +2,7 @@
 
 import pytest
 
-from newsletter.config import ConfigError, load_config
+from newsletter.core.config import ConfigError, load_config
 
 
 def test_defaults_use_instance_folder(tmp_path):

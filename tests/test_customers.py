@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from newsletter.cli import cli
+from newsletter.customers import records as customers
 from newsletter.models import Customer
 from newsletter.models.subscribers import address_hash
-from newsletter.services import customers
 from tests.test_cli import env_for
 
 TOKEN = "store-api-token-0123456789"
@@ -141,7 +141,7 @@ def test_api_token_is_checked(make_app):
 
 
 def test_a_short_api_token_is_a_configuration_error(make_app):
-    from newsletter.config import ConfigError
+    from newsletter.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="API_TOKEN: expected at least 16 characters"):
         make_app(API_TOKEN="short")

@@ -10,10 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import select
 
-from newsletter import clock
+from newsletter.core import clock
+from newsletter.early_access import access as early_access
+from newsletter.early_access.access import redemptions_per_wave
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
-from newsletter.services import early_access, links
-from newsletter.services.early_access import redemptions_per_wave
+from newsletter.subscribers import links
 
 TOKEN = "store-api-token-0123456789"
 SECRET = "shared-with-the-store-0123456789"

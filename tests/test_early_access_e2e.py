@@ -21,8 +21,8 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from newsletter import clock
-from newsletter.jobs import tick
+from newsletter.campaigns.jobs import tick
+from newsletter.core import clock
 from newsletter.models import Subscriber, SubscriberStatus, Suppression
 from newsletter.models.subscribers import address_hash
 from tests.conftest import _free_port

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from newsletter.cli import cli
-from newsletter.db import Base
+from newsletter.core.db import Base
 from newsletter.models import ConsentEvent, Subscriber, Suppression
 from newsletter.models.subscribers import address_hash
-from newsletter.services import links
+from newsletter.subscribers import links
 from tests.conftest import confirm_link, csrf_token
 from tests.test_cli import env_for
 

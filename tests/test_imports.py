@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from newsletter.cli import cli
 from newsletter.models import ConsentEvent, OutboxEmail, Subscriber, SuppressionReason
 from newsletter.models.subscribers import address_hash
-from newsletter.services import suppression
+from newsletter.subscribers import suppression
 from tests.conftest import confirm_link, csrf_token
 from tests.test_cli import env_for
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import (
     ConsentEvent,
     OutboxEmail,
@@ -22,8 +22,8 @@ from newsletter.models import (
 )
 from newsletter.models.subscribers import address_hash
 from newsletter.partners import files
-from newsletter.partners.consent import partner_wording
 from newsletter.partners.signing import file_mac, hash_mac, request_headers
+from newsletter.subscribers.sharing import partner_wording
 from tests.test_preferences import post_preferences
 
 pytest_plugins = ["tests.partner_stores"]  # the two-store fixtures (stores, second_database_url, redis_b)
@@ -185,7 +185,7 @@ def test_only_confirmed_consented_unsuppressed_people_travel(stores, smtp_sink, 
     a.work()
     smtp_sink.take()
     assert a.cli("suppressions", "add", "cara@example.com", "--reason", "unsubscribed").exit_code == 0
-    from newsletter.services import links
+    from newsletter.subscribers import links
 
     with a.runtime.sessions() as session:
         eve = session.scalar(select(Subscriber).where(Subscriber.email == "eve@example.com"))
@@ -569,7 +569,7 @@ def test_suppression_lists_travel_as_hashes_and_opt_outs_stop_exports(stores, sm
 def test_migration_0004_copies_grant_evidence_from_the_ledger(database_url):
     from sqlalchemy import create_engine, text
 
-    from newsletter.migrate import downgrade, upgrade
+    from newsletter.core.migrate import downgrade, upgrade
 
     downgrade(database_url, "0003")
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
@@ -615,9 +615,9 @@ def test_migration_0004_copies_grant_evidence_from_the_ledger(database_url):
 
 
 def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app, tmp_path, smtp_sink):
-    from newsletter.jobs import sweep_outbox
+    from newsletter.campaigns.jobs import sweep_outbox
+    from newsletter.core.runtime import set_runtime
     from newsletter.partners.invitations import deliver_invitations
-    from newsletter.runtime import set_runtime
     from tests.partner_stores import Store
 
     _, b = stores()
@@ -660,8 +660,8 @@ def test_api_refuses_when_replay_protection_is_unavailable(stores, make_app, tmp
 
 
 def test_a_returning_person_can_tick_a_partner_when_signing_up_again(stores, smtp_sink):
-    from newsletter.services import preferences
-    from newsletter.services.consent import RequestInfo
+    from newsletter.subscribers import preferences
+    from newsletter.subscribers.consent import RequestInfo
 
     a, _ = stores()
     grant_at(a, smtp_sink, "ann@example.com", partners=())

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import ConsentEvent, Subscriber, Suppression
 from newsletter.partners.registry import add_partner
-from newsletter.services import links
-from newsletter.services.tokens import Purpose, make_token
+from newsletter.subscribers import links
+from newsletter.subscribers.tokens import Purpose, make_token
 from tests.conftest import all_links, csrf_token
 
 

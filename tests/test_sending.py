@@ -14,7 +14,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select, update
 
-from newsletter import clock
+from newsletter.campaigns import scheduling, sending
+from newsletter.campaigns.planning import PlannedWave, plan
+from newsletter.core import clock
 from newsletter.models import (
     Campaign,
     CampaignStatus,
@@ -23,8 +25,7 @@ from newsletter.models import (
     Suppression,
     SuppressionReason,
 )
-from newsletter.services import scheduling, sending, suppression
-from newsletter.services.planning import PlannedWave, plan
+from newsletter.subscribers import suppression
 from tests.conftest import _free_port
 from tests.sending_helpers import (
     FaultyHandler,
@@ -247,7 +248,7 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
     def mark_sent_then_p3_unsubscribes(ledger, recipient, message_id):
         original(ledger, recipient, message_id)
         if recipient.subscriber_id == people[0].id:  # the first message is out: p3 clicks one-click
-            from newsletter.services import links
+            from newsletter.subscribers import links
 
             url = links.unsubscribe_url(runtime.config, people[3])
             answer = client.post(
@@ -409,12 +410,12 @@ def test_redis_flushed_mid_campaign_rebuilds_work_and_caps_from_the_ledger(
     start = now_floor()
     first = write_campaign(tmp_path, slug="first", topic="newsletter", waves=[("all", "all", start)])
     schedule(runtime, first)
-    from newsletter.jobs import tick
+    from newsletter.campaigns.jobs import tick
 
     tick()  # wave started, three batch jobs queued
     from rq import SimpleWorker
 
-    from newsletter.runtime import CAMPAIGNS
+    from newsletter.core.runtime import CAMPAIGNS
 
     SimpleWorker([runtime.queue(CAMPAIGNS)], connection=runtime.redis).work(burst=True, max_jobs=1)
     assert len(smtp_sink.take()) == 2
@@ -509,6 +510,6 @@ def test_deferred_rows_are_skipped_once_the_deadline_passes(
     ],
 )
 def test_a_batch_is_cut_into_contiguous_slices_one_per_connection(first, last, count, expected):
-    from newsletter.jobs import _slices
+    from newsletter.campaigns.jobs import _slices
 
     assert _slices(first, last, count) == expected

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, insert, select
 
-from newsletter import clock
+from newsletter.campaigns import scheduling
+from newsletter.core import clock
 from newsletter.models import Delivery, DeliveryState, Subscriber, Subscription, SubscriptionStatus, Topic
 from newsletter.models.subscribers import address_hash
-from newsletter.services import scheduling
 from tests.conftest import REDIS_URL, _free_port
 from tests.sending_helpers import FaultyHandler, now_floor, start_faulty_smtp, write_campaign
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from newsletter.config import ConfigError
+from newsletter.core.config import ConfigError
 
 DEFAULT_DIR = Path("campaigns")
 
@@ -41,8 +41,8 @@ def _site(runtime):
 
 def _validate(folder: Path, site):
     """Validate one folder; never lets an exception through (a broken campaign is a message)."""
-    from newsletter import clock
     from newsletter.campaigns.validation import validate_campaign
+    from newsletter.core import clock
 
     try:
         return validate_campaign(folder, site, clock.now())
@@ -122,10 +122,10 @@ def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str
     """Real personal values of one subscriber (their own links), as a worker would pass them."""
     from sqlalchemy import select
 
+    from newsletter.mail.addresses import InvalidAddress, normalize_address
     from newsletter.models import Campaign
-    from newsletter.services import links
-    from newsletter.services.addresses import InvalidAddress, normalize_address
-    from newsletter.services.signup import find_subscriber
+    from newsletter.subscribers import links
+    from newsletter.subscribers.signup import find_subscriber
 
     try:
         address = normalize_address(email)
@@ -157,9 +157,9 @@ def test_send(path: str, to: str, wave: str | None) -> None:
     """Send the campaign once to ADDRESS through the configured transport, subject prefixed [TEST]."""
     from newsletter.campaigns.preview import TEST_PREFIX, campaign_message, envelope_from
     from newsletter.campaigns.validation import sample_values
+    from newsletter.mail.addresses import InvalidAddress, normalize_address
     from newsletter.mail.message import HeaderInjection
     from newsletter.mail.transports import TransportError, make_transport
-    from newsletter.services.addresses import InvalidAddress, normalize_address
 
     runtime = _runtime()
     site = _site(runtime)

@@ -35,7 +35,7 @@ def _folder(app: Flask, path_or_slug: str) -> Path:
 
 
 def _campaign_or_fail(session, path_or_slug: str):
-    from newsletter.services.scheduling import find
+    from newsletter.campaigns.scheduling import find
 
     campaign = find(session, _slug(path_or_slug))
     if campaign is None:
@@ -51,8 +51,8 @@ def _campaign_or_fail(session, path_or_slug: str):
 @with_app
 def schedule_command(app: Flask, path: str, reschedule: bool) -> None:
     """Validate, render once, and freeze the campaign with its waves."""
-    from newsletter.db import session_scope
-    from newsletter.services.scheduling import ScheduleError, schedule
+    from newsletter.campaigns.scheduling import ScheduleError, schedule
+    from newsletter.core.db import session_scope
 
     runtime = app.extensions["newsletter"]
     try:
@@ -74,13 +74,13 @@ def schedule_command(app: Flask, path: str, reschedule: bool) -> None:
 @with_app
 def plan_command(app: Flask, path: str, as_json: bool) -> None:
     """Per wave: audience, suppressed, sent at once, deferred and skipped (and why). Sends nothing."""
-    from newsletter import clock
     from newsletter.campaigns.files import as_utc
+    from newsletter.campaigns.planning import PlannedWave, plan
+    from newsletter.campaigns.scheduling import find
     from newsletter.campaigns.site import site_context, topics_from_db
     from newsletter.campaigns.validation import validate_campaign
+    from newsletter.core import clock
     from newsletter.models import CampaignStatus
-    from newsletter.services.planning import PlannedWave, plan
-    from newsletter.services.scheduling import find
 
     runtime = app.extensions["newsletter"]
     with runtime.sessions() as session:
@@ -130,8 +130,8 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
 @with_app
 def send_command(app: Flask, path: str, now_: bool) -> None:
     """Start the next waiting wave at the next tick instead of its send_at."""
-    from newsletter import clock
-    from newsletter.services.scheduling import send_now
+    from newsletter.campaigns.scheduling import send_now
+    from newsletter.core import clock
 
     _control(app, path, lambda session, campaign: send_now(session, campaign, clock.now()))
 
@@ -141,7 +141,7 @@ def send_command(app: Flask, path: str, now_: bool) -> None:
 @with_app
 def pause_command(app: Flask, path: str) -> None:
     """Stop sending; workers stop at their next message and hand their rows back."""
-    from newsletter.services.scheduling import pause
+    from newsletter.campaigns.scheduling import pause
 
     _control(app, path, pause)
 
@@ -151,8 +151,8 @@ def pause_command(app: Flask, path: str) -> None:
 @with_app
 def resume_command(app: Flask, path: str) -> None:
     """Carry on from the delivery ledger (after a pause, or after Redis lost its queue)."""
-    from newsletter.jobs import tick
-    from newsletter.services.scheduling import resume
+    from newsletter.campaigns.jobs import tick
+    from newsletter.campaigns.scheduling import resume
 
     _control(app, path, resume)
     done = tick()
@@ -166,13 +166,13 @@ def resume_command(app: Flask, path: str) -> None:
 @with_app
 def cancel_command(app: Flask, path: str) -> None:
     """Stop for good: queued and deferred rows are skipped with the reason."""
-    from newsletter.services.scheduling import cancel
+    from newsletter.campaigns.scheduling import cancel
 
     _control(app, path, cancel)
 
 
 def _control(app: Flask, path: str, action) -> None:
-    from newsletter.db import session_scope
+    from newsletter.core.db import session_scope
 
     runtime = app.extensions["newsletter"]
     with session_scope(runtime.sessions) as session:
@@ -197,7 +197,7 @@ def _control(app: Flask, path: str, action) -> None:
 @with_app
 def status_command(app: Flask, path: str, follow: bool, as_json: bool, interval: float) -> None:
     """Counts per state per wave (and early-access redemptions)."""
-    from newsletter.services.scheduling import progress
+    from newsletter.campaigns.scheduling import progress
 
     runtime = app.extensions["newsletter"]
 

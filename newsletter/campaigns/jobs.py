@@ -13,12 +13,13 @@ from redis.exceptions import LockError
 from rq import Queue, Retry
 from sqlalchemy import select
 
-from newsletter import clock
-from newsletter.db import session_scope
+from newsletter.campaigns import sending
+from newsletter.core import clock
+from newsletter.core.db import session_scope
+from newsletter.core.runtime import CAMPAIGNS, get_runtime
 from newsletter.mail.transports import make_transport
 from newsletter.models import Campaign, CampaignStatus
-from newsletter.runtime import CAMPAIGNS, get_runtime
-from newsletter.services import sending, transactional
+from newsletter.subscribers import transactional
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.campaigns import caps
+from newsletter.campaigns.sending import eligible_subscribers
 from newsletter.models import Delivery, DeliveryState, Frequency, Subscriber, Suppression
-from newsletter.services import caps
-from newsletter.services.sending import eligible_subscribers
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter import clock
 from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
+from newsletter.core import clock
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
 
 

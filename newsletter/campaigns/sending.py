@@ -21,8 +21,9 @@ import redis
 from sqlalchemy import DateTime, and_, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.campaigns import caps
 from newsletter.campaigns.audience import audience_sql
+from newsletter.core import clock
 from newsletter.mail.skeleton import Skeleton, build_skeleton, personalise
 from newsletter.mail.transports import TransportError
 from newsletter.models import (
@@ -40,7 +41,7 @@ from newsletter.models import (
     Wave,
     WaveStatus,
 )
-from newsletter.services import caps, links, suppression
+from newsletter.subscribers import links, suppression
 
 log = logging.getLogger(__name__)
 

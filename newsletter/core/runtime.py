@@ -16,8 +16,8 @@ from rq import Queue, Retry
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.config import load_config
-from newsletter.db import make_engine, make_session_factory
+from newsletter.core.config import load_config
+from newsletter.core.db import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Runtime:
 
     def send_transactional(self, outbox_id: int) -> None:
         """Hand an outbox row to a worker; if Redis is down, a worker's sweep sends it later."""
-        from newsletter import jobs
+        from newsletter.campaigns import jobs
 
         if self.config["QUEUE_SYNC"]:
             jobs.deliver_transactional(outbox_id)
@@ -68,7 +68,7 @@ class Runtime:
 
 def default_instance_path() -> Path:
     env = os.environ.get("NEWSLETTER_INSTANCE_PATH")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "instance"
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "instance"
 
 
 _current: Runtime | None = None

@@ -21,10 +21,10 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
+from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import Customer
 from newsletter.models.subscribers import address_hash
-from newsletter.services.addresses import InvalidAddress, normalize_address
 
 #: Columns of the customers table a record may set; every other key is a free-form attribute.
 FIELDS = ("orders_count", "lifetime_value", "last_order_at", "tier")

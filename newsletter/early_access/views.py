@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import current_app, redirect, render_template
 
-from newsletter import clock
-from newsletter.services import early_access, links
-from newsletter.services.early_access import Access
-from newsletter.services.tokens import Purpose, TokenError
+from newsletter.core import clock
+from newsletter.early_access import access as early_access
+from newsletter.early_access.access import Access
+from newsletter.subscribers import links
+from newsletter.subscribers.tokens import Purpose, TokenError
+from newsletter.subscribers.views import _link_problem, bp
 from newsletter.web import db
-from newsletter.web.public.views import _link_problem, bp
 
 _STATUS = {Access.NOT_YET: 200, Access.PUBLIC: 200, Access.ENDED: 410, Access.NOT_INVITED: 404}
 

@@ -9,7 +9,7 @@ from email.header import decode_header
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from newsletter import clock
+from newsletter.core import clock
 
 #: RFC 5322 line limit is 998 octets; we fold at 78 and encode bodies so none comes near it.
 POLICY = email.policy.SMTP.clone(max_line_length=78)

@@ -21,7 +21,7 @@ from datetime import UTC
 from email.utils import format_datetime
 from urllib.parse import quote
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.mail.message import check_header_value, domain_of
 
 #: the personal values a sender passes to ``personalise``

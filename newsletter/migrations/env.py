@@ -1,9 +1,9 @@
-"""Alembic environment: the URL comes from the app's configuration (see newsletter.migrate)."""
+"""Alembic environment: the URL comes from the app's configuration (see newsletter.core.migrate)."""
 
 from alembic import context
 
 from newsletter import models  # noqa: F401  (registers every table)
-from newsletter.db import Base, make_engine
+from newsletter.core.db import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

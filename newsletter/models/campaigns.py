@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from newsletter import clock
-from newsletter.db import Base, enum_type
+from newsletter.core import clock
+from newsletter.core.db import Base, enum_type
 
 
 class CampaignStatus(enum.StrEnum):

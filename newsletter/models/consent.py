@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, event
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter import clock
-from newsletter.db import Base, enum_type
+from newsletter.core import clock
+from newsletter.core.db import Base, enum_type
 
 
 class ConsentAction(enum.StrEnum):
@@ -58,5 +58,5 @@ def _refuse_changes(_mapper, _connection, target: ConsentEvent) -> None:
 
 
 #: The one sanctioned change: erasure pseudonymises the network identity of old events
-#: (``newsletter.services.erasure``); it goes through a Core UPDATE, never the ORM.
+#: (``newsletter.subscribers.data_rights``); it goes through a Core UPDATE, never the ORM.
 PSEUDONYMISED_IP = "0.0.0.0"

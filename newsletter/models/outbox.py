@@ -12,8 +12,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter import clock
-from newsletter.db import Base, enum_type
+from newsletter.core import clock
+from newsletter.core.db import Base, enum_type
 
 
 class OutboxKind(enum.StrEnum):

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter import clock
-from newsletter.db import Base
+from newsletter.core import clock
+from newsletter.core.db import Base
 
 
 class Partner(Base):

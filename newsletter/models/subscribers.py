@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from newsletter import clock
-from newsletter.db import Base, enum_type
+from newsletter.core import clock
+from newsletter.core.db import Base, enum_type
 
 
 class SubscriberStatus(enum.StrEnum):

@@ -8,8 +8,8 @@ from datetime import datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from newsletter import clock
-from newsletter.db import Base, enum_type
+from newsletter.core import clock
+from newsletter.core.db import Base, enum_type
 
 
 class SuppressionReason(enum.StrEnum):

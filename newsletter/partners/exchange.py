@@ -18,8 +18,9 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from newsletter import clock
-from newsletter.db import on_commit
+from newsletter.core import clock
+from newsletter.core.db import on_commit
+from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
     ConsentAction,
     ConsentEvent,
@@ -42,8 +43,7 @@ from newsletter.partners import files
 from newsletter.partners.files import FileRefused
 from newsletter.partners.registry import require_store_id
 from newsletter.partners.signing import hash_mac
-from newsletter.services.addresses import InvalidAddress, normalize_address
-from newsletter.services.signup import topics_by_slug
+from newsletter.subscribers.signup import topics_by_slug
 
 #: nobody gets a second invitation (from any partner) within this time
 REINVITE_AFTER = timedelta(days=30)

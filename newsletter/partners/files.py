@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.partners.signing import file_mac
 
 CONTACTS = "newsletter-partner-contacts"

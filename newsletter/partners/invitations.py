@@ -12,11 +12,11 @@ import redis
 from rq import Retry
 from sqlalchemy.orm import Session
 
-from newsletter.db import session_scope
+from newsletter.core.db import session_scope
+from newsletter.core.runtime import TRANSACTIONAL, Runtime, get_runtime
 from newsletter.mail.transports import make_transport
 from newsletter.models import PartnerInvitation
-from newsletter.runtime import TRANSACTIONAL, Runtime, get_runtime
-from newsletter.services import transactional
+from newsletter.subscribers import transactional
 
 log = logging.getLogger(__name__)
 PER_JOB = 200

@@ -9,7 +9,7 @@ import time
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import Partner
 
 PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")

@@ -10,7 +10,7 @@ from datetime import UTC
 
 import redis
 
-from newsletter import clock
+from newsletter.core import clock
 
 FILE_CONTEXT = b"newsletter-partner-file/v1\n"
 REQUEST_CONTEXT = "newsletter-partner-request/v1"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import ConsentAction, ConsentEvent
 
 #: Bump the version whenever the text changes; the ledger keeps version and hash.

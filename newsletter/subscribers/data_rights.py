@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import (
     Campaign,
     ConsentAction,
@@ -24,9 +24,9 @@ from newsletter.models import (
     SuppressionReason,
 )
 from newsletter.models.consent import PSEUDONYMISED_IP
-from newsletter.services import suppression
-from newsletter.services.consent import RequestInfo, record_event
-from newsletter.services.signup import find_subscriber
+from newsletter.subscribers import suppression
+from newsletter.subscribers.consent import RequestInfo, record_event
+from newsletter.subscribers.signup import find_subscriber
 
 
 def _iso(moment: datetime | None) -> str | None:

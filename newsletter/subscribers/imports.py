@@ -21,7 +21,9 @@ from datetime import datetime
 import redis
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
+from newsletter.customers.records import BadRecord, parse_datetime
+from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
     ConsentAction,
     Subscriber,
@@ -30,10 +32,8 @@ from newsletter.models import (
     SubscriptionStatus,
 )
 from newsletter.models.subscribers import address_hash
-from newsletter.services import signup, suppression
-from newsletter.services.addresses import InvalidAddress, normalize_address
-from newsletter.services.consent import RequestInfo, Wording, record_event
-from newsletter.services.customers import BadRecord, parse_datetime
+from newsletter.subscribers import signup, suppression
+from newsletter.subscribers.consent import RequestInfo, Wording, record_event
 
 REQUIRED = {"email"}
 OPTIONAL = {"first_name", "topics", "consented_at", "consent_source", "consent_ip", "consent_wording"}

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from newsletter.models import Subscriber
-from newsletter.services.tokens import Purpose, TokenError, make_token, read_token
+from newsletter.subscribers.tokens import Purpose, TokenError, make_token, read_token
 
 #: Unsubscribe links never expire (CAN-SPAM wants 30 days after sending, CASL 60).
 UNSUBSCRIBE_MAX_AGE = None

@@ -11,12 +11,12 @@ from wtforms import SelectChoice
 
 from newsletter.models import Frequency, SubscriberStatus
 from newsletter.partners import registry
-from newsletter.services import links, preferences
-from newsletter.services.subscribers import erase, export_data
-from newsletter.services.tokens import Purpose, TokenError
+from newsletter.subscribers import links, preferences
+from newsletter.subscribers.data_rights import erase, export_data
+from newsletter.subscribers.forms import EraseForm, PreferencesForm, UnsubscribeForm
+from newsletter.subscribers.tokens import Purpose, TokenError
+from newsletter.subscribers.views import bp, request_info
 from newsletter.web import csrf, db
-from newsletter.web.public.forms import EraseForm, PreferencesForm, UnsubscribeForm
-from newsletter.web.public.views import bp, request_info
 
 
 @lru_cache(maxsize=1)

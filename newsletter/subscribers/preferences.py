@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import (
     ConsentAction,
     Frequency,
@@ -23,10 +23,10 @@ from newsletter.models import (
     SubscriptionStatus,
     SuppressionReason,
 )
-from newsletter.partners.consent import partner_wording, record_grant, record_withdrawal
-from newsletter.services import suppression
-from newsletter.services.consent import RequestInfo, record_event
-from newsletter.services.signup import topics_by_slug
+from newsletter.subscribers import suppression
+from newsletter.subscribers.consent import RequestInfo, record_event
+from newsletter.subscribers.sharing import partner_wording, record_grant, record_withdrawal
+from newsletter.subscribers.signup import topics_by_slug
 
 
 @dataclass

@@ -7,9 +7,9 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.models import ConsentAction, PartnerShare, Subscriber, SubscriberStatus
-from newsletter.services.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers.consent import RequestInfo, Wording, record_event
 
 PARTNER_WORDING_VERSION = "partner-share-2026-11"
 PARTNER_WORDING = (

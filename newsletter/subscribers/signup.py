@@ -14,8 +14,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from newsletter import clock
-from newsletter.db import on_commit
+from newsletter.core import clock
+from newsletter.core.db import on_commit
 from newsletter.models import (
     ConsentAction,
     OutboxEmail,
@@ -27,9 +27,9 @@ from newsletter.models import (
     Topic,
 )
 from newsletter.models.subscribers import address_hash
-from newsletter.partners.consent import grant_requested_shares
-from newsletter.services import limits, suppression
-from newsletter.services.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers import limits, suppression
+from newsletter.subscribers.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers.sharing import grant_requested_shares
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
+from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import Suppression, SuppressionReason
 from newsletter.models.subscribers import address_hash
 from newsletter.models.suppressions import LIFTED_BY_OPT_IN
-from newsletter.services.addresses import InvalidAddress, normalize_address
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 #: A stronger reason replaces a weaker one: a complaint must never be downgraded.

@@ -13,7 +13,7 @@ from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
-from newsletter import clock
+from newsletter.core import clock
 
 
 class Purpose(enum.StrEnum):

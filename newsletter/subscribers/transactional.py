@@ -7,12 +7,12 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from newsletter import clock
+from newsletter.core import clock
 from newsletter.mail.message import build_message
+from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport
 from newsletter.models import OutboxEmail, OutboxKind, Subscriber
-from newsletter.services import links
-from newsletter.services.rendering import render_transactional
+from newsletter.subscribers import links
 
 #: A claim older than this belongs to a worker that died; the sweep hands it out again.
 STALE_CLAIM = timedelta(minutes=10)

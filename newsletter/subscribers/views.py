@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from wtforms import SelectChoice
 
+from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.partners import registry
-from newsletter.partners.consent import partner_wording, request_shares
-from newsletter.services import limits, links, signup
-from newsletter.services.addresses import InvalidAddress, normalize_address
-from newsletter.services.consent import RequestInfo, signup_wording
-from newsletter.services.tokens import Purpose, TokenError
+from newsletter.subscribers import limits, links, signup
+from newsletter.subscribers.consent import RequestInfo, signup_wording
+from newsletter.subscribers.forms import ConfirmForm, ResendForm, SubscribeForm
+from newsletter.subscribers.sharing import partner_wording, request_shares
+from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.web import db, runtime
-from newsletter.web.public.forms import ConfirmForm, ResendForm, SubscribeForm
 
 bp = Blueprint("public", __name__)
 

@@ -10,8 +10,8 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
-from newsletter.config import load_config
-from newsletter.runtime import Runtime, set_runtime
+from newsletter.core.config import load_config
+from newsletter.core.runtime import Runtime, set_runtime
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -26,9 +26,10 @@ def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     set_runtime(runtime)
     csrf.init_app(app)
 
-    from newsletter.web.api.views import bp as api_bp
-    from newsletter.web.public import early_access, manage  # noqa: F401  (register their routes)
-    from newsletter.web.public.views import bp as public_bp
+    from newsletter.early_access import views as early_access  # noqa: F401  (register their routes)
+    from newsletter.subscribers import manage  # noqa: F401  (register their routes)
+    from newsletter.subscribers.views import bp as public_bp
+    from newsletter.web.api import bp as api_bp
 
     app.register_blueprint(public_bp)
     from newsletter.partners.api import bp as partners_api_bp

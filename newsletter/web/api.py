@@ -9,8 +9,9 @@ import json
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from newsletter import clock
-from newsletter.services import customers, early_access
+from newsletter.core import clock
+from newsletter.customers import records as customers
+from newsletter.early_access import access as early_access
 from newsletter.web import db
 
 bp = Blueprint("api", __name__, url_prefix="/api")
