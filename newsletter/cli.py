@@ -6,6 +6,7 @@ import json
 import logging
 import secrets
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -73,7 +74,7 @@ def worker(app: Flask, burst: bool, queues: tuple[str, ...]) -> None:
 @with_app
 def sweep(app: Flask) -> None:
     """Enqueue transactional mail that never reached a worker (e.g. Redis was down)."""
-    from newsletter.campaigns.jobs import sweep_outbox
+    from newsletter.subscribers.jobs import sweep_outbox
 
     click.echo(f"re-enqueued {sweep_outbox()} emails")
 
@@ -172,6 +173,7 @@ def _print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> Non
 def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> None:
     """Import an opted-in list (docs/customers.md): evidence rows go active, others get a confirmation."""
     from newsletter.subscribers.imports import check_source_name, import_subscribers
+    from newsletter.subscribers.jobs import send_transactional
 
     try:
         source = check_source_name(source)
@@ -188,7 +190,7 @@ def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> N
                 handle,
                 source=source,
                 file_sha256=file_sha256,
-                dispatch=runtime.send_transactional,
+                dispatch=partial(send_transactional, runtime),
                 default_topics=[t.strip() for t in topics.split(",") if t.strip()],
             )
             session.commit()

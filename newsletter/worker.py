@@ -26,7 +26,8 @@ class NewsletterWorker(Worker):
 
 
 def _sweep() -> None:
-    from newsletter.campaigns.jobs import sweep_outbox, tick
+    from newsletter.campaigns.jobs import tick
+    from newsletter.subscribers.jobs import sweep_outbox
 
     for task in (sweep_outbox, tick):
         try:

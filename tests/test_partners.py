@@ -615,9 +615,9 @@ def test_migration_0004_copies_grant_evidence_from_the_ledger(database_url):
 
 
 def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app, tmp_path, smtp_sink):
-    from newsletter.campaigns.jobs import sweep_outbox
     from newsletter.core.runtime import set_runtime
     from newsletter.partners.invitations import deliver_invitations
+    from newsletter.subscribers.jobs import sweep_outbox
     from tests.partner_stores import Store
 
     _, b = stores()

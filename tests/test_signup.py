@@ -296,7 +296,7 @@ def test_signup_is_not_lost_when_redis_is_down(make_app, smtp_sink, redis_conn, 
 
     # Redis is back: a worker's sweep finds the unsent confirmation and sends it.
     healthy = make_app()
-    from newsletter.campaigns.jobs import sweep_outbox
+    from newsletter.subscribers.jobs import sweep_outbox
 
     clock.travel(timedelta(minutes=1))
     assert sweep_outbox() == 1
@@ -310,7 +310,7 @@ def test_signup_is_not_lost_when_redis_is_down(make_app, smtp_sink, redis_conn, 
 
 
 def test_confirmation_job_is_idempotent(signup, runtime, smtp_sink):
-    from newsletter.campaigns.jobs import deliver_transactional
+    from newsletter.subscribers.jobs import deliver_transactional
 
     signup("ann@example.com")
     with runtime.sessions() as session:
@@ -322,8 +322,8 @@ def test_confirmation_job_is_idempotent(signup, runtime, smtp_sink):
 
 
 def test_smtp_failure_leaves_the_email_for_a_retry(make_app, smtp_sink, redis_conn):
-    from newsletter.campaigns.jobs import deliver_transactional
     from newsletter.mail.transports import TransportError
+    from newsletter.subscribers.jobs import deliver_transactional
 
     app = make_app(SMTP_URL="smtp://127.0.0.1:1")
     client = app.test_client()

@@ -1,4 +1,4 @@
-"""RQ entry points: ids in, open a session, call a service, commit.
+"""RQ entry points of campaign sending: batches and the tick (ids in, session, service, commit).
 
 Exceptions are left to reach RQ so that its retries and failed-job registry work.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 
 from redis.exceptions import LockError
 from rq import Queue, Retry
@@ -19,35 +18,8 @@ from newsletter.core.db import session_scope
 from newsletter.core.runtime import CAMPAIGNS, get_runtime
 from newsletter.mail.transports import make_transport
 from newsletter.models import Campaign, CampaignStatus
-from newsletter.subscribers import transactional
 
 log = logging.getLogger(__name__)
-
-
-def deliver_transactional(outbox_id: int) -> str | None:
-    """Send one transactional email (confirmation, notice) from the outbox."""
-    runtime = get_runtime()
-    with session_scope(runtime.sessions) as session:
-        if not transactional.claim(session, outbox_id):
-            return None  # sent already, or another worker has it
-        session.commit()  # the claim is visible before the slow part starts
-        transport = make_transport(runtime.config)
-        try:
-            return transactional.deliver(session, runtime.config, transport, outbox_id)
-        finally:
-            transport.close()
-
-
-def sweep_outbox(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Enqueue transactional mail that never reached a worker; returns how many."""
-    runtime = get_runtime()
-    with session_scope(runtime.sessions) as session:
-        ids = transactional.unsent_outbox_ids(session, older_than)
-    for outbox_id in ids:
-        runtime.send_transactional(outbox_id)
-    if ids:
-        log.info("sweep: re-enqueued %d unsent transactional emails", len(ids))
-    return len(ids)
 
 
 def send_batch(campaign_id: int, first_id: int, last_id: int) -> dict:

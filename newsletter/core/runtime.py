@@ -5,21 +5,18 @@ Built once per process from the configuration; jobs find it with ``get_runtime()
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from newsletter.core.config import load_config
 from newsletter.core.db import make_engine, make_session_factory
-
-log = logging.getLogger(__name__)
 
 #: Queue names in the order a worker serves them: transactional mail never waits for a sale.
 TRANSACTIONAL = "transactional"
@@ -47,23 +44,6 @@ class Runtime:
         if name not in self._queues:
             self._queues[name] = Queue(name, connection=self.redis)
         return self._queues[name]
-
-    def send_transactional(self, outbox_id: int) -> None:
-        """Hand an outbox row to a worker; if Redis is down, a worker's sweep sends it later."""
-        from newsletter.campaigns import jobs
-
-        if self.config["QUEUE_SYNC"]:
-            jobs.deliver_transactional(outbox_id)
-            return
-        try:
-            self.queue(TRANSACTIONAL).enqueue(
-                jobs.deliver_transactional,
-                outbox_id,
-                retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
-                job_timeout=120,
-            )
-        except redis.RedisError as exc:
-            log.warning("outbox %s not enqueued (Redis: %s); the sweep will send it", outbox_id, exc)
 
 
 def default_instance_path() -> Path:

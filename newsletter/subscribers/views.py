@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from wtforms import SelectChoice
 
@@ -10,6 +12,7 @@ from newsletter.partners import registry
 from newsletter.subscribers import limits, links, signup
 from newsletter.subscribers.consent import RequestInfo, signup_wording
 from newsletter.subscribers.forms import ConfirmForm, ResendForm, SubscribeForm
+from newsletter.subscribers.jobs import send_transactional
 from newsletter.subscribers.sharing import partner_wording, request_shares
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.web import db, runtime
@@ -67,7 +70,7 @@ def subscribe():
                         topic_slugs=form.topics.data,
                         wording=wording,
                         request=request_info("web:subscribe"),
-                        dispatch=runtime().send_transactional,
+                        dispatch=partial(send_transactional, runtime()),
                     )
                     if form.partners.data:
                         request_shares(db(), outcome.subscriber_id, form.partners.data, partner_names)
@@ -133,7 +136,7 @@ def resend(token: str):
     if subscriber is None or not form.validate_on_submit():
         return _link_problem(TokenError("this link is not valid"), token)
     signup.resend_confirmation(
-        db(), runtime().redis, current_app.config, subscriber, runtime().send_transactional
+        db(), runtime().redis, current_app.config, subscriber, partial(send_transactional, runtime())
     )
     db().commit()
     return render_template("web/check_inbox.html")
