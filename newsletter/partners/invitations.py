@@ -1,4 +1,4 @@
-"""Invitations to confirm for people a partner sent us: the email's context and their delivery.
+"""Invitations to confirm for people a partner sent us: enqueued and delivered in batches.
 
 Several hundred invitations go out per RQ job over one SMTP connection (one job per email
 would cost more in RQ than in SMTP); rows that never reach a queue are sent by the sweep.
@@ -10,22 +10,14 @@ import logging
 
 import redis
 from rq import Retry
-from sqlalchemy.orm import Session
 
 from newsletter.core.db import session_scope
 from newsletter.core.runtime import TRANSACTIONAL, Runtime, get_runtime
 from newsletter.mail.transports import make_transport
-from newsletter.models import PartnerInvitation
 from newsletter.subscribers import transactional
 
 log = logging.getLogger(__name__)
 PER_JOB = 200
-
-
-def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
-    """What the invitation says about where the consent came from."""
-    invitation = session.get(PartnerInvitation, outbox_id)
-    return {"partner": invitation.partner_name if invitation else "a partner store"}
 
 
 def enqueue_invitations(runtime: Runtime, outbox_ids: list[int]) -> None:

@@ -11,7 +11,7 @@ from newsletter.core import clock
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport
-from newsletter.models import OutboxEmail, OutboxKind, Subscriber
+from newsletter.models import OutboxEmail, OutboxKind, PartnerInvitation, Subscriber
 from newsletter.subscribers import links
 
 #: A claim older than this belongs to a worker that died; the sweep hands it out again.
@@ -39,11 +39,7 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
     if outbox is None or outbox.sent_at is not None:
         return None
     subscriber = session.get(Subscriber, outbox.subscriber_id)
-    extra = {}
-    if outbox.kind == OutboxKind.PARTNER_INVITE:
-        from newsletter.partners.invitations import invitation_context
-
-        extra = invitation_context(session, outbox.id)
+    extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
     message = build_for(config, outbox.kind, subscriber, **extra)
     try:
         transport.send(message)
@@ -55,6 +51,12 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
     outbox.sent_at = clock.now()
     outbox.message_id = message["Message-ID"]
     return outbox.message_id
+
+
+def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
+    """What a partner invitation says about where the consent came from."""
+    invitation = session.get(PartnerInvitation, outbox_id)
+    return {"partner": invitation.partner_name if invitation else "a partner store"}
 
 
 def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
