@@ -19,4 +19,22 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         template_folder=str(TEMPLATES),
     )
     setup(app, test_config)
+    _register_blueprints(app)
     return app
+
+
+def _register_blueprints(app: Flask) -> None:
+    """The features' pages and API routes (web/ sets the app up and knows no feature)."""
+    from newsletter.customers import api as customers_api  # noqa: F401  (routes on the store API)
+    from newsletter.early_access import api as early_access_api  # noqa: F401  (routes on the store API)
+    from newsletter.early_access import views as early_access_views  # noqa: F401  (public routes)
+    from newsletter.partners.api import bp as partners_api_bp
+    from newsletter.subscribers import manage  # noqa: F401  (routes on the public blueprint)
+    from newsletter.subscribers.views import bp as public_bp
+    from newsletter.web import csrf
+    from newsletter.web.api import bp as api_bp
+
+    app.register_blueprint(public_bp)
+    app.register_blueprint(csrf.exempt(partners_api_bp))  # signed requests, no cookies
+    app.register_blueprint(api_bp)
+    csrf.exempt(api_bp)  # bearer token, no cookies: nothing for a forged request to ride on

@@ -1,4 +1,7 @@
-"""Wiring of the web app: configuration, runtime, CSRF, blueprints, error pages."""
+"""Wiring of the web app: configuration, runtime, CSRF, the request's session, error pages.
+
+The blueprints come from the features; ``create_app`` registers them.
+"""
 
 from __future__ import annotations
 
@@ -25,18 +28,6 @@ def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.extensions["newsletter"] = runtime
     set_runtime(runtime)
     csrf.init_app(app)
-
-    from newsletter.early_access import views as early_access  # noqa: F401  (register their routes)
-    from newsletter.subscribers import manage  # noqa: F401  (register their routes)
-    from newsletter.subscribers.views import bp as public_bp
-    from newsletter.web.api import bp as api_bp
-
-    app.register_blueprint(public_bp)
-    from newsletter.partners.api import bp as partners_api_bp
-
-    app.register_blueprint(csrf.exempt(partners_api_bp))  # signed requests, no cookies
-    app.register_blueprint(api_bp)
-    csrf.exempt(api_bp)  # bearer token, no cookies: nothing for a forged request to ride on
     app.teardown_appcontext(_close_session)
     _register_error_pages(app)
 
