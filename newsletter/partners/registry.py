@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.models import Partner
+from newsletter.subscribers.sharing import clear_cache
 
 PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
 #: printable ASCII without spaces; long enough to resist guessing
 SECRET = re.compile(r"[!-~]{32,128}")
-CACHE_SECONDS = 30
 
 
 class PartnerError(Exception):
@@ -70,27 +69,6 @@ def remove_partner(session: Session, partner_id: str) -> bool:
     removed = session.execute(delete(Partner).where(Partner.id == partner_id)).rowcount > 0
     clear_cache()
     return removed
-
-
-_cache: tuple[float, object, dict[str, str]] | None = None
-
-
-def partner_names(session: Session) -> dict[str, str]:
-    """Partner id -> display name, in id order; cached briefly (every signup page needs it)."""
-    global _cache
-    bind = session.get_bind()
-    now = time.monotonic()
-    if _cache is None or _cache[1] is not bind or now - _cache[0] > CACHE_SECONDS:
-        names = {
-            pid: name for pid, name in session.execute(select(Partner.id, Partner.name).order_by(Partner.id))
-        }
-        _cache = (now, bind, names)
-    return _cache[2]
-
-
-def clear_cache() -> None:
-    global _cache
-    _cache = None
 
 
 def require_store_id(config: dict) -> str:

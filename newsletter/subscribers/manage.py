@@ -10,8 +10,7 @@ from flask import Response, current_app, render_template, request
 from wtforms import SelectChoice
 
 from newsletter.models import Frequency, SubscriberStatus
-from newsletter.partners import registry
-from newsletter.subscribers import links, preferences
+from newsletter.subscribers import links, preferences, sharing
 from newsletter.subscribers.data_rights import erase, export_data
 from newsletter.subscribers.forms import EraseForm, PreferencesForm, UnsubscribeForm
 from newsletter.subscribers.tokens import Purpose, TokenError
@@ -41,7 +40,7 @@ def _bad_link(exc: TokenError):
 
 def _preferences_form(subscriber) -> PreferencesForm:
     topics = preferences.topics_by_slug(db())
-    partner_names = registry.partner_names(db())
+    partner_names = sharing.partner_names(db())
     prefs = preferences.current(subscriber)
     data = (
         None
@@ -69,9 +68,9 @@ def _render_preferences(subscriber, form, token, saved=False, status=200):
         subscriber=subscriber,
         saved=saved,
         topics=list(preferences.topics_by_slug(db()).values()),
-        partners=registry.partner_names(db()),
+        partners=sharing.partner_names(db()),
         partner_wording={
-            pid: preferences.partner_wording(name).text for pid, name in registry.partner_names(db()).items()
+            pid: preferences.partner_wording(name).text for pid, name in sharing.partner_names(db()).items()
         },
         paused=preferences.is_paused(subscriber),
         unsubscribe_url=links.unsubscribe_url(current_app.config, subscriber),
@@ -98,7 +97,7 @@ def preferences_page(token: str):
         partners=set(form.partners.data or []),
     )
     preferences.update(
-        db(), subscriber, wanted, request_info("web:preferences"), registry.partner_names(db())
+        db(), subscriber, wanted, request_info("web:preferences"), sharing.partner_names(db())
     )
     db().commit()
     return _render_preferences(subscriber, _preferences_form(subscriber), token, saved=True)

@@ -1,21 +1,47 @@
-"""Consent to share with a named partner, given on the signup form (effective once confirmed)."""
+"""Consent to share with a named partner, given on the signup form (effective once confirmed).
+
+The partners' names the pages show are read here too (the registry itself is partners/registry.py).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
-from newsletter.models import ConsentAction, PartnerShare, Subscriber, SubscriberStatus
+from newsletter.models import ConsentAction, Partner, PartnerShare, Subscriber, SubscriberStatus
 from newsletter.subscribers.consent import RequestInfo, Wording, record_event
 
+CACHE_SECONDS = 30
 PARTNER_WORDING_VERSION = "partner-share-2026-11"
 PARTNER_WORDING = (
     "Share my email address and first name with {partner}, so that {partner} can invite me to "
     "its own emails. {partner} will ask me to confirm before sending anything else."
 )
+
+_cache: tuple[float, object, dict[str, str]] | None = None
+
+
+def partner_names(session: Session) -> dict[str, str]:
+    """Partner id -> display name, in id order; cached briefly (every signup page needs it)."""
+    global _cache
+    bind = session.get_bind()
+    now = time.monotonic()
+    if _cache is None or _cache[1] is not bind or now - _cache[0] > CACHE_SECONDS:
+        names = {
+            pid: name for pid, name in session.execute(select(Partner.id, Partner.name).order_by(Partner.id))
+        }
+        _cache = (now, bind, names)
+    return _cache[2]
+
+
+def clear_cache() -> None:
+    """Called by the registry whenever a partner is added or removed."""
+    global _cache
+    _cache = None
 
 
 def partner_wording(partner_name: str) -> Wording:
@@ -80,8 +106,6 @@ def grant_requested_shares(session: Session, subscriber: Subscriber, request: Re
             PartnerShare.granted.is_(False),
         )
     ).all()
-    from newsletter.partners.registry import partner_names
-
     names = partner_names(session)
     granted = []
     for share in shares:

@@ -8,8 +8,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from wtforms import SelectChoice
 
 from newsletter.mail.addresses import InvalidAddress, normalize_address
-from newsletter.partners import registry
-from newsletter.subscribers import limits, links, signup
+from newsletter.subscribers import limits, links, sharing, signup
 from newsletter.subscribers.consent import RequestInfo, signup_wording
 from newsletter.subscribers.forms import ConfirmForm, ResendForm, SubscribeForm
 from newsletter.subscribers.jobs import send_transactional
@@ -36,7 +35,7 @@ def subscribe():
     form = SubscribeForm()
     topics = list(signup.topics_by_slug(db()).values())
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
-    partner_names = registry.partner_names(db())
+    partner_names = sharing.partner_names(db())
     form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
 
     if request.method == "POST":
