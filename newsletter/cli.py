@@ -1,12 +1,10 @@
-"""The ``newsletter`` command: thin click wrappers over services."""
+"""The ``newsletter`` command: init, db, worker, sweep, demo; each feature brings its own group."""
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import sys
-from functools import partial
 from pathlib import Path
 
 import click
@@ -15,7 +13,9 @@ from flask import Flask
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
 from newsletter.core.config import ConfigError
+from newsletter.customers.cli import customers
 from newsletter.partners.cli import partners
+from newsletter.subscribers.cli import subscribers, suppressions
 
 
 @click.group()
@@ -79,273 +79,6 @@ def sweep(app: Flask) -> None:
     click.echo(f"re-enqueued {sweep_outbox()} emails")
 
 
-@cli.group()
-def subscribers() -> None:
-    """Look at subscribers."""
-
-
-def _subscriber_or_fail(session, email: str):
-    from newsletter.mail.addresses import InvalidAddress, normalize_address
-    from newsletter.subscribers.signup import find_subscriber
-
-    try:
-        address = normalize_address(email)
-    except InvalidAddress as exc:
-        raise click.ClickException(f"{email!r}: {exc}") from None
-    subscriber = find_subscriber(session, address)
-    if subscriber is None:
-        raise click.ClickException(f"no subscriber with address {address}")
-    return subscriber
-
-
-@subscribers.command("show")
-@click.argument("email")
-@with_app
-def subscribers_show(app: Flask, email: str) -> None:
-    """Print a subscriber's status, topics and consent ledger as JSON."""
-    from newsletter.subscribers.data_rights import export_data
-
-    with app.extensions["newsletter"].sessions() as session:
-        data = export_data(session, _subscriber_or_fail(session, email))
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-@subscribers.command("export")
-@click.argument("email")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to a file, not stdout.")
-@with_app
-def subscribers_export(app: Flask, email: str, out: str | None) -> None:
-    """Everything held about a person, as JSON (what "download my data" gives them)."""
-    from newsletter.subscribers.data_rights import export_data
-
-    with app.extensions["newsletter"].sessions() as session:
-        text = json.dumps(
-            export_data(session, _subscriber_or_fail(session, email)), indent=2, ensure_ascii=False
-        )
-    if out:
-        Path(out).write_text(text + "\n", "utf-8")
-        click.echo(f"wrote {out}")
-    else:
-        click.echo(text)
-
-
-@subscribers.command("erase")
-@click.argument("email")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@with_app
-def subscribers_erase(app: Flask, email: str, yes: bool) -> None:
-    """Erase a person: personal data gone, ledger pseudonymised, address hash kept as suppression."""
-    from newsletter.subscribers.consent import RequestInfo
-    from newsletter.subscribers.data_rights import erase
-
-    with app.extensions["newsletter"].sessions() as session:
-        subscriber = _subscriber_or_fail(session, email)
-        if not yes:
-            click.confirm(f"Erase subscriber {subscriber.id} ({subscriber.email})?", abort=True)
-        erase(session, subscriber, RequestInfo(None, None, "cli:erase"))
-        session.commit()
-    click.echo(f"erased subscriber {subscriber.id}; the address stays suppressed (hash only)")
-
-
-def _open_csv(csv_file: str):
-    """The file's SHA-256 (evidence of what was imported) and a fresh UTF-8 text handle."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(csv_file, "rb") as raw:
-        for chunk in iter(lambda: raw.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest(), open(csv_file, encoding="utf-8-sig", newline="")
-
-
-def _print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> None:
-    for line, reason in errors:
-        click.echo(f"{csv_file}: line {line}: {reason}", err=True)
-    if bad > len(errors):
-        click.echo(f"{csv_file}: ... and {bad - len(errors)} more bad rows", err=True)
-
-
-@subscribers.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--source", required=True, help="The tool the list comes from, e.g. mailchimp (in the ledger).")
-@click.option("--topics", default="", help="Topics for rows without a topics cell, comma-separated.")
-@with_app
-def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> None:
-    """Import an opted-in list (docs/customers.md): evidence rows go active, others get a confirmation."""
-    from newsletter.subscribers.imports import check_source_name, import_subscribers
-    from newsletter.subscribers.jobs import send_transactional
-
-    try:
-        source = check_source_name(source)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    runtime = app.extensions["newsletter"]
-    file_sha256, handle = _open_csv(csv_file)
-    try:
-        with handle, runtime.sessions() as session:
-            report = import_subscribers(
-                session,
-                runtime.redis,
-                runtime.config,
-                handle,
-                source=source,
-                file_sha256=file_sha256,
-                dispatch=partial(send_transactional, runtime),
-                default_topics=[t.strip() for t in topics.split(",") if t.strip()],
-            )
-            session.commit()
-    except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{csv_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    _print_errors(csv_file, report.errors, report.bad)
-    click.echo(f"imported with consent evidence: {report.imported}")
-    click.echo(f"pending, confirmation sent: {report.confirmation_sent}")
-    click.echo(f"pending, confirmation held back (daily cap for the address): {report.confirmation_capped}")
-    for reason, count in sorted(report.skipped.items()):
-        click.echo(f"skipped, {reason}: {count}")
-    click.echo(f"bad rows: {report.bad}")
-    click.echo(f"file sha256: {file_sha256}")
-
-
-@cli.group()
-def suppressions() -> None:
-    """The list of addresses never to mail."""
-
-
-@suppressions.command("list")
-@with_app
-def suppressions_list(app: Flask) -> None:
-    """Print every entry: hash, reason, since, source."""
-    from sqlalchemy import select
-
-    from newsletter.models import Suppression
-
-    with app.extensions["newsletter"].sessions() as session:
-        for entry in session.scalars(select(Suppression).order_by(Suppression.id)):
-            click.echo(
-                f"{entry.email_hash}  {entry.reason.value:<12}  {entry.created_at:%Y-%m-%d %H:%M}  "
-                f"{entry.source}  {entry.note}".rstrip()
-            )
-
-
-def _reason_choice():
-    from newsletter.models import SuppressionReason
-
-    return click.Choice([r.value for r in SuppressionReason])
-
-
-@suppressions.command("add")
-@click.argument("email_or_hash")
-@click.option("--reason", type=_reason_choice(), default="manual", show_default=True)
-@click.option("--note", default="")
-@with_app
-def suppressions_add(app: Flask, email_or_hash: str, reason: str, note: str) -> None:
-    """Suppress an address (or a SHA-256 hash of one)."""
-    from newsletter.mail.addresses import InvalidAddress
-    from newsletter.models import SuppressionReason
-    from newsletter.subscribers import suppression
-
-    try:
-        email_hash = suppression.hash_for(email_or_hash)
-    except InvalidAddress as exc:
-        raise click.ClickException(f"{email_or_hash!r}: {exc}") from None
-    with app.extensions["newsletter"].sessions() as session:
-        entry = suppression.suppress(session, email_hash, SuppressionReason(reason), "cli", note)
-        session.commit()
-        click.echo(f"suppressed {entry.email_hash} ({entry.reason.value})")
-
-
-@suppressions.command("remove")
-@click.argument("email_or_hash")
-@with_app
-def suppressions_remove(app: Flask, email_or_hash: str) -> None:
-    """Lift a suppression (an operator's decision: complaints too)."""
-    from newsletter.mail.addresses import InvalidAddress
-    from newsletter.subscribers import suppression
-
-    try:
-        email_hash = suppression.hash_for(email_or_hash)
-    except InvalidAddress as exc:
-        raise click.ClickException(f"{email_or_hash!r}: {exc}") from None
-    with app.extensions["newsletter"].sessions() as session:
-        removed = suppression.remove(session, email_hash)
-        session.commit()
-    if not removed:
-        raise click.ClickException(f"{email_hash} is not suppressed")
-    click.echo(f"lifted {email_hash}")
-
-
-@suppressions.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@with_app
-def suppressions_import(app: Flask, csv_file: str) -> None:
-    """Import a CSV (header: email or email_hash, optional reason, note); all or nothing."""
-    from newsletter.subscribers import suppression
-
-    try:
-        with (
-            open(csv_file, encoding="utf-8-sig", newline="") as handle,
-            app.extensions["newsletter"].sessions() as session,
-        ):
-            report = suppression.import_csv(session, handle, f"import:{Path(csv_file).name}")
-            if report.errors:
-                session.rollback()
-                for error in report.errors[:20]:
-                    click.echo(f"{csv_file}: {error}", err=True)
-                raise click.ClickException(f"{len(report.errors)} bad rows; nothing imported")
-            session.commit()
-    except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{csv_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    click.echo(f"imported: {report.added} added, {report.unchanged} already suppressed")
-
-
-@suppressions.command("export")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to a file, not stdout.")
-@with_app
-def suppressions_export(app: Flask, out: str | None) -> None:
-    """Export the list as CSV (hashes only; safe to open in a spreadsheet)."""
-    from newsletter.subscribers import suppression
-
-    with app.extensions["newsletter"].sessions() as session:
-        chunks = suppression.export_csv(session)
-        if out:
-            with open(out, "w", encoding="utf-8", newline="") as handle:
-                handle.writelines(chunks)
-            click.echo(f"wrote {out}")
-        else:
-            for chunk in chunks:
-                click.echo(chunk, nl=False)
-
-
-@cli.group()
-def customers() -> None:
-    """What the store knows about its customers (orders, lifetime value, tier, attributes)."""
-
-
-@customers.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@with_app
-def customers_import(app: Flask, csv_file: str) -> None:
-    """Upsert customer data from a CSV (see docs/customers.md); bad rows are reported, good ones applied."""
-    from newsletter.customers.records import import_csv
-
-    try:
-        with (
-            open(csv_file, encoding="utf-8-sig", newline="") as handle,
-            app.extensions["newsletter"].sessions() as session,
-        ):
-            report = import_csv(session, handle)
-            session.commit()
-    except UnicodeDecodeError as exc:
-        raise click.ClickException(f"{csv_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    _print_errors(csv_file, report.errors, report.bad)
-    click.echo(
-        f"customers: {report.applied} applied ({report.created} new, {report.updated} updated), "
-        f"{report.bad} bad rows"
-    )
-    if report.bad and not report.applied:
-        sys.exit(1)
-
-
 @cli.command()
 @click.option("--keep-going", is_flag=True, hidden=True)
 def demo(keep_going: bool) -> None:
@@ -358,6 +91,9 @@ def demo(keep_going: bool) -> None:
         raise click.ClickException(f"configuration: {exc}") from None
 
 
+cli.add_command(subscribers)
+cli.add_command(suppressions)
+cli.add_command(customers)
 cli.add_command(partners)
 cli.add_command(campaign)
 

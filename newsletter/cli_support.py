@@ -1,4 +1,4 @@
-"""What every command group shares: building the app for one command."""
+"""What every command group shares: building the app for one command, reporting bad rows."""
 
 from __future__ import annotations
 
@@ -27,3 +27,10 @@ def with_app(func):
             app.extensions["newsletter"].engine.dispose()  # no pooled connection outlives the command
 
     return wrapper
+
+
+def print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> None:
+    for line, reason in errors:
+        click.echo(f"{csv_file}: line {line}: {reason}", err=True)
+    if bad > len(errors):
+        click.echo(f"{csv_file}: ... and {bad - len(errors)} more bad rows", err=True)
