@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Enum, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -27,6 +28,15 @@ class Base(DeclarativeBase):
 def enum_type(enum_class: type[enum.Enum], length: int = 40) -> Enum:
     """A portable enum column: the values as VARCHAR, no database enum type to migrate."""
     return Enum(enum_class, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e])
+
+
+#: the dialects' own INSERT: it has ON CONFLICT DO NOTHING / DO UPDATE (the same on both)
+_INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def dialect_insert(session: Session, table):
+    """``INSERT`` into ``table`` for the session's database, with its ``on_conflict_do_*`` methods."""
+    return _INSERT[session.get_bind().dialect.name](table)
 
 
 def make_engine(url: str) -> Engine:

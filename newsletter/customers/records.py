@@ -17,11 +17,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.db import dialect_insert
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import Customer
 from newsletter.models.subscribers import address_hash
@@ -198,8 +197,6 @@ class CustomerUpserter:
         self.report = report
         self.batch_size = batch_size
         self.pending: dict[str, CustomerRecord] = {}
-        dialect = session.get_bind().dialect.name
-        self._insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
 
     def add(self, record: CustomerRecord) -> None:
         if record.email_hash in self.pending or len(self.pending) >= self.batch_size:
@@ -234,7 +231,7 @@ class CustomerUpserter:
                 }
             )
         for changed, rows in groups.items():
-            statement = self._insert(Customer)
+            statement = dialect_insert(self.session, Customer)
             statement = statement.on_conflict_do_update(
                 index_elements=["email_hash"],
                 set_={name: statement.excluded[name] for name in (*changed, "updated_at")},

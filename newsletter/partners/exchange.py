@@ -14,12 +14,10 @@ from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import exists, insert, select, text
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
-from newsletter.core.db import on_commit
+from newsletter.core.db import dialect_insert, on_commit
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
     ConsentAction,
@@ -497,14 +495,12 @@ def import_suppressions(
     now = clock.now()
     log = _record_import(session, partner, "suppressions", envelope, channel, now)
     report = SuppressionReport(records=envelope.records, file_sha256=envelope.sha256)
-    dialect = session.get_bind().dialect.name
-    upsert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
     batch: list[str] = []
 
     def flush() -> None:
         added = len(
             session.execute(
-                upsert(PartnerSuppression)
+                dialect_insert(session, PartnerSuppression)
                 .values([{"partner_id": partner.id, "email_hash": h, "received_at": now} for h in batch])
                 .on_conflict_do_nothing(index_elements=["partner_id", "email_hash"])
                 .returning(PartnerSuppression.email_hash)

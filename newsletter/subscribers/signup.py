@@ -9,13 +9,11 @@ from datetime import timedelta
 
 import redis
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
-from newsletter.core.db import on_commit
+from newsletter.core.db import dialect_insert, on_commit
 from newsletter.models import (
     ConsentAction,
     OutboxEmail,
@@ -86,10 +84,8 @@ def find_subscriber(session: Session, normalized_email: str) -> Subscriber | Non
 
 def _insert_if_new(session: Session, normalized_email: str, first_name: str | None) -> int | None:
     """Insert a pending subscriber in one statement; its id, or None if the address is known."""
-    dialect = session.get_bind().dialect.name
-    insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[dialect]
     statement = (
-        insert(Subscriber)
+        dialect_insert(session, Subscriber)
         .values(
             email=normalized_email,
             email_hash=address_hash(normalized_email),
