@@ -22,7 +22,7 @@ class ConsentAction(enum.StrEnum):
     PARTNER_SHARE_WITHDRAWN = "partner_share_withdrawn"
     PARTNER_IMPORTED = "partner_imported"  #: a partner sent us this person's consent; invited to confirm
     ERASED = "erased"  #: personal data erased on request; this ledger stays, pseudonymised
-    IMPORTED = "imported"  #: consent given elsewhere, brought in with its evidence (services.imports)
+    IMPORTED = "imported"  #: consent given elsewhere, brought in with its evidence (subscribers.imports)
 
 
 class LedgerIsAppendOnly(Exception):
