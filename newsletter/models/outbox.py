@@ -24,7 +24,10 @@ class OutboxKind(enum.StrEnum):
 
 class OutboxEmail(Base):
     __tablename__ = "outbox_emails"
-    __table_args__ = (Index("ix_outbox_emails_unsent", "sent_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_outbox_emails_unsent", "sent_at", "created_at"),
+        Index("ix_outbox_emails_mailbox", "mailbox_hash", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[OutboxKind] = mapped_column(enum_type(OutboxKind, 40))
@@ -36,3 +39,7 @@ class OutboxEmail(Base):
     message_id: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: the signup request (its ``signup_requested`` event) a confirmation link in this email answers
+    request_event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
+    #: sha256 of the mailbox (``addresses.mailbox_key``): the daily cap's count when Redis is down
+    mailbox_hash: Mapped[str | None] = mapped_column(String(64))

@@ -13,6 +13,7 @@ from newsletter.mail.transports import Transport
 from newsletter.models import OutboxEmail, OutboxKind, Subscriber
 from newsletter.services import links
 from newsletter.services.rendering import render_transactional
+from newsletter.services.signup import request_for_outbox
 
 #: A claim older than this belongs to a worker that died; the sweep hands it out again.
 STALE_CLAIM = timedelta(minutes=10)
@@ -44,6 +45,8 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
         from newsletter.partners.invitations import invitation_context
 
         extra = invitation_context(session, outbox.id)
+    if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
+        extra["request_id"] = request_for_outbox(session, outbox)
     message = build_for(config, outbox.kind, subscriber, **extra)
     try:
         transport.send(message)
@@ -57,7 +60,7 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
     return outbox.message_id
 
 
-def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
+def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, request_id: int | None = None, **extra):
     context = {
         "store": config["STORE_NAME"],
         "postal_address": config["POSTAL_ADDRESS"],
@@ -65,7 +68,7 @@ def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
         **extra,
     }
     if kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
-        context["confirm_url"] = links.confirm_url(config, subscriber)
+        context["confirm_url"] = links.confirm_url(config, subscriber, request_id)
         context["max_age_days"] = config["CONFIRM_MAX_AGE_DAYS"]
     else:
         context["preferences_url"] = links.preferences_url(config, subscriber)
