@@ -72,11 +72,16 @@ def campaign() -> None:
 def validate(paths: tuple[str, ...], root: str) -> None:
     """Check campaigns (all under --dir by default); print file:line:col: message per problem."""
     from newsletter.campaigns.validation import find_campaigns
+    from newsletter.config import insecure_base_url
 
     folders = [Path(p) for p in paths] or find_campaigns(Path(root))
     if not folders:
         raise click.ClickException(f"no campaign folders under {root}/")
-    site = _site(_runtime())
+    runtime = _runtime()
+    site = _site(runtime)
+    insecure = insecure_base_url(runtime.config)
+    if insecure:
+        click.echo(f"warning: {insecure}; 'campaign schedule' refuses it unless on loopback", err=True)
     failed = 0
     for folder in folders:
         report = _validate(folder, site)
