@@ -80,17 +80,43 @@ def test_a_broken_campaign_never_crashes_the_cli(app, tmp_path, toml, mjml):
         assert "Traceback" not in result.output
 
 
-def test_an_unexpected_failure_is_one_line(app, tmp_path, monkeypatch):
+def test_an_unexpected_failure_is_that_folders_error(app, tmp_path, monkeypatch):
     from newsletter.campaigns import validation
 
-    def explode(*args, **kwargs):
-        raise RuntimeError("disk on fire")
+    real = validation.validate_campaign
+
+    def explode(folder, *args, **kwargs):
+        if folder.name == "spring-sale":
+            raise RuntimeError("disk on fire")
+        return real(folder, *args, **kwargs)
 
     monkeypatch.setattr(validation, "validate_campaign", explode)
-    result = run(app, "validate", str(EXAMPLES / "spring-sale"))
+    result = run(app, "validate", str(EXAMPLES / "spring-sale"), str(EXAMPLES / "monthly-newsletter"))
     assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        f"Error: {EXAMPLES / 'spring-sale'}: cannot validate: RuntimeError: disk on fire"
+    assert result.stdout.splitlines() == [
+        f"{EXAMPLES / 'spring-sale'}:1:1: cannot validate: RuntimeError: disk on fire"
+    ]
+    assert result.stderr.splitlines() == [
+        f"{EXAMPLES / 'spring-sale'}: 1 error(s), 0 warning(s)",
+        f"{EXAMPLES / 'monthly-newsletter'}: ok, 0 warning(s)",  # checked all the same
+    ]
+
+
+def test_validate_reports_an_undecodable_file_and_goes_on_to_the_next_folder(app, tmp_path):
+    first = write_campaign(tmp_path, slug="a")
+    latin = write_campaign(tmp_path, mjml=MJML.replace("Hello", "Bonjour, café"), slug="b")
+    (latin / "email.mjml").write_bytes((latin / "email.mjml").read_text("utf-8").encode("latin-1"))
+    last = write_campaign(tmp_path, TOML.replace('topic = "newsletter"', 'topic = "nope"'), slug="c")
+    result = run(app, "validate", str(first), str(latin), str(last))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{latin}/email.mjml:5:26: not UTF-8 (byte 0xE9)",
+        f"{last}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
+    ]
+    assert result.stderr.splitlines() == [
+        f"{first}: ok, 0 warning(s)",
+        f"{latin}: 1 error(s), 0 warning(s)",
+        f"{last}: 1 error(s), 0 warning(s)",
     ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from newsletter.campaigns.validation import validate_campaign
@@ -262,6 +264,53 @@ def test_a_good_text_override_is_used(tmp_path):
     assert report.ok and report.emails[None].text.startswith("Hi ~NL~first_name~text~\nUnsubscribe:")
 
 
+# --- text encodings and one-line strings ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["email.mjml", "campaign.toml", "email.txt"])
+def test_a_file_that_is_not_utf8_is_located_at_its_first_bad_byte(tmp_path, name):
+    folder = write_campaign(tmp_path, text="Hi\n{{ links.unsubscribe }}\n{{ store.postal_address }}\n")
+    path = folder / name
+    text = path.read_text("utf-8").splitlines(keepends=True)
+    text[1] = "Café " + text[1]  # line 2, column 4 is the é
+    path.write_bytes("".join(text).encode("latin-1"))
+    report = validate_campaign(folder, SITE, NOW)
+    assert [str(p) for p in report.errors] == [f"{path}:2:4: not UTF-8 (byte 0xE9)"]
+
+
+@pytest.mark.parametrize(
+    "written, shown",
+    [
+        ("\\n", "U+000A (line feed)"),
+        ("\\r", "U+000D (carriage return)"),
+        ("\\t", "U+0009 (tab)"),
+        ("\\u0085", "U+0085 (control character)"),
+        ("\\u2028", "U+2028 (line separator)"),
+        ("\\u2029", "U+2029 (paragraph separator)"),
+    ],
+)
+def test_control_characters_in_header_strings_are_refused(tmp_path, written, shown):
+    toml = TOML.replace("Hello {{", f"Hello{written}Bcc: x@example.com {{{{")
+    toml = toml.replace("A preheader", f"A{written}preheader").replace(
+        "Test campaign", f"Test{written}campaign"
+    )
+    assert problems(write_campaign(tmp_path, toml)) == [
+        ("campaign.toml", 1, 8, f"name must be one line of text: it contains {shown}"),
+        ("campaign.toml", 2, 11, f"subject must be one line of text: it contains {shown}"),
+        ("campaign.toml", 3, 13, f"preheader must be one line of text: it contains {shown}"),
+    ]
+
+
+def test_a_subject_that_renders_a_line_break_is_refused(tmp_path):
+    folder = write_campaign(
+        tmp_path, TOML.replace("Hello {{ subscriber.first_name }}", "News from {{ store.name }}")
+    )
+    report = validate_campaign(folder, replace(SITE, store_name="Our\nstore"), NOW)
+    assert [str(p) for p in report.errors] == [
+        f"{folder}/campaign.toml:2:11: subject renders to text with U+000A (line feed); it must be one line"
+    ]
+
+
 # --- warnings ------------------------------------------------------------------------------
 
 
@@ -331,6 +380,11 @@ def test_the_folder_name_must_be_a_slug(tmp_path):
 
 def test_from_must_be_one_address_on_one_line(tmp_path):
     folder = write_campaign(tmp_path, TOML + 'from = "Store <news@store.example>\\nBcc: x@example.com"\n')
-    assert only(folder) == ("campaign.toml", 6, 8, "from must be one line")
+    assert only(folder) == (
+        "campaign.toml",
+        6,
+        8,
+        "from must be one line of text: it contains U+000A (line feed)",
+    )
     folder = write_campaign(tmp_path, TOML + 'from = "Store"\n', slug="d")
     assert only(folder)[:3] == ("campaign.toml", 6, 8)
