@@ -25,7 +25,7 @@ def env_for(app) -> dict[str, str]:
 def test_subscribers_show_prints_status_topics_and_ledger(app, client, signup, work, smtp_sink):
     signup("ann@example.com", topics=["newsletter", "product-news"])
     work()
-    link = confirm_link(smtp_sink.take()[0]).replace("http://newsletter.test", "")
+    link = confirm_link(smtp_sink.take()[0]).replace("https://newsletter.test", "")
     page = client.get(link).get_data(as_text=True)
     client.post(link, data={"csrf_token": csrf_token(page)})
 

@@ -100,7 +100,7 @@ def test_two_wave_early_access_sale_sends_vips_first_then_everyone_once(
 
     for message in first + second:
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert re.match(r"<http://newsletter\.test/unsubscribe/[^>]+>", message["List-Unsubscribe"])
+        assert re.match(r"<https://newsletter\.test/unsubscribe/[^>]+>", message["List-Unsubscribe"])
         assert message["List-Id"] and message["Feedback-ID"]
         assert message["Message-ID"] == f"<{message['Message-ID'][1:-1]}>"
         html = message.get_body(("html",)).get_content()

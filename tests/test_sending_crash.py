@@ -107,7 +107,7 @@ def test_sigkilled_workers_lose_no_send_and_send_nothing_twice(make_app, databas
         "NEWSLETTER_SECRET_KEY": "test-secret",
         "NEWSLETTER_DATABASE_URL": database_url,
         "NEWSLETTER_REDIS_URL": REDIS_URL,
-        "NEWSLETTER_BASE_URL": "http://newsletter.test",
+        "NEWSLETTER_BASE_URL": "https://newsletter.test",
         **{f"NEWSLETTER_{k}": v for k, v in settings.items()},
     }
 

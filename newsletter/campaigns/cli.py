@@ -40,14 +40,16 @@ def _site(runtime):
 
 
 def _validate(folder: Path, site):
-    """Validate one folder; never lets an exception through (a broken campaign is a message)."""
+    """Validate one folder; an unexpected failure is that folder's error, so the next one is still checked."""
     from newsletter import clock
-    from newsletter.campaigns.validation import validate_campaign
+    from newsletter.campaigns.files import Problem
+    from newsletter.campaigns.validation import ValidationReport, validate_campaign
 
     try:
         return validate_campaign(folder, site, clock.now())
     except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash
-        raise click.ClickException(f"{folder}: cannot validate: {type(exc).__name__}: {exc}") from None
+        problem = Problem(str(folder), 1, 1, f"cannot validate: {type(exc).__name__}: {exc}")
+        return ValidationReport(folder, errors=[problem])
 
 
 def _valid_report(path: str, site):
@@ -72,11 +74,16 @@ def campaign() -> None:
 def validate(paths: tuple[str, ...], root: str) -> None:
     """Check campaigns (all under --dir by default); print file:line:col: message per problem."""
     from newsletter.campaigns.validation import find_campaigns
+    from newsletter.config import insecure_base_url
 
     folders = [Path(p) for p in paths] or find_campaigns(Path(root))
     if not folders:
         raise click.ClickException(f"no campaign folders under {root}/")
-    site = _site(_runtime())
+    runtime = _runtime()
+    site = _site(runtime)
+    insecure = insecure_base_url(runtime.config)
+    if insecure:
+        click.echo(f"warning: {insecure}; 'campaign schedule' refuses it unless on loopback", err=True)
     failed = 0
     for folder in folders:
         report = _validate(folder, site)
