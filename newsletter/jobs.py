@@ -58,7 +58,7 @@ def sweep_outbox(older_than: timedelta = timedelta(seconds=30)) -> int:
         enqueued = [
             outbox_id
             for outbox_id, job_id in job_ids.items()
-            if job_id not in live and runtime.send_transactional(outbox_id, replace=True)
+            if job_id not in live and runtime.send_transactional(outbox_id)
         ]
         from_batches = [outbox_id for outbox_id in enqueued if job_ids[outbox_id] != outbox_job_id(outbox_id)]
         if from_batches:  # their own job carries them now

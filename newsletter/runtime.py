@@ -57,12 +57,12 @@ class Runtime:
             self._queues[name] = Queue(name, connection=self.redis)
         return self._queues[name]
 
-    def send_transactional(self, outbox_id: int, *, replace: bool = False) -> bool:
+    def send_transactional(self, outbox_id: int) -> bool:
         """Hand an outbox row to a worker in its own job ``outbox-<id>``; False if it has a live one.
 
-        With ``replace`` (the sweep), a finished or failed job of that id is deleted first; a
-        new row has none, so the signup path skips that round trip. If Redis is down, a
-        worker's sweep sends the row later.
+        A finished or failed job of that id (an earlier round, or a deleted row whose id
+        SQLite handed out again) is replaced. If Redis is down, a worker's sweep sends the
+        row later.
         """
         from newsletter import jobs
 
@@ -71,25 +71,27 @@ class Runtime:
             return True
         job_id = outbox_job_id(outbox_id)
         try:
-            old = Job.fetch_many([job_id], connection=self.redis)[0] if replace else None
-            if old is not None:
-                if old.get_status(refresh=False) in LIVE:
-                    return False
-                old.delete()
-            self.queue(TRANSACTIONAL).enqueue(
-                jobs.deliver_transactional,
-                outbox_id,
-                job_id=job_id,
-                unique=True,  # atomic in Redis: a second enqueue of a live row is refused
-                retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
-                job_timeout=120,
-            )
-        except DuplicateJobError:
+            for _ in range(2):
+                try:
+                    self.queue(TRANSACTIONAL).enqueue(
+                        jobs.deliver_transactional,
+                        outbox_id,
+                        job_id=job_id,
+                        unique=True,  # atomic in Redis: refused while a job of that id exists
+                        retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
+                        job_timeout=120,
+                    )
+                    return True
+                except DuplicateJobError:
+                    old = Job.fetch_many([job_id], connection=self.redis)[0]
+                    if old is not None and old.get_status(refresh=False) in LIVE:
+                        return False
+                    if old is not None:
+                        old.delete()
             return False
         except redis.RedisError as exc:
             log.warning("outbox %s not enqueued (Redis: %s); the sweep will send it", outbox_id, exc)
             return False
-        return True
 
     def live_jobs(self, job_ids: list[str]) -> set[str]:
         """Which of these RQ jobs will still run (queued, started, waiting for a retry)."""

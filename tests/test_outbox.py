@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from rq import SimpleWorker
 from rq.job import Job
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from newsletter import clock
 from newsletter.jobs import sweep_outbox
@@ -194,3 +194,18 @@ def test_invitations_in_a_live_batch_job_are_left_to_it(runtime, make_subscriber
     assert [row.job_id for row in rows(runtime)] == [None, None, None]
     work(runtime)
     assert sorted(m["To"] for m in smtp_sink.take()) == [p.email for p in people]
+
+
+def test_a_row_id_used_again_gets_a_job_of_its_own(make_app, smtp_sink):
+    app = make_app()
+    runtime = app.extensions["newsletter"]
+    sign_up(app, "ann@example.com")
+    work(runtime)  # sent; RQ keeps the finished job outbox-1 for a while
+    assert len(smtp_sink.take()) == 1
+    with runtime.sessions() as session:
+        session.execute(delete(OutboxEmail))  # as erasure does; SQLite hands out id 1 again
+        session.commit()
+    sign_up(app, "bob@example.com")
+    work(runtime)
+    [mail] = smtp_sink.take()
+    assert mail["To"] == "bob@example.com"
