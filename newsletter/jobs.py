@@ -17,7 +17,7 @@ from newsletter import clock
 from newsletter.db import session_scope
 from newsletter.mail.transports import make_transport
 from newsletter.models import Campaign, CampaignStatus
-from newsletter.runtime import CAMPAIGNS, get_runtime
+from newsletter.runtime import CAMPAIGNS, get_runtime, outbox_job_id
 from newsletter.services import sending, transactional
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,41 @@ def deliver_transactional(outbox_id: int) -> str | None:
 
 
 def sweep_outbox(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Enqueue transactional mail that never reached a worker; returns how many."""
+    """Enqueue transactional mail that no live job carries; returns how many.
+
+    Rows still queued, running or waiting for an RQ retry are left to their job, so a row
+    never has two jobs; rows out of attempts are given up. One sweep at a time (a Redis
+    lock): two sweeps could otherwise both replace a row's finished job.
+    """
     runtime = get_runtime()
-    with session_scope(runtime.sessions) as session:
-        ids = transactional.unsent_outbox_ids(session, older_than)
-    for outbox_id in ids:
-        runtime.send_transactional(outbox_id)
-    if ids:
-        log.info("sweep: re-enqueued %d unsent transactional emails", len(ids))
-    return len(ids)
+    lock = runtime.redis.lock("nl:sweep", timeout=300, blocking=False)
+    if not lock.acquire(blocking=False):
+        return 0
+    try:
+        with session_scope(runtime.sessions) as session:
+            transactional.give_up_exhausted(session)
+            session.commit()
+            rows = transactional.unsent_outbox(session, older_than)
+        job_ids = {outbox_id: job_id or outbox_job_id(outbox_id) for outbox_id, job_id in rows}
+        live = runtime.live_jobs(list(job_ids.values())) if job_ids else set()
+        enqueued = [
+            outbox_id
+            for outbox_id, job_id in job_ids.items()
+            if job_id not in live and runtime.send_transactional(outbox_id)
+        ]
+        from_batches = [outbox_id for outbox_id in enqueued if job_ids[outbox_id] != outbox_job_id(outbox_id)]
+        if from_batches:  # their own job carries them now
+            with session_scope(runtime.sessions) as session:
+                transactional.set_job(session, from_batches, None)
+                session.commit()
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            pass
+    if enqueued:
+        log.info("sweep: enqueued %d transactional emails that had no live job", len(enqueued))
+    return len(enqueued)
 
 
 def send_batch(campaign_id: int, first_id: int, last_id: int) -> dict:

@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.job import Job, JobStatus
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +27,13 @@ log = logging.getLogger(__name__)
 TRANSACTIONAL = "transactional"
 CAMPAIGNS = "campaigns"
 QUEUES = [TRANSACTIONAL, CAMPAIGNS]
+#: A job in one of these states will still run (again): its outbox rows need no other job.
+LIVE = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+
+
+def outbox_job_id(outbox_id: int) -> str:
+    """The RQ job id of an outbox row's own job: one id per row, so never two such jobs."""
+    return f"outbox-{outbox_id}"
 
 
 @dataclass
@@ -48,22 +57,46 @@ class Runtime:
             self._queues[name] = Queue(name, connection=self.redis)
         return self._queues[name]
 
-    def send_transactional(self, outbox_id: int) -> None:
-        """Hand an outbox row to a worker; if Redis is down, a worker's sweep sends it later."""
+    def send_transactional(self, outbox_id: int) -> bool:
+        """Hand an outbox row to a worker in its own job ``outbox-<id>``; False if it has a live one.
+
+        A finished or failed job of that id (an earlier round, or a deleted row whose id
+        SQLite handed out again) is replaced. If Redis is down, a worker's sweep sends the
+        row later.
+        """
         from newsletter import jobs
 
         if self.config["QUEUE_SYNC"]:
             jobs.deliver_transactional(outbox_id)
-            return
+            return True
+        job_id = outbox_job_id(outbox_id)
         try:
-            self.queue(TRANSACTIONAL).enqueue(
-                jobs.deliver_transactional,
-                outbox_id,
-                retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
-                job_timeout=120,
-            )
+            for _ in range(2):
+                try:
+                    self.queue(TRANSACTIONAL).enqueue(
+                        jobs.deliver_transactional,
+                        outbox_id,
+                        job_id=job_id,
+                        unique=True,  # atomic in Redis: refused while a job of that id exists
+                        retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
+                        job_timeout=120,
+                    )
+                    return True
+                except DuplicateJobError:
+                    old = Job.fetch_many([job_id], connection=self.redis)[0]
+                    if old is not None and old.get_status(refresh=False) in LIVE:
+                        return False
+                    if old is not None:
+                        old.delete()
+            return False
         except redis.RedisError as exc:
             log.warning("outbox %s not enqueued (Redis: %s); the sweep will send it", outbox_id, exc)
+            return False
+
+    def live_jobs(self, job_ids: list[str]) -> set[str]:
+        """Which of these RQ jobs will still run (queued, started, waiting for a retry)."""
+        jobs = Job.fetch_many(job_ids, connection=self.redis)
+        return {job.id for job in jobs if job is not None and job.get_status(refresh=False) in LIVE}
 
 
 def default_instance_path() -> Path:

@@ -2,7 +2,7 @@
 and the mailbox they count against
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-24
 
 Confirmation emails already queued (no ``request_event_id``) answer the subscriber's latest
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
