@@ -5,7 +5,9 @@ One delivery row per (campaign, subscriber) is the truth. A batch job claims its
 round trip, then sends in id order, marking each row ``sent`` before the next SMTP
 transaction starts. If a worker dies, the only row of its claim that may have reached
 the relay without being marked is the lowest-id row still ``sending``: the sweep marks
-that one ``uncertain`` and hands the rest back as ``queued``. Nobody gets two copies.
+that one ``uncertain`` and hands the rest back as ``queued``, with their cap places given
+back. Nobody gets two copies, and nobody is capped by a message never sent. One recipient
+whose message cannot be built or handed over fails alone; the slice goes on.
 """
 
 from __future__ import annotations
