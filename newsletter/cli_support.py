@@ -1,16 +1,26 @@
-"""What every command group shares: building the app for one command, reporting bad rows."""
+"""What every command group shares: the app for one command, one-line outage errors, bad rows."""
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from functools import wraps
 
 import click
+import redis
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 
 from newsletter.core.config import ConfigError
 
+log = logging.getLogger(__name__)
+
 
 def with_app(func):
-    """Build the app (one-line error on bad configuration) and pass it first."""
+    """Build the app (one-line error on bad configuration) and pass it first.
+
+    Redis or the database unreachable is one line naming the setting and the address.
+    """
 
     @wraps(func)
     def wrapper(*args, **kwargs):
@@ -20,13 +30,56 @@ def with_app(func):
             app = create_app()
         except ConfigError as exc:
             raise click.ClickException(f"configuration: {exc}") from None
+        runtime = app.extensions["newsletter"]
         try:
-            with app.app_context():
+            with outages_as_errors(runtime.config, runtime.engine), app.app_context():
                 return func(app, *args, **kwargs)
         finally:
-            app.extensions["newsletter"].engine.dispose()  # no pooled connection outlives the command
+            runtime.engine.dispose()  # no pooled connection outlives the command
 
     return wrapper
+
+
+@contextmanager
+def outages_as_errors(config: dict, engine: Engine):
+    """Turn "cannot reach Redis / the database" into a one-line ClickException (traceback at DEBUG)."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.debug("Redis unreachable", exc_info=True)
+        message = unreachable("Redis", "NEWSLETTER_REDIS_URL", config["REDIS_URL"], exc)
+        raise click.ClickException(message) from None
+    except DBAPIError:
+        reason = database_unreachable(engine)
+        if reason is None:
+            raise  # reachable: a real error about the data or the schema
+        log.debug("database unreachable", exc_info=True)
+        raise click.ClickException(
+            unreachable("the database", "NEWSLETTER_DATABASE_URL", config["DATABASE_URL"], reason)
+        ) from None
+
+
+def database_unreachable(engine: Engine) -> str | None:
+    """Why no connection to the database can be opened, or None when one can."""
+    try:
+        with engine.connect():
+            return None
+    except DBAPIError as exc:
+        return str(exc.orig or exc)
+
+
+def unreachable(what: str, setting: str, url: str, reason: object) -> str:
+    """``cannot reach WHAT at ADDRESS (SETTING): REASON`` on one line, without the password."""
+    first_line = next((line.strip() for line in str(reason).splitlines() if line.strip()), "")
+    return f"cannot reach {what} at {safe_url(url)} ({setting}): {first_line}"
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not parseable: show only the scheme
+        return url.split("://", 1)[0] + "://..."
 
 
 def print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import RedisError
 from rq import Worker
+from sqlalchemy.exc import OperationalError
 
 from newsletter.core.runtime import QUEUES, Runtime
 
@@ -32,12 +34,21 @@ def _sweep() -> None:
     for task in (sweep_outbox, tick):
         try:
             task()
+        except (RedisError, OperationalError) as exc:  # an outage: one line, it runs again
+            log.warning("%s failed: %s", task.__name__, str(exc).splitlines()[0])
+            log.debug("%s failed", task.__name__, exc_info=True)
         except Exception:  # noqa: BLE001 - a failed sweep must not stop the worker; it runs again
             log.exception("%s failed", task.__name__)
 
 
 def run_worker(runtime: Runtime, queues: list[str] | None = None, *, burst: bool = False) -> bool:
-    """Serve ``queues`` (transactional first) until stopped, or until empty with ``burst``."""
+    """Serve ``queues`` (transactional first) until stopped, or until empty with ``burst``.
+
+    Redis or the database unreachable at start raises (the CLI makes it one line).
+    """
+    runtime.redis.ping()
+    with runtime.engine.connect():
+        pass
     _sweep()
     worker = NewsletterWorker(
         [runtime.queue(name) for name in (queues or QUEUES)],

@@ -180,7 +180,7 @@ def make_app(database_url, redis_conn, smtp_sink, tmp_path):
             "DATABASE_URL": database_url,
             "REDIS_URL": REDIS_URL,
             "SMTP_URL": smtp_sink.url,
-            "BASE_URL": "http://newsletter.test",
+            "BASE_URL": "https://newsletter.test",
             "OUTBOX_DIR": str(tmp_path / "outbox"),
             **overrides,
         }

@@ -8,9 +8,11 @@ import struct
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 
 from newsletter.campaigns import scheduling
 from newsletter.cli import cli
+from newsletter.models import Campaign
 from tests.campaign_helpers import EXAMPLES, MJML, TOML, write_campaign
 from tests.conftest import CHROMIUM
 from tests.test_cli import env_for
@@ -78,18 +80,99 @@ def test_a_broken_campaign_never_crashes_the_cli(app, tmp_path, toml, mjml):
         assert "Traceback" not in result.output
 
 
-def test_an_unexpected_failure_is_one_line(app, tmp_path, monkeypatch):
+def test_an_unexpected_failure_is_that_folders_error(app, tmp_path, monkeypatch):
     from newsletter.campaigns import validation
 
-    def explode(*args, **kwargs):
-        raise RuntimeError("disk on fire")
+    real = validation.validate_campaign
+
+    def explode(folder, *args, **kwargs):
+        if folder.name == "spring-sale":
+            raise RuntimeError("disk on fire")
+        return real(folder, *args, **kwargs)
 
     monkeypatch.setattr(validation, "validate_campaign", explode)
-    result = run(app, "validate", str(EXAMPLES / "spring-sale"))
+    result = run(app, "validate", str(EXAMPLES / "spring-sale"), str(EXAMPLES / "monthly-newsletter"))
     assert result.exit_code == 1
-    assert result.output.strip().splitlines() == [
-        f"Error: {EXAMPLES / 'spring-sale'}: cannot validate: RuntimeError: disk on fire"
+    assert result.stdout.splitlines() == [
+        f"{EXAMPLES / 'spring-sale'}:1:1: cannot validate: RuntimeError: disk on fire"
     ]
+    assert result.stderr.splitlines() == [
+        f"{EXAMPLES / 'spring-sale'}: 1 error(s), 0 warning(s)",
+        f"{EXAMPLES / 'monthly-newsletter'}: ok, 0 warning(s)",  # checked all the same
+    ]
+
+
+def test_validate_reports_an_undecodable_file_and_goes_on_to_the_next_folder(app, tmp_path):
+    first = write_campaign(tmp_path, slug="a")
+    latin = write_campaign(tmp_path, mjml=MJML.replace("Hello", "Bonjour, café"), slug="b")
+    (latin / "email.mjml").write_bytes((latin / "email.mjml").read_text("utf-8").encode("latin-1"))
+    last = write_campaign(tmp_path, TOML.replace('topic = "newsletter"', 'topic = "nope"'), slug="c")
+    result = run(app, "validate", str(first), str(latin), str(last))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{latin}/email.mjml:5:26: not UTF-8 (byte 0xE9)",
+        f"{last}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
+    ]
+    assert result.stderr.splitlines() == [
+        f"{first}: ok, 0 warning(s)",
+        f"{latin}: 1 error(s), 0 warning(s)",
+        f"{last}: 1 error(s), 0 warning(s)",
+    ]
+
+
+def test_validate_warns_when_base_url_is_not_https(app):
+    result = run(
+        app, "validate", str(EXAMPLES / "monthly-newsletter"), NEWSLETTER_BASE_URL="http://shop.example"
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "warning: BASE_URL http://shop.example is not https: RFC 8058 wants an https List-Unsubscribe link; "
+        "'campaign schedule' refuses it unless on loopback",
+        f"{EXAMPLES / 'monthly-newsletter'}: ok, 0 warning(s)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "base_url, refused",
+    [
+        ("http://newsletter.test", True),
+        ("http://10.0.0.1:5000", True),
+        ("http://localhost.shop.example", True),
+        ("https://newsletter.test", False),
+        ("http://localhost:5000", False),
+        ("http://127.0.0.2:8000", False),
+        ("http://[::1]:8000", False),
+    ],
+)
+def test_schedule_refuses_a_base_url_that_is_not_https_unless_on_loopback(make_app, base_url, refused):
+    app = make_app(BASE_URL=base_url)
+    runtime = app.extensions["newsletter"]
+    folder = EXAMPLES / "monthly-newsletter"
+    with runtime.sessions() as session:
+        if refused:
+            with pytest.raises(scheduling.ScheduleError) as error:
+                scheduling.schedule(session, runtime.config, folder)
+            assert str(error.value) == (
+                f"BASE_URL {base_url} is not https: RFC 8058 wants an https List-Unsubscribe link; "
+                "set NEWSLETTER_BASE_URL to an https:// address (http: loopback)"
+            )
+            assert session.scalar(select(func.count()).select_from(Campaign)) == 0
+        else:
+            assert scheduling.schedule(session, runtime.config, folder).slug == "monthly-newsletter"
+
+
+def test_the_schedule_command_refuses_plain_http_in_one_line(app, runtime):
+    result = run(
+        app, "schedule", str(EXAMPLES / "monthly-newsletter"), NEWSLETTER_BASE_URL="http://shop.example"
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.splitlines() == [
+        "Error: BASE_URL http://shop.example is not https: RFC 8058 wants an https List-Unsubscribe link; "
+        "set NEWSLETTER_BASE_URL to an https:// address (http: loopback)"
+    ]
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Campaign)) == 0
 
 
 def test_test_send_goes_through_smtp_with_the_test_prefix(app, smtp_sink):
@@ -103,7 +186,7 @@ def test_test_send_goes_through_smtp_with_the_test_prefix(app, smtp_sink):
         assert message["Subject"] == "[TEST] Early access to the spring sale for Alex"
         assert message["To"] == "Marketer@example.com"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert message["List-Unsubscribe"].startswith("<http://newsletter.test/unsubscribe/preview-")
+        assert message["List-Unsubscribe"].startswith("<https://newsletter.test/unsubscribe/preview-")
         assert "/early-access/preview-" in message.get_body(("html",)).get_content()
     only_vip = run(app, "test-send", str(EXAMPLES / "spring-sale"), "--to", "m@example.com", "--wave", "vip")
     assert only_vip.exit_code == 0 and len(smtp_sink.take()) == 1
@@ -140,8 +223,8 @@ def test_preview_without_screenshots_writes_html_text_and_eml(app, tmp_path, mak
     assert message["To"] == "zoe@example.com"
     assert message["Subject"] == "Early access to the spring sale for Zoë"
     html = (out / "spring-sale-vip.html").read_text("utf-8")
-    assert "Hello Zoë," in html and "http://newsletter.test/early-access/" in html
-    assert "http://newsletter.test/unsubscribe/" in (out / "spring-sale-vip.txt").read_text("utf-8")
+    assert "Hello Zoë," in html and "https://newsletter.test/early-access/" in html
+    assert "https://newsletter.test/unsubscribe/" in (out / "spring-sale-vip.txt").read_text("utf-8")
 
 
 @pytest.mark.browser

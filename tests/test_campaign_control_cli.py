@@ -33,6 +33,8 @@ from tests.test_cli import env_for
 from tests.test_sending import night_zone
 
 NO_CAPS = {"MARKETING_CAPS": "", "QUIET_HOURS": ""}
+#: seconds a test waits for a thread before calling it stuck (a bound for broken runs, not a timing)
+FOLLOW_BOUND = 300
 
 
 def run(app, *args, **settings):
@@ -678,15 +680,19 @@ def test_status_follow_ends_when_the_campaign_is_done_and_shows_the_final_counts
     monkeypatch.setattr(scheduling, "progress", progress)
     results = []
     follower = threading.Thread(
-        target=lambda: results.append(run(app, "status", str(folder), "--follow", "--interval", "0.05"))
+        target=lambda: results.append(run(app, "status", str(folder), "--follow", "--interval", "0.05")),
+        daemon=True,  # a follower that never stops fails this test, not the whole run
     )
     follower.start()
     try:
-        assert first_read.wait(timeout=30)
+        # The bounds only end a broken run: on a busy machine building the command's app alone
+        # can take many seconds, so wait for what happened, not for a time.
+        assert first_read.wait(timeout=FOLLOW_BOUND), "--follow never read the campaign's status"
         work()  # the engine sends while the operator watches
         tick()  # ... and the next tick marks the campaign done
+        assert campaign_row(runtime, "follow").status == CampaignStatus.DONE
     finally:
-        follower.join(timeout=30)
+        follower.join(timeout=FOLLOW_BOUND)
     assert not follower.is_alive(), "--follow did not stop when the campaign was done"
     [result] = results
     assert result.exit_code == 0, result.output

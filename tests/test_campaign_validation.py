@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import pytest
 
 from newsletter.campaigns.validation import validate_campaign
@@ -262,6 +265,185 @@ def test_a_good_text_override_is_used(tmp_path):
     assert report.ok and report.emails[None].text.startswith("Hi ~NL~first_name~text~\nUnsubscribe:")
 
 
+# --- the footer must be seen ----------------------------------------------------------------
+
+#: a campaign whose head block styles the page; the footer's parts are the base template's
+HEAD_MJML = """\
+{% extends "base.mjml" %}
+{% block head %}
+<mj-style>
+  STYLE
+</mj-style>
+{% endblock %}
+{% block content %}
+<mj-section>
+  <mj-column>
+    <mj-text>Hello {{ subscriber.first_name }}</mj-text>
+  </mj-column>
+</mj-section>
+{% endblock %}
+"""
+TEXT_NEEDS = "{{ links.unsubscribe }} and {{ store.postal_address }}"
+ALL_THREE = ("unsubscribe link", "preferences link", "postal address")
+
+
+def hidden_parts(folder):
+    """(line, col, part, reason) of every 'hidden' error."""
+    found = []
+    for file, line, col, message in problems(folder):
+        match = re.fullmatch(r"the footer's (.+?) is hidden: (.+); every reader must see it", message)
+        assert match and file == "email.mjml", message
+        found.append((line, col, match.group(1), match.group(2)))
+    return found
+
+
+def test_a_footer_hidden_by_css_in_the_head_block_fails(tmp_path):
+    style = "a { display: none } td div { display: none !important }"
+    folder = write_campaign(tmp_path, mjml=HEAD_MJML.replace("STYLE", style))
+    # the text part (made from the HTML) loses the hidden link too; the HTML's errors point at the CSS
+    hidden = "the footer's {} is hidden: display:none on {}; every reader must see it"
+    assert problems(folder) == [
+        ("email.mjml", 4, 7, hidden.format("unsubscribe link", "<a>")),
+        ("email.mjml", 4, 7, hidden.format("preferences link", "<a>")),
+        ("email.mjml", 4, 7, hidden.format("postal address", "<div>")),
+        ("email.mjml", 1, 1, f"the plain text must carry {TEXT_NEEDS}"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "style, where, parts, reason",
+    [
+        ("a { visibility: hidden }", (4, 7), ALL_THREE[:2], "visibility:hidden on <a>"),
+        ("td div { opacity: 0.05 }", (4, 12), ALL_THREE, "opacity:0.05 on <div>"),
+        ("td div { font-size: 0 !important }", (4, 12), ALL_THREE, "font-size:0 on <div>"),
+        ("td div { font: 0/0 a !important }", (2, 1), ALL_THREE, "font-size:0 on <div>"),  # the head block
+        ("td { height: 0; overflow: hidden }", (4, 8), ALL_THREE, "height:0 with overflow:hidden on <td>"),
+        ("a { color: #f4f4f4 !important }", (4, 14), ALL_THREE[:2],
+         "its text colour equals its background (#f4f4f4 on #f4f4f4)"),
+        ("td div { color: WHITE !important } body, div { background: #fff !important }", (4, 62),
+         ALL_THREE[2:], "its text colour equals its background (#ffffff on #ffffff)"),
+        ("a { mso-hide: all }", (4, 7), ALL_THREE[:2], "mso-hide:all on <a>"),
+        # premailer leaves media queries and :link in <style>; clients apply them
+        ("@media screen { a { display: none !important } }", (4, 23), ALL_THREE[:2],
+         "display:none on <a> (in @media screen)"),
+        ("a:link { visibility: hidden !important }", (4, 12), ALL_THREE[:2], "visibility:hidden on <a>"),
+    ],
+)  # fmt: skip
+def test_every_way_of_hiding_the_footer_fails(tmp_path, style, where, parts, reason):
+    folder = write_campaign(tmp_path, mjml=HEAD_MJML.replace("STYLE", style))
+    assert hidden_parts(folder) == [(*where, part, reason) for part in parts]
+
+
+def test_a_footer_coloured_like_its_section_fails(tmp_path):
+    mjml = HEAD_MJML.replace(
+        "<mj-style>\n  STYLE\n</mj-style>",
+        '<mj-attributes><mj-section background-color="#666666" /></mj-attributes>',
+    )
+    assert hidden_parts(write_campaign(tmp_path, mjml=mjml)) == [
+        (3, 46, part, "its text colour equals its background (#666666 on #666666)") for part in ALL_THREE
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "style",
+    [
+        "a { color: #1a7f37 !important; text-decoration: underline }",
+        "a:hover { display: none }",  # only under the pointer
+        "td div { font-size: 0 } td div div, td div a { font-size: 13px }",
+        "@media (prefers-color-scheme: dark) { body, div { background: #222 !important } }",
+        ".preheader { display: none }",
+    ],
+)
+def test_a_footer_styled_but_visible_passes(tmp_path, style):
+    assert problems(write_campaign(tmp_path, mjml=HEAD_MJML.replace("STYLE", style))) == []
+
+
+def test_a_hidden_copy_is_fine_when_the_footer_shows(tmp_path):
+    extra = (
+        '<mj-text><div style="display:none">{{ store.postal_address }} '
+        '<a href="{{ links.unsubscribe }}">x</a></div></mj-text>'
+    )
+    mjml = MJML.replace("<mj-text>Hello", f"{extra}\n    <mj-text>Hello")
+    assert problems(write_campaign(tmp_path, mjml=mjml)) == []
+
+
+# --- URLs ----------------------------------------------------------------------------------
+
+
+def test_relative_urls_are_refused_where_they_are_written(tmp_path):
+    content = """\
+    <mj-image src="images/hero.png" alt="Hero" />
+    <mj-button href="/sale">Shop</mj-button>
+    <mj-text><a href="{{ 'sale.html' }}">sale</a> <a href="{{ campaign.slug }}/offer">offer</a></mj-text>
+    <mj-text>Hello {{ subscriber.first_name }}</mj-text>"""
+    mjml = MJML.replace("    <mj-text>Hello {{ subscriber.first_name }}</mj-text>", content)
+    tail = "mail clients cannot resolve it (use https://..., mailto: or tel:)"
+    assert problems(write_campaign(tmp_path, mjml=mjml)) == [
+        ("email.mjml", 5, 20, f"not an absolute URL in src: 'images/hero.png'; {tail}"),
+        ("email.mjml", 6, 22, f"not an absolute URL in href: '/sale'; {tail}"),
+        ("email.mjml", 7, 27, f"not an absolute URL in href: 'sale.html'; {tail}"),
+        ("email.mjml", 1, 1, f"not an absolute URL in href: 'c/offer'; {tail}"),  # made by Jinja
+    ]
+
+
+def test_absolute_urls_anchors_and_personal_links_pass(tmp_path):
+    links = (
+        '<a href="https://shop.example/a?b=1&amp;c=2">a</a> <a href="mailto:help@store.example">m</a> '
+        '<a href="tel:+4412345">t</a> <a href="#top">top</a> '
+        '<a href="https://shop.example/?e={{ subscriber.email }}">q</a> '
+        '<a href="{{ links.preferences }}">p</a>'
+    )
+    mjml = MJML.replace("{{ subscriber.first_name }}", links)
+    assert problems(write_campaign(tmp_path, mjml=mjml)) == []
+
+
+# --- text encodings and one-line strings ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["email.mjml", "campaign.toml", "email.txt"])
+def test_a_file_that_is_not_utf8_is_located_at_its_first_bad_byte(tmp_path, name):
+    folder = write_campaign(tmp_path, text="Hi\n{{ links.unsubscribe }}\n{{ store.postal_address }}\n")
+    path = folder / name
+    text = path.read_text("utf-8").splitlines(keepends=True)
+    text[1] = "Café " + text[1]  # line 2, column 4 is the é
+    path.write_bytes("".join(text).encode("latin-1"))
+    report = validate_campaign(folder, SITE, NOW)
+    assert [str(p) for p in report.errors] == [f"{path}:2:4: not UTF-8 (byte 0xE9)"]
+
+
+@pytest.mark.parametrize(
+    "written, shown",
+    [
+        ("\\n", "U+000A (line feed)"),
+        ("\\r", "U+000D (carriage return)"),
+        ("\\t", "U+0009 (tab)"),
+        ("\\u0085", "U+0085 (control character)"),
+        ("\\u2028", "U+2028 (line separator)"),
+        ("\\u2029", "U+2029 (paragraph separator)"),
+    ],
+)
+def test_control_characters_in_header_strings_are_refused(tmp_path, written, shown):
+    toml = TOML.replace("Hello {{", f"Hello{written}Bcc: x@example.com {{{{")
+    toml = toml.replace("A preheader", f"A{written}preheader").replace(
+        "Test campaign", f"Test{written}campaign"
+    )
+    assert problems(write_campaign(tmp_path, toml)) == [
+        ("campaign.toml", 1, 8, f"name must be one line of text: it contains {shown}"),
+        ("campaign.toml", 2, 11, f"subject must be one line of text: it contains {shown}"),
+        ("campaign.toml", 3, 13, f"preheader must be one line of text: it contains {shown}"),
+    ]
+
+
+def test_a_subject_that_renders_a_line_break_is_refused(tmp_path):
+    folder = write_campaign(
+        tmp_path, TOML.replace("Hello {{ subscriber.first_name }}", "News from {{ store.name }}")
+    )
+    report = validate_campaign(folder, replace(SITE, store_name="Our\nstore"), NOW)
+    assert [str(p) for p in report.errors] == [
+        f"{folder}/campaign.toml:2:11: subject renders to text with U+000A (line feed); it must be one line"
+    ]
+
+
 # --- warnings ------------------------------------------------------------------------------
 
 
@@ -331,6 +513,11 @@ def test_the_folder_name_must_be_a_slug(tmp_path):
 
 def test_from_must_be_one_address_on_one_line(tmp_path):
     folder = write_campaign(tmp_path, TOML + 'from = "Store <news@store.example>\\nBcc: x@example.com"\n')
-    assert only(folder) == ("campaign.toml", 6, 8, "from must be one line")
+    assert only(folder) == (
+        "campaign.toml",
+        6,
+        8,
+        "from must be one line of text: it contains U+000A (line feed)",
+    )
     folder = write_campaign(tmp_path, TOML + 'from = "Store"\n', slug="d")
     assert only(folder)[:3] == ("campaign.toml", 6, 8)

@@ -99,3 +99,27 @@ def test_concurrent_workers_never_take_more_than_the_cap(redis_conn):
         p.join(30)
     assert sum(results.get(timeout=5) for _ in procs) == 3
     assert redis_conn.zcard(caps.key_for(7)) == 3
+
+
+def test_a_deliverys_leftover_place_never_counts_against_itself(redis_conn):
+    """A row is reserved again only if it was never sent (queued, deferred): its old place is stale."""
+    rules = [(1, 20 * 3600)]
+    assert caps.reserve_batch(redis_conn, T0, [(7, "d1", rules)]) == [None]
+    later = T0 + timedelta(minutes=5)
+    assert caps.reserve_batch(redis_conn, later, [(7, "d1", rules)]) == [None]
+    assert redis_conn.zrange(caps.key_for(7), 0, -1, withscores=True) == [(b"d1", caps._ms(later))]
+    # another delivery to the same person is capped by it, as ever
+    assert caps.reserve_batch(redis_conn, later, [(7, "d2", rules)]) == [later + timedelta(hours=20)]
+
+
+def test_release_many_and_hold(redis_conn):
+    rules = [(1, 20 * 3600)]
+    caps.reserve_batch(redis_conn, T0, [(1, "d1", rules), (2, "d2", rules), (3, "d3", rules)])
+    caps.release_many(redis_conn, [(1, "d1"), (2, "d2")])
+    assert [redis_conn.zcard(caps.key_for(s)) for s in (1, 2, 3)] == [0, 0, 1]
+    caps.hold(redis_conn, 3, "d3", T0 + timedelta(hours=1))  # already counted: its time stays
+    caps.hold(redis_conn, 4, "d4", T0)  # not counted yet: now it is, and it expires
+    assert redis_conn.zscore(caps.key_for(3), "d3") == caps._ms(T0)
+    assert redis_conn.zscore(caps.key_for(4), "d4") == caps._ms(T0)
+    assert 0 < redis_conn.pttl(caps.key_for(4)) <= 30 * 86400 * 1000
+    assert caps.reserve_batch(redis_conn, T0, [(4, "d5", rules)]) == [T0 + timedelta(hours=20)]

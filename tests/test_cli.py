@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect
 
 from newsletter.cli import cli
 from newsletter.core.migrate import downgrade, upgrade
-from tests.conftest import confirm_link, csrf_token
+from tests.conftest import REDIS_URL, _free_port, confirm_link, csrf_token
+
+NEWSLETTER = Path(sys.executable).with_name("newsletter")  # the installed console script
 
 
 def env_for(app) -> dict[str, str]:
@@ -25,7 +32,7 @@ def env_for(app) -> dict[str, str]:
 def test_subscribers_show_prints_status_topics_and_ledger(app, client, signup, work, smtp_sink):
     signup("ann@example.com", topics=["newsletter", "product-news"])
     work()
-    link = confirm_link(smtp_sink.take()[0]).replace("http://newsletter.test", "")
+    link = confirm_link(smtp_sink.take()[0]).replace("https://newsletter.test", "")
     page = client.get(link).get_data(as_text=True)
     client.post(link, data={"csrf_token": csrf_token(page)})
 
@@ -73,3 +80,60 @@ def test_migrations_go_down_and_up(database_url):
         inspect(engine).get_table_names()
     )
     engine.dispose()
+
+
+# --- Infrastructure down: one line naming the setting and the address, never a traceback ----------
+
+
+def newsletter(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
+    """Run the real ``newsletter`` command with these NEWSLETTER_* settings."""
+    env = {
+        **os.environ,
+        "NEWSLETTER_INSTANCE_PATH": str(tmp_path),
+        "NEWSLETTER_SECRET_KEY": "k",
+        "NEWSLETTER_REDIS_URL": REDIS_URL,
+        "NEWSLETTER_DATABASE_URL": f"sqlite:///{tmp_path}/newsletter.sqlite3",
+        **{f"NEWSLETTER_{key}": value for key, value in settings.items()},
+    }
+    return subprocess.run(
+        [NEWSLETTER, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_worker_without_redis_is_one_line(tmp_path):
+    port = _free_port()  # nothing listens there
+    done = newsletter(tmp_path, "worker", "--burst", REDIS_URL=f"redis://:s3cret@127.0.0.1:{port}/0")
+    assert done.returncode != 0
+    [line] = done.stderr.splitlines()
+    assert line.startswith(
+        f"Error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0 (NEWSLETTER_REDIS_URL): "
+    ), line
+    assert "Connection refused" in line and "s3cret" not in done.stderr
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["campaign", "list"]])
+@pytest.mark.parametrize("where", ["postgresql", "sqlite"])
+def test_database_unreachable_is_one_line_naming_the_setting(tmp_path, command, where):
+    port = _free_port()
+    url, shown = {
+        "postgresql": (
+            f"postgresql://nl:s3cret@127.0.0.1:{port}/test",
+            f"postgresql://nl:***@127.0.0.1:{port}/test",
+        ),
+        "sqlite": (
+            f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3",
+            f"sqlite:///{tmp_path}/no/such/dir/x.sqlite3",
+        ),
+    }[where]
+    done = newsletter(tmp_path, *command, DATABASE_URL=url)
+    assert done.returncode != 0
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"Error: cannot reach the database at {shown} (NEWSLETTER_DATABASE_URL): "), line
+    assert "db upgrade" not in line and "s3cret" not in done.stderr
+
+
+def test_campaign_list_on_an_unmigrated_database_suggests_db_upgrade(tmp_path):
+    done = newsletter(tmp_path, "campaign", "list")
+    assert done.returncode != 0
+    [line] = done.stderr.splitlines()
+    assert line.startswith("Error: cannot read topics (") and line.endswith("run 'newsletter db upgrade'")

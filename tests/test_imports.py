@@ -113,7 +113,7 @@ def test_import_with_and_without_evidence(app, client, runtime, work, smtp_sink,
     work()
     [mail] = smtp_sink.take()
     assert mail["To"] == "bob@example.com"
-    link = confirm_link(mail).replace("http://newsletter.test", "")
+    link = confirm_link(mail).replace("https://newsletter.test", "")
     client.post(link, data={"csrf_token": csrf_token(client.get(link).get_data(as_text=True))})
     with runtime.sessions() as session:
         assert by_email(session, "bob@example.com").status == "active"

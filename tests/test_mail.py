@@ -3,9 +3,12 @@
 import mailbox
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from newsletter.mail.message import HeaderInjection, build_message
-from newsletter.mail.transports import MaildirTransport, SMTPTransport, TransportError
+from newsletter.mail.transports import NO_SMTPUTF8, MaildirTransport, SMTPTransport, TransportError
+from tests.conftest import _free_port
+from tests.sending_helpers import FaultyHandler
 
 
 def message(**overrides):
@@ -86,6 +89,26 @@ def test_smtp_transport_unreachable_is_temporary():
     with pytest.raises(TransportError) as info:
         transport.send(message())
     assert info.value.temporary
+
+
+def test_refusals_are_permanent_with_the_relays_answer():
+    handler = FaultyHandler(refuse={"gone@example.com"})
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=False)
+    controller.start()
+    transport = SMTPTransport(f"smtp://127.0.0.1:{controller.port}", timeout=5)
+    try:
+        with pytest.raises(TransportError) as refused:
+            transport.send(message(to="gone@example.com"))
+        assert str(refused.value) == "recipient refused: 550 5.1.1 no such mailbox"
+        with pytest.raises(TransportError) as no_utf8:
+            transport.send(message(to="jörg@example.com"))  # smtplib refuses before MAIL FROM
+        assert str(no_utf8.value) == NO_SMTPUTF8
+        assert (refused.value.temporary, no_utf8.value.temporary) == (False, False)
+        transport.send(message(to="fine@example.com"))  # the connection is still good
+        assert handler.counts() == {"fine@example.com": 1}
+    finally:
+        transport.close()
+        controller.stop()
 
 
 def test_smtp_url_options():

@@ -386,6 +386,10 @@ def test_wrong_secret_sender_recipient_age_and_kind_are_refused(stores, tmp_path
             "line 3: first_name contains a line break",
         ),
         (
+            contact("x@example.com", first_name="Ann\u2028Bcc: all@example.com"),
+            "line 3: first_name contains a line break, a control character or a text direction override",
+        ),
+        (
             contact("x@example.com", first_name='=HYPERLINK("http://evil")'),
             "line 3: first_name starts like a spreadsheet formula",
         ),

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 import smtplib
+from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from newsletter.campaigns import scheduling, sending
 from newsletter.campaigns.planning import PlannedWave, plan
@@ -20,6 +21,7 @@ from newsletter.core import clock
 from newsletter.models import (
     Campaign,
     CampaignStatus,
+    Delivery,
     DeliveryState,
     Subscriber,
     Suppression,
@@ -101,7 +103,7 @@ def test_two_wave_early_access_sale_sends_vips_first_then_everyone_once(
 
     for message in first + second:
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-        assert re.match(r"<http://newsletter\.test/unsubscribe/[^>]+>", message["List-Unsubscribe"])
+        assert re.match(r"<https://newsletter\.test/unsubscribe/[^>]+>", message["List-Unsubscribe"])
         assert message["List-Id"] and message["Feedback-ID"]
         assert message["Message-ID"] == f"<{message['Message-ID'][1:-1]}>"
         html = message.get_body(("html",)).get_content()
@@ -513,3 +515,193 @@ def test_a_batch_is_cut_into_contiguous_slices_one_per_connection(first, last, c
     from newsletter.campaigns.jobs import _slices
 
     assert _slices(first, last, count) == expected
+
+
+# --- dead workers and one person's bad data ----------------------------------------------------
+
+#: the store's default caps (1/20h, 3/7d, 8/30d) without quiet hours, so only the caps decide
+DEFAULT_CAPS = {"QUIET_HOURS": ""}
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a slice, in process: nothing after it runs, no handler sees it."""
+
+
+class DyingTransport:
+    """The real relay, and a worker that dies right after handing it the ``after``-th message."""
+
+    def __init__(self, config, after: int):
+        from newsletter.mail.transports import make_transport
+
+        self.inner, self.after, self.handed = make_transport(config), after, 0
+
+    def send_raw(self, envelope_from, to, data):
+        self.inner.send_raw(envelope_from, to, data)
+        self.handed += 1
+        if self.handed == self.after:
+            raise Killed
+
+    def close(self):
+        self.inner.close()
+
+
+def started_batch(runtime, tmp_path, slug: str = "test-sale") -> tuple[int, int, int]:
+    """Schedule a newsletter to everyone now and start its wave: (campaign id, first id, last id)."""
+    campaign_id = schedule(
+        runtime, write_campaign(tmp_path, slug=slug, topic="newsletter", waves=[("all", "all", now_floor())])
+    )
+    with runtime.sessions() as session:
+        for wave in sending.due_waves(session, clock.now()):
+            sending.start_wave(session, wave, clock.now())
+        session.commit()
+        ((first_id, last_id),) = sending.batch_ranges(session, campaign_id, clock.now(), 1000)
+    return campaign_id, first_id, last_id
+
+
+def run_slice(runtime, transport, campaign_id, first_id, last_id, before_commit=None) -> sending.BatchReport:
+    with runtime.sessions() as session:
+
+        def commit():
+            if before_commit:
+                before_commit()
+            session.commit()
+
+        return sending.send_batch(
+            session, runtime.redis, runtime.config, transport, campaign_id, first_id, last_id, commit=commit
+        )
+
+
+def cap_place(runtime, row) -> float | None:
+    """The time of the cap place a delivery row holds in Redis, or None."""
+    from newsletter.campaigns import caps
+
+    return runtime.redis.zscore(caps.key_for(row.subscriber_id), caps.member_for(row.id))
+
+
+def die_and_be_found_dead(runtime) -> None:
+    """The dead slice's heartbeat runs out and its claim grows old: the next tick takes it back."""
+    with runtime.sessions() as session:
+        tokens = session.scalars(select(Delivery.claim_token).where(Delivery.claim_token.is_not(None)))
+        for token in set(tokens):
+            runtime.redis.delete(f"nl:claim:{token}")
+    clock.travel(timedelta(seconds=runtime.config["STALE_CLAIM_SECONDS"] + 1))
+
+
+@pytest.mark.parametrize("dies", ["inside the third SMTP transaction", "before its decisions are committed"])
+def test_a_killed_slice_gives_back_the_cap_places_of_every_row_it_hands_back(
+    make_app, make_subscriber, smtp_sink, work, tmp_path, dies
+):
+    from newsletter.campaigns.jobs import tick
+
+    app = make_app(**DEFAULT_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(6):
+        make_subscriber(f"k{i}@example.com", topics=("newsletter",))
+    campaign_id, first_id, last_id = started_batch(runtime, tmp_path)
+    transport = DyingTransport(runtime.config, after=3)
+    commits = []
+
+    def commit_until_killed():  # the first commit is the claim, the second the cap decisions
+        commits.append(1)
+        if dies.startswith("before") and len(commits) == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_slice(runtime, transport, campaign_id, first_id, last_id, commit_until_killed)
+    transport.close()
+    before = recipients(smtp_sink.take())
+    assert len(before) == (3 if dies.startswith("inside") else 0)
+    with runtime.sessions() as session:  # the slice is gone; its rows stay "sending"
+        assert session.scalar(select(func.count()).where(Delivery.state == DeliveryState.SENDING)) in (4, 6)
+    die_and_be_found_dead(runtime)
+
+    done = tick()
+    requeued = done["recovered"]["requeued"]
+    assert done["recovered"]["uncertain"] == 1 and requeued == (3 if dies.startswith("inside") else 5)
+    ledger = rows(runtime)
+    [uncertain] = [r for r in ledger if r.state == DeliveryState.UNCERTAIN]
+    assert cap_place(runtime, uncertain) is not None  # maybe delivered: it counts as a send
+    handed_back = [r for r in ledger if r.state == DeliveryState.QUEUED]
+    assert len(handed_back) == requeued
+    assert [cap_place(runtime, r) for r in handed_back] == [None] * requeued
+
+    work()
+    run_engine(runtime, work)
+    after = recipients(smtp_sink.take())
+    assert len(after) == requeued and set(after.values()) == {1}
+    assert not set(after) & set(before)  # nobody twice
+    states = Counter(r.state for r in rows(runtime))
+    assert states == {DeliveryState.SENT: 5, DeliveryState.UNCERTAIN: 1}  # nobody deferred by a cap
+
+
+def test_a_stalled_slice_that_lost_its_claim_leaves_the_new_owners_cap_places_alone(
+    make_app, make_subscriber, smtp_sink, tmp_path
+):
+    app = make_app(**DEFAULT_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(5):
+        make_subscriber(f"s{i}@example.com", topics=("newsletter",))
+    campaign_id, first_id, last_id = started_batch(runtime, tmp_path)
+    from newsletter.mail.transports import make_transport
+
+    class StallingTransport(DyingTransport):
+        """Inside the first SMTP transaction the slice stalls; the sweep hands its rows to another."""
+
+        def send_raw(self, envelope_from, to, data):
+            self.inner.send_raw(envelope_from, to, data)
+            self.handed += 1
+            if self.handed == 1:
+                die_and_be_found_dead(runtime)
+                with runtime.sessions() as session:
+                    sending.recover_stale_claims(
+                        session, runtime.redis, clock.now(), runtime.config["STALE_CLAIM_SECONDS"]
+                    )
+                    session.commit()
+                other = make_transport(runtime.config)
+                assert run_slice(runtime, other, campaign_id, first_id, last_id).sent == 4
+                other.close()
+
+    stalled = StallingTransport(runtime.config, after=0)
+    report = run_slice(runtime, stalled, campaign_id, first_id, last_id)
+    stalled.close()
+    assert report.stopped == "claim lost"
+    assert set(recipients(smtp_sink.take()).values()) == {1}
+    ledger = rows(runtime)
+    assert {r.state for r in ledger} == {DeliveryState.SENT}
+    assert all(cap_place(runtime, r) is not None for r in ledger)  # every send still counts
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u0085", "\u2029"])
+def test_one_subscribers_unsendable_first_name_fails_that_row_alone(
+    make_app, make_subscriber, smtp_sink, work, tmp_path, separator
+):
+    """The campaign's subject has the first name; one has a line separator in it (straight in the DB)."""
+    app = make_app(**DEFAULT_CAPS, SEND_CONNECTIONS="1")
+    runtime = app.extensions["newsletter"]
+    for i in range(3):
+        make_subscriber(f"a{i}@example.com", topics=("newsletter",))
+    bad = make_subscriber("bad@example.com", topics=("newsletter",), first_name=f"Eve{separator}Bcc: x")
+    looks_encoded = make_subscriber(
+        "ew@example.com", topics=("newsletter",), first_name="=?utf-8?b?SGFja2Vk?="
+    )
+    for i in range(3):
+        make_subscriber(f"b{i}@example.com", topics=("newsletter",))
+    schedule(runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())]))
+
+    run_engine(runtime, work)
+    messages = smtp_sink.take()
+    got = recipients(messages)
+    assert sorted(got) == sorted([f"{p}{i}@example.com" for p in "ab" for i in range(3)] + ["ew@example.com"])
+    assert set(got.values()) == {1}
+    [literal] = [m for m in messages if m["To"] == "ew@example.com"]
+    assert str(literal["Subject"]) == "Early access, =?utf-8?b?SGFja2Vk?="  # the text, not "Hacked"
+    ledger = {r.subscriber_id: r for r in rows(runtime)}
+    failed = ledger[bad.id]
+    assert failed.state == DeliveryState.FAILED
+    assert failed.reason == "could not build the message: Subject header contains a line break"
+    assert cap_place(runtime, failed) is None
+    assert ledger[looks_encoded.id].state == DeliveryState.SENT
+    assert [r.state for r in ledger.values()].count(DeliveryState.SENT) == 7
+    with runtime.sessions() as session:
+        campaign = session.scalar(select(Campaign))
+        assert campaign.status == CampaignStatus.DONE and campaign.error_streak == 0

@@ -53,7 +53,7 @@ def test_signup_sends_one_confirmation_which_confirms_only_on_post(client, signu
     assert mail["To"] == "Ann@example.com"
     assert "confirm" in mail["Subject"].lower()
     link = confirm_link(mail)
-    assert link.startswith("http://newsletter.test/confirm/")
+    assert link.startswith("https://newsletter.test/confirm/")
     assert link in mail.get_body(("html",)).get_content()
 
     # A link scanner's GET changes nothing.
@@ -215,7 +215,7 @@ def test_expired_link_offers_a_new_one(client, signup, runtime, work, smtp_sink)
     assert resent.status_code == 200
     work()
     [fresh] = smtp_sink.take()
-    assert confirm_link(fresh) != f"http://newsletter.test{link}"
+    assert confirm_link(fresh) != f"https://newsletter.test{link}"
 
 
 def test_links_signed_with_a_rotated_out_key_still_work(make_app, redis_conn, smtp_sink):

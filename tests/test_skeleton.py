@@ -180,3 +180,22 @@ def test_personal_subjects_round_trip_through_rfc2047(name):
     assert head.isascii() and max(len(line) for line in head.split(b"\r\n")) <= 998
     parsed = email.message_from_bytes(data, policy=email.policy.default)
     assert str(parsed["Subject"]) == f"Für {name}"
+
+
+@pytest.mark.parametrize(
+    "name", ["=?utf-8?b?SGFja2Vk?=", "Bob =?UTF-8?Q?Hacked?= Smith", "=?iso-8859-1?q?Caf=E9?="]
+)
+def test_a_value_that_looks_like_an_encoded_word_arrives_as_the_literal_text(name):
+    skeleton = build_skeleton(
+        sender=SITE.sender,
+        subject=f"Hi {slot_token('first_name', 'header')}",
+        text="t",
+        html="h",
+        slots={},
+        headers={},
+    )
+    data = personalise(skeleton, "a@example.com", {"first_name": name}, message_id="<9@x>")
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert name.encode() not in head  # a reader would decode it into what it hides
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert str(parsed["Subject"]) == f"Hi {name}"

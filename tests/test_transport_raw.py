@@ -6,8 +6,9 @@ import mailbox
 import smtplib
 
 import pytest
+from aiosmtpd.controller import Controller
 
-from newsletter.mail.transports import MaildirTransport, SMTPTransport, TransportError
+from newsletter.mail.transports import NO_SMTPUTF8, MaildirTransport, SMTPTransport, TransportError
 from tests.conftest import _free_port
 from tests.sending_helpers import FaultyHandler, start_faulty_smtp
 
@@ -106,3 +107,25 @@ def test_dot_stuffing_doubles_every_leading_dot_and_ends_the_body(data, wire):
     from newsletter.mail.transports import _dot_stuffed
 
     assert _dot_stuffed(data) == wire
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_non_ascii_address_on_a_relay_without_smtputf8_is_a_permanent_refusal(pipelined, monkeypatch):
+    if pipelined:
+        original = smtplib.SMTP.has_extn
+        monkeypatch.setattr(
+            smtplib.SMTP, "has_extn", lambda self, name: name == "pipelining" or original(self, name)
+        )
+    handler = FaultyHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=False)
+    controller.start()
+    transport = SMTPTransport(f"smtp://127.0.0.1:{controller.port}")
+    try:
+        with pytest.raises(TransportError) as info:
+            transport.send_raw("bounces@store.example", ["jörg@example.com"], DATA)
+        assert str(info.value) == NO_SMTPUTF8 and info.value.temporary is False
+        transport.send_raw("bounces@store.example", ["fine@example.com"], DATA)  # nothing half-sent
+        assert handler.counts() == {"fine@example.com": 1}
+    finally:
+        transport.close()
+        controller.stop()

@@ -116,8 +116,11 @@ def decide(earliest: datetime, now: datetime, deadline: datetime | None, why: st
 
 #: KEYS[1] the subscriber's set; ARGV: now_ms, member, then pairs of (count, window_ms).
 #: Returns 0 after reserving, or the earliest allowed time in ms.
+#: Only rows never handed to the relay are reserved (queued, deferred), so a place the same
+#: delivery still holds is a leftover of an attempt that sent nothing: it never counts against it.
 _RESERVE = """
 local now = tonumber(ARGV[1])
+redis.call('ZREM', KEYS[1], ARGV[2])
 local earliest = 0
 local longest = 0
 for i = 3, #ARGV, 2 do
@@ -171,6 +174,25 @@ def reserve_batch(
 def release(conn: redis.Redis, subscriber_id: int, member: str) -> None:
     """Give back a reservation whose message was not sent after all."""
     conn.zrem(key_for(subscriber_id), member)
+
+
+def release_many(conn: redis.Redis, places: Iterable[tuple[int, str]]) -> None:
+    """Give back the reservations of (subscriber_id, member) pairs, in one round trip."""
+    pipe = conn.pipeline(transaction=False)
+    for subscriber_id, member in places:
+        pipe.zrem(key_for(subscriber_id), member)
+    pipe.execute()
+
+
+def hold(conn: redis.Redis, subscriber_id: int, member: str, at: datetime) -> None:
+    """Count a message that may have been sent (``uncertain``) as a send at ``at``, if not counted yet."""
+    key = key_for(subscriber_id)
+    pipe = conn.pipeline(transaction=False)
+    pipe.zadd(key, {member: _ms(at)}, nx=True)
+    keep = 30 * 86400 * 1000  # at least as long as a reservation keeps its history
+    pipe.pexpire(key, keep, nx=True)  # a set this call created
+    pipe.pexpire(key, keep, gt=True)  # a set that would expire sooner
+    pipe.execute()
 
 
 def ensure_counters(conn: redis.Redis, session: Session, longest_window: int, now: datetime) -> bool:

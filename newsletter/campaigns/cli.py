@@ -5,23 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from flask import Flask
 
-from newsletter.core.config import ConfigError
+from newsletter.cli_support import database_unreachable, with_app
 
 DEFAULT_DIR = Path("campaigns")
-
-
-def _runtime():
-    """The app's runtime (config, sessions); a bad configuration is a one-line error."""
-    from newsletter import create_app
-
-    try:
-        app = create_app()
-    except ConfigError as exc:
-        raise click.ClickException(f"configuration: {exc}") from None
-    runtime = app.extensions["newsletter"]
-    click.get_current_context().call_on_close(runtime.engine.dispose)  # no pooled connection outlives us
-    return runtime
 
 
 def _site(runtime):
@@ -34,20 +22,24 @@ def _site(runtime):
         with runtime.sessions() as session:
             topics = topics_from_db(session)
     except SQLAlchemyError as exc:
+        if database_unreachable(runtime.engine) is not None:
+            raise  # with_app says which setting and address
         reason = str(exc).splitlines()[0]
         raise click.ClickException(f"cannot read topics ({reason}); run 'newsletter db upgrade'") from None
     return site_context(runtime.config, topics)
 
 
 def _validate(folder: Path, site):
-    """Validate one folder; never lets an exception through (a broken campaign is a message)."""
-    from newsletter.campaigns.validation import validate_campaign
+    """Validate one folder; an unexpected failure is that folder's error, so the next one is still checked."""
+    from newsletter.campaigns.files import Problem
+    from newsletter.campaigns.validation import ValidationReport, validate_campaign
     from newsletter.core import clock
 
     try:
         return validate_campaign(folder, site, clock.now())
     except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash
-        raise click.ClickException(f"{folder}: cannot validate: {type(exc).__name__}: {exc}") from None
+        problem = Problem(str(folder), 1, 1, f"cannot validate: {type(exc).__name__}: {exc}")
+        return ValidationReport(folder, errors=[problem])
 
 
 def _valid_report(path: str, site):
@@ -69,14 +61,20 @@ def campaign() -> None:
 @click.option(
     "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
 )
-def validate(paths: tuple[str, ...], root: str) -> None:
+@with_app
+def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
     """Check campaigns (all under --dir by default); print file:line:col: message per problem."""
     from newsletter.campaigns.validation import find_campaigns
+    from newsletter.core.config import insecure_base_url
 
     folders = [Path(p) for p in paths] or find_campaigns(Path(root))
     if not folders:
         raise click.ClickException(f"no campaign folders under {root}/")
-    site = _site(_runtime())
+    runtime = app.extensions["newsletter"]
+    site = _site(runtime)
+    insecure = insecure_base_url(runtime.config)
+    if insecure:
+        click.echo(f"warning: {insecure}; 'campaign schedule' refuses it unless on loopback", err=True)
     failed = 0
     for folder in folders:
         report = _validate(folder, site)
@@ -94,12 +92,13 @@ def validate(paths: tuple[str, ...], root: str) -> None:
 @click.option("--subscriber", "email", help="Render for this subscriber (real name and links).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
 @click.option("--no-screenshots", is_flag=True, help="Skip the Chromium screenshots.")
-def preview(path: str, email: str | None, out: str, no_screenshots: bool) -> None:
+@with_app
+def preview(app: Flask, path: str, email: str | None, out: str, no_screenshots: bool) -> None:
     """Write HTML, text, .eml and 600/375 px PNG screenshots of every distinct email."""
     from newsletter.campaigns.preview import ChromiumMissing, write_preview
     from newsletter.campaigns.validation import sample_values
 
-    runtime = _runtime()
+    runtime = app.extensions["newsletter"]
     site = _site(runtime)
     report = _valid_report(path, site)
     values, to = sample_values(site), "alex@example.com"
@@ -153,7 +152,8 @@ def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--to", "to", required=True, help="Address that receives the test.")
 @click.option("--wave", help="Which wave's email (default: each distinct email once).")
-def test_send(path: str, to: str, wave: str | None) -> None:
+@with_app
+def test_send(app: Flask, path: str, to: str, wave: str | None) -> None:
     """Send the campaign once to ADDRESS through the configured transport, subject prefixed [TEST]."""
     from newsletter.campaigns.preview import TEST_PREFIX, campaign_message, envelope_from
     from newsletter.campaigns.validation import sample_values
@@ -161,7 +161,7 @@ def test_send(path: str, to: str, wave: str | None) -> None:
     from newsletter.mail.message import HeaderInjection
     from newsletter.mail.transports import TransportError, make_transport
 
-    runtime = _runtime()
+    runtime = app.extensions["newsletter"]
     site = _site(runtime)
     report = _valid_report(path, site)
     try:
@@ -190,14 +190,15 @@ def test_send(path: str, to: str, wave: str | None) -> None:
 @click.option(
     "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
 )
-def list_campaigns(root: str) -> None:
+@with_app
+def list_campaigns(app: Flask, root: str) -> None:
     """Every campaign folder with its status: the scheduled row's, else draft, or invalid."""
     from sqlalchemy import select
 
     from newsletter.campaigns.validation import find_campaigns
     from newsletter.models import Campaign
 
-    runtime = _runtime()
+    runtime = app.extensions["newsletter"]
     site = _site(runtime)
     with runtime.sessions() as session:
         scheduled = {slug: status for slug, status in session.execute(select(Campaign.slug, Campaign.status))}

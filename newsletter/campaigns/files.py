@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parseaddr
@@ -22,6 +23,11 @@ TOP_KEYS = {"name", "subject", "preheader", "from", "topic", "deliver_by", "send
 SALE_KEYS = {"url", "public_at", "ends_at"}
 WAVE_KEYS = {"name", "audience", "send_at"}
 IMPLICIT_WAVE = "all"
+#: keys whose values end up in headers or on one line of an inbox: no control characters
+ONE_LINE_KEYS = ("name", "subject", "preheader", "from")
+#: Unicode's control characters (Cc) and its line and paragraph separators
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CHARACTER_NAMES = {"\t": "tab", "\n": "line feed", "\r": "carriage return", "\x00": "NUL"}
 
 
 def as_utc(value: datetime) -> datetime:
@@ -170,6 +176,33 @@ class _Reader:
         return as_utc(value)
 
 
+def control_character(text: str) -> str | None:
+    """The first control or line-separator character in ``text``, described (None if there is none)."""
+    match = _CONTROL.search(text)
+    if match is None:
+        return None
+    char = match.group()
+    name = _CHARACTER_NAMES.get(char) or unicodedata.name(char, "control character").lower()
+    return f"U+{ord(char):04X} ({name})"
+
+
+def read_utf8(path: Path, problems: list[Problem]) -> str | None:
+    """A file's text; or None and a problem at its first byte that is not UTF-8 (or why it is unreadable)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        problems.append(Problem(str(path), 1, 1, f"cannot read: {exc.strerror or exc}"))
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = len(data[start : exc.start].decode("utf-8")) + 1  # characters, as editors count them
+        problems.append(Problem(str(path), line, col, f"not UTF-8 (byte 0x{data[exc.start]:02X})"))
+        return None
+
+
 def toml_problem(file: str, exc: tomllib.TOMLDecodeError) -> Problem:
     """A TOML syntax error with the line and column tomllib puts in its message."""
     message = str(exc)
@@ -195,12 +228,14 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         return None
     if not mjml_path.is_file():
         problems.append(Problem(str(mjml_path), 1, 1, f"missing {MJML_FILE}"))
-    try:
-        raw = toml_path.read_text("utf-8")
-        data = tomllib.loads(raw)
-    except UnicodeDecodeError as exc:
-        problems.append(Problem(toml_file, 1, 1, f"not UTF-8 text ({exc.reason} at byte {exc.start})"))
+    # every file is read before giving up on any, so one run reports all undecodable files
+    raw = read_utf8(toml_path, problems)
+    mjml = (read_utf8(mjml_path, problems) if mjml_path.is_file() else "") or ""
+    text = read_utf8(text_path, problems) if text_path.is_file() else None
+    if raw is None:
         return None
+    try:
+        data = tomllib.loads(raw)
     except tomllib.TOMLDecodeError as exc:
         problems.append(toml_problem(toml_file, exc))
         return None
@@ -212,6 +247,14 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         )
 
     read.unknown(data, TOP_KEYS)
+    multiline = set()
+    for key in ONE_LINE_KEYS:
+        value = data.get(key)
+        found = control_character(value) if isinstance(value, str) else None
+        if found:
+            read.error(f"{key} must be one line of text: it contains {found}", key)
+            data[key] = _CONTROL.sub(" ", value)  # reported once; the other checks go on
+            multiline.add(key)
     name = read.text(data, "name", required=True)
     subject = read.text(data, "subject", required=True)
     preheader = data.get("preheader", "")
@@ -219,8 +262,7 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         read.error("preheader must be a string", "preheader")
         preheader = ""
     sender = read.text(data, "from", required=False)
-    if sender is not None and re.search(r"[\r\n\x00]", sender):
-        read.error("from must be one line", "from")
+    if sender is not None and "from" in multiline:
         sender = None
     elif sender is not None and "@" not in parseaddr(sender)[1]:
         read.error(f"from must be an address like 'Store <news@store.example>', got {sender!r}", "from")
@@ -243,8 +285,6 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
                 sale = Sale(url, public_at, ends_at)
 
     waves = _waves(data, read)
-    mjml = mjml_path.read_text("utf-8") if mjml_path.is_file() else ""
-    text = text_path.read_text("utf-8") if text_path.is_file() else None
     if not (name and subject and topic):
         return None
     return CampaignSource(

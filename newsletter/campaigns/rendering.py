@@ -28,7 +28,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
 from premailer import Premailer
 
-from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource
+from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource, control_character
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
 from newsletter.mail.skeleton import SLOT, slot_of, slot_token
@@ -225,15 +225,26 @@ class Sources:
     text: str | None
 
 
+def _one_line(
+    env: CampaignEnvironment, key: str, text: str, context: dict, where: tuple[str, int, int]
+) -> str:
+    """A rendered header-bound string: a control character is an error, never folded away unseen."""
+    rendered = render_string(env, text, context, where)
+    found = control_character(rendered)
+    if found:
+        raise RenderError(*where, f"{key} renders to text with {found}; it must be one line")
+    return " ".join(rendered.split())
+
+
 def render_sources(source: CampaignSource, site: SiteContext, wave: WaveSource) -> Sources:
     """Run the Jinja step for one wave (RenderError on failure)."""
     env = environment(source.folder)
     context = template_context(source, site, wave)
     toml = str(source.folder / "campaign.toml")
-    line, col = source.locations.value("subject")
-    subject = " ".join(render_string(env, source.subject, context, (toml, line, col)).split())
-    line, col = source.locations.value("preheader")
-    preheader = " ".join(render_string(env, source.preheader, context, (toml, line, col)).split())
+    subject, preheader = (
+        _one_line(env, key, text, context, (toml, *source.locations.value(key)))
+        for key, text in (("subject", source.subject), ("preheader", source.preheader))
+    )
     context["campaign"] = {**context["campaign"], "subject": subject, "preheader": preheader}
     mjml = render_file(env, source.folder, MJML_FILE, context)
     text = render_file(env, source.folder, TEXT_FILE, context) if source.text is not None else None

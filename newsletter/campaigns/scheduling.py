@@ -17,6 +17,7 @@ from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
+from newsletter.core.config import insecure_base_url, is_loopback
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
 
 
@@ -57,6 +58,10 @@ def find(session: Session, slug: str) -> Campaign | None:
 
 def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool = False) -> Campaign:
     """Validate, render every wave once, and freeze the result with the files' content hash."""
+    insecure = insecure_base_url(config)
+    if insecure and not is_loopback(config["BASE_URL"]):
+        # every email's List-Unsubscribe is built from BASE_URL: refuse before anything is frozen
+        raise ScheduleError(f"{insecure}; set NEWSLETTER_BASE_URL to an https:// address (http: loopback)")
     now = clock.now()
     site = site_context(config, topics_from_db(session))
     report = validate_campaign(folder, site, now)

@@ -5,7 +5,9 @@ One delivery row per (campaign, subscriber) is the truth. A batch job claims its
 round trip, then sends in id order, marking each row ``sent`` before the next SMTP
 transaction starts. If a worker dies, the only row of its claim that may have reached
 the relay without being marked is the lowest-id row still ``sending``: the sweep marks
-that one ``uncertain`` and hands the rest back as ``queued``. Nobody gets two copies.
+that one ``uncertain`` and hands the rest back as ``queued``, with their cap places given
+back. Nobody gets two copies, and nobody is capped by a message never sent. One recipient
+whose message cannot be built or handed over fails alone; the slice goes on.
 """
 
 from __future__ import annotations
@@ -392,9 +394,8 @@ def send_batch(
                     break
             why_not = ledger.still_wanted(recipient)
             if why_not == "claim lost":
-                # Another worker took this batch back after a stall: it owns the rest now.
-                for left in to_send[index:]:
-                    caps.release(conn, left.subscriber_id, caps.member_for(left.delivery_id))
+                # The sweep took this batch back after a stall and gave back its cap places; the
+                # rows (and any places taken for them since) belong to whoever claimed them next.
                 report.stopped = "claim lost"
                 break
             if why_not:
@@ -406,13 +407,24 @@ def send_batch(
             limiter.take()
             skeleton = skeletons[recipient.wave_id]
             message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
-            data = personalise(
-                skeleton, recipient.email, personal_values(config, campaign, recipient), message_id=message_id
-            )
+            stop = None
             try:
-                transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
-            except TransportError as exc:
-                stop = _on_error(session, conn, config, campaign, recipient, exc, report)
+                values = personal_values(config, campaign, recipient)
+                data = personalise(skeleton, recipient.email, values, message_id=message_id)
+            except Exception as exc:  # noqa: BLE001 - one person's data must not stop the slice
+                stop = _on_bad_message(
+                    session, conn, config, campaign, recipient, f"could not build the message: {exc}", report
+                )
+            if stop is None:
+                try:
+                    transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
+                except TransportError as exc:
+                    stop = _on_error(session, conn, config, campaign, recipient, exc, report)
+                except Exception as exc:  # noqa: BLE001 - e.g. an address the relay's encoding refuses
+                    transport.close()  # the SMTP dialogue is in an unknown state: start the next afresh
+                    reason = f"could not hand the message over: {type(exc).__name__}: {exc}"
+                    stop = _on_bad_message(session, conn, config, campaign, recipient, reason, report)
+            if stop is not None:
                 errors_since_success += 1
                 commit()
                 if stop:
@@ -526,6 +538,26 @@ def _on_error(session, conn, config, campaign, recipient, exc: TransportError, r
             suppression.suppress(
                 session, recipient.email_hash, SuppressionReason.BOUNCED, f"smtp:{exc.code}", str(exc)[:300]
             )
+    return _count_error(session, config, campaign, str(exc), report)
+
+
+def _on_bad_message(session, conn, config, campaign, recipient, reason: str, report) -> bool:
+    """One recipient's message could not be built or handed over: that row fails, the slice goes on.
+
+    Nothing reached the relay, so the cap place goes back. The error counts towards the
+    campaign's streak like a relay's refusal: one bad row is forgotten at the next success,
+    but a run of them is a fault of the campaign or the system, and pausing keeps the rest of
+    the list from failing for good.
+    """
+    caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
+    _mark(session, [recipient.delivery_id], state=DeliveryState.FAILED, reason=reason[:300])
+    report.failed += 1
+    log.warning("campaign %s, delivery %s failed: %s", campaign.slug, recipient.delivery_id, reason)
+    return _count_error(session, config, campaign, reason, report)
+
+
+def _count_error(session, config, campaign, last: str, report) -> bool:
+    """One more consecutive error for the campaign; True if it is paused (now or already)."""
     # One counter in the campaign's row, shared by every thread and worker sending it.
     streak, status = session.execute(
         update(Campaign)
@@ -537,7 +569,7 @@ def _on_error(session, conn, config, campaign, recipient, exc: TransportError, r
         report.stopped = "campaign paused"
         return True
     if streak >= config["PAUSE_AFTER_ERRORS"]:
-        reason = f"paused itself after {streak} consecutive send errors; last: {exc}"[:1000]
+        reason = f"paused itself after {streak} consecutive send errors; last: {last}"[:1000]
         session.execute(
             update(Campaign)
             .where(Campaign.id == campaign.id, Campaign.status == CampaignStatus.SENDING)
@@ -599,7 +631,13 @@ def finish_if_done(session: Session, campaign: Campaign) -> bool:
 def recover_stale_claims(
     session: Session, conn: redis.Redis, now: datetime, stale_after: int
 ) -> dict[str, int]:
-    """Hand back the rows of batches whose worker died: the lowest still-sending row is uncertain."""
+    """Hand back the rows of batches whose worker died: the lowest still-sending row is uncertain.
+
+    The uncertain row keeps (or gets) its cap place: it counts as a send. Every row handed
+    back gives its place back, whether the worker died after reserving it or before its
+    decisions were committed; otherwise the person would be capped by a message never sent.
+    The places go back before the caller commits, so no new claim can have taken them yet.
+    """
     tokens = session.execute(
         select(Delivery.claim_token, func.min(Delivery.id), func.min(Delivery.claimed_at))
         .where(Delivery.state == DeliveryState.SENDING)
@@ -610,21 +648,28 @@ def recover_stale_claims(
         alive = token is not None and conn.exists(f"nl:claim:{token}")
         if alive or claimed_at > now - timedelta(seconds=stale_after):
             continue
-        _mark(
-            session,
-            [lowest_id],
-            state=DeliveryState.UNCERTAIN,
-            sent_at=claimed_at,
-            reason="worker died during the SMTP transaction: maybe delivered once, not retried",
-        )
+        uncertain = session.execute(
+            update(Delivery)
+            .where(Delivery.id == lowest_id)
+            .values(
+                state=DeliveryState.UNCERTAIN,
+                sent_at=claimed_at,
+                reason="worker died during the SMTP transaction: maybe delivered once, not retried",
+            )
+            .returning(Delivery.subscriber_id)
+            .execution_options(synchronize_session=False)
+        ).scalar_one()
         moved = session.execute(
             update(Delivery)
             .where(Delivery.claim_token == token, Delivery.state == DeliveryState.SENDING)
             .values(state=DeliveryState.QUEUED, claim_token=None)
+            .returning(Delivery.id, Delivery.subscriber_id)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        ).all()
+        caps.hold(conn, uncertain, caps.member_for(lowest_id), claimed_at)
+        caps.release_many(conn, ((subscriber_id, caps.member_for(id_)) for id_, subscriber_id in moved))
         recovered["uncertain"] += 1
-        recovered["requeued"] += moved
+        recovered["requeued"] += len(moved)
     return recovered
 
 

@@ -19,6 +19,7 @@ from newsletter.campaigns.files import (
     WaveSource,
     load_campaign,
 )
+from newsletter.campaigns.html_checks import hidden_footer, parse_html, relative_urls
 from newsletter.campaigns.rendering import RenderedEmail, RenderError, render_campaign
 from newsletter.campaigns.site import SiteContext
 from newsletter.mail.skeleton import SLOT, slot_token
@@ -196,6 +197,26 @@ def _check_mjml_source(source: CampaignSource) -> list[Problem]:
     return problems
 
 
+def _locate(mjml: str, clues: tuple[str, ...]) -> tuple[int, int]:
+    """Where the campaign's own file says what a clue describes; else its head block; else 1:1."""
+    for clue in clues:
+        match = re.search(clue, mjml, re.IGNORECASE)
+        if match:
+            return _position(mjml, match.start())
+    head = re.search(r"\{%-?\s*block\s+head\b", mjml)
+    return _position(mjml, head.start()) if head else (1, 1)
+
+
+def _locate_url(mjml: str, url: str) -> tuple[int, int]:
+    """The first place email.mjml writes ``url`` as a value (1:1 when it came from elsewhere)."""
+    for written in dict.fromkeys((url, html.escape(url))):
+        match = re.search(rf"""(?:=\s*["']?|\(\s*["']?)({re.escape(written)})(?=["')\s>])""", mjml)
+        match = match or re.search(rf"(?<![\w/.-]){re.escape(written)}(?![\w/.-])", mjml)
+        if match:
+            return _position(mjml, match.start(match.lastindex or 0))
+    return 1, 1
+
+
 def _render(
     source: CampaignSource, site: SiteContext
 ) -> tuple[dict[str | None, RenderedEmail], list[Problem]]:
@@ -212,7 +233,7 @@ def _render(
             Problem(str(source.folder / MJML_FILE), 1, 1, f"cannot render: {type(exc).__name__}: {exc}")
         ]
     problems = [p for name, email in emails.items() for p in _check_email(source, site, name, email)]
-    return emails, problems
+    return emails, list(dict.fromkeys(problems))  # waves sharing a mistake report it once
 
 
 def _check_email(
@@ -238,6 +259,16 @@ def _check_email(
                 "its footer (unsubscribe and preferences links, postal address)",
             )
         )
+    doc = parse_html(email.html)
+    for hidden in hidden_footer(doc, site.postal_address):
+        message = f"the footer's {hidden.what} is hidden{which}: {hidden.reason}; every reader must see it"
+        problems.append(Problem(mjml_file, *_locate(source.mjml, hidden.clues), message))
+    for url, attribute in relative_urls(doc).items():
+        message = (
+            f"not an absolute URL in {attribute}: {url!r}; mail clients cannot resolve it "
+            "(use https://..., mailto: or tel:)"
+        )
+        problems.append(Problem(mjml_file, *_locate_url(source.mjml, url), message))
     if slot_token("unsubscribe_url", "text") not in email.text or site.postal_address not in email.text:
         text_file = str(source.folder / TEXT_FILE) if source.text is not None else mjml_file
         needs = "{{ links.unsubscribe }} and {{ store.postal_address }}"

@@ -6,6 +6,7 @@ error naming the variable instead of a surprise in a worker hours later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -152,7 +153,9 @@ SETTINGS: dict[str, Setting] = {
     "SMTP_TIMEOUT": Setting(_int, 30, "seconds before an SMTP operation gives up"),
     "OUTBOX_DIR": Setting(_str, "", "Maildir outbox used when SMTP_URL is unset; default: instance/outbox"),
     "BASE_URL": Setting(
-        _url("http", "https"), "http://localhost:5000", "public address used in links inside emails"
+        _url("http", "https"),
+        "http://localhost:5000",
+        "public address used in links inside emails; https (RFC 8058), or http on loopback to test",
     ),
     "FROM": Setting(_str, "Store <news@store.example>", "From header of every email"),
     "POSTAL_ADDRESS": Setting(
@@ -199,6 +202,25 @@ SETTINGS: dict[str, Setting] = {
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
 }
+
+
+def is_loopback(url: str) -> bool:
+    """True if the URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_base_url(config: Mapping[str, Any]) -> str | None:
+    """Why BASE_URL cannot carry an RFC 8058 List-Unsubscribe (which wants https), or None."""
+    url = config["BASE_URL"]
+    if urlsplit(url).scheme == "https":
+        return None
+    return f"BASE_URL {url} is not https: RFC 8058 wants an https List-Unsubscribe link"
 
 
 def load_config(

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 from rq import Queue
+from rq.job import Job, JobStatus
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,6 +23,8 @@ from newsletter.core.db import make_engine, make_session_factory
 TRANSACTIONAL = "transactional"
 CAMPAIGNS = "campaigns"
 QUEUES = [TRANSACTIONAL, CAMPAIGNS]
+#: A job in one of these states will still run (again): the work it carries needs no other job.
+LIVE = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
 
 
 @dataclass
@@ -44,6 +47,11 @@ class Runtime:
         if name not in self._queues:
             self._queues[name] = Queue(name, connection=self.redis)
         return self._queues[name]
+
+    def live_jobs(self, job_ids: list[str]) -> set[str]:
+        """Which of these RQ jobs will still run (queued, started, waiting for a retry)."""
+        jobs = Job.fetch_many(job_ids, connection=self.redis)
+        return {job.id for job in jobs if job is not None and job.get_status(refresh=False) in LIVE}
 
 
 def default_instance_path() -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from email_validator import EmailNotValidError, validate_email
 
 MAX_INPUT_LENGTH = 320
@@ -26,3 +28,28 @@ def normalize_address(raw: str, *, check_deliverability: bool = False) -> str:
     if len(result.local_part.encode("utf-8")) > 64:
         raise InvalidAddress("The part before the @-sign is too long.")
     return result.normalized
+
+
+#: Providers that ignore dots in the local part; googlemail.com is the same mailbox as gmail.com.
+_DOTLESS_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_key(address: str) -> str:
+    """The mailbox behind an address, whatever its spelling: what per-address limits count.
+
+    Lower-cased; sub-addressing (``+tag``) removed; for Gmail also the dots, and
+    googlemail.com is gmail.com. ``Ann.Lee+news@GoogleMail.com`` -> ``annlee@gmail.com``.
+    """
+    local, _, domain = address.strip().lower().rpartition("@")
+    if not local:
+        return address.strip().lower()
+    local = local.split("+", 1)[0] or local
+    if domain in _DOTLESS_DOMAINS:
+        domain = _DOTLESS_DOMAINS[domain]
+        local = local.replace(".", "") or local
+    return f"{local}@{domain}"
+
+
+def mailbox_hash(address: str) -> str:
+    """SHA-256 of ``mailbox_key``: how counters and the outbox name a mailbox without the address."""
+    return hashlib.sha256(mailbox_key(address).encode("utf-8")).hexdigest()

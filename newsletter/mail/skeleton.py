@@ -94,6 +94,8 @@ def _crlf(text: str) -> str:
 
 
 _PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+#: text a mail reader could take for an RFC 2047 encoded word (readers are lenient about its syntax)
+_LOOKS_ENCODED = re.compile(r"=\?.*\?=", re.DOTALL)
 
 
 def header_line(name: str, value: str) -> str:
@@ -103,12 +105,15 @@ def header_line(name: str, value: str) -> str:
         return line  # the common case: nothing that could break a line, nothing to encode
     check_header_value(name, name)
     check_header_value(name, value)
+    unstructured = name.lower() not in _ADDRESS_HEADERS
+    # A value holding "=?...?=" (a first name, say) sent as is would be decoded by the reader
+    # into whatever it hides; encoded, it decodes back to the literal text.
+    if unstructured and (not value.isascii() or _LOOKS_ENCODED.search(value)):
+        return _encoded_words(name, value)
     if value.isascii():
         if len(line) <= 998:
             return line
         return _fold_ascii(name, value)
-    if name.lower() not in _ADDRESS_HEADERS:
-        return _encoded_words(name, value)
     policy = email.policy.SMTP
     if not value.isascii():
         address = value.rpartition("<")[2] if "<" in value else value

@@ -24,6 +24,10 @@ class TransportError(Exception):
         self.uncertain = uncertain
 
 
+#: Why a message to or from a non-ASCII address cannot go through this relay (RFC 6531).
+NO_SMTPUTF8 = "the relay does not offer SMTPUTF8, needed for a non-ASCII address"
+
+
 class Transport(Protocol):
     def send(self, message: EmailMessage) -> None: ...
 
@@ -115,6 +119,8 @@ class SMTPTransport:
             conn = self._conn
             try:
                 conn.ehlo_or_helo_if_needed()
+                if options and not conn.has_extn("smtputf8"):
+                    raise TransportError(NO_SMTPUTF8, temporary=False)
                 if conn.has_extn("pipelining"):
                     self._pipelined_envelope(conn, envelope_from, recipients, options)
                 else:
@@ -152,7 +158,7 @@ class SMTPTransport:
         self, conn: smtplib.SMTP, sender: str, recipients: list[str], options: list[str]
     ) -> None:
         """MAIL, RCPT... and DATA in one write; every answer read; TransportError unless DATA got 354."""
-        esmtp = " SMTPUTF8" if options and conn.has_extn("smtputf8") else ""
+        esmtp = " SMTPUTF8" if options else ""
         commands = [f"MAIL FROM:{smtplib.quoteaddr(sender)}{esmtp}"]
         commands += [f"RCPT TO:{smtplib.quoteaddr(r)}" for r in recipients]
         commands.append("DATA")
@@ -172,8 +178,7 @@ class SMTPTransport:
 
     def _envelope(self, conn: smtplib.SMTP, sender: str, recipients: list[str], options: list[str]) -> None:
         """MAIL FROM and RCPT TO; a refusal becomes TransportError (after RSET the connection stays)."""
-        esmtp = ["SMTPUTF8"] if options and conn.has_extn("smtputf8") else []
-        code, answer = conn.mail(sender, esmtp)
+        code, answer = conn.mail(sender, options)
         if code != 250:
             self._reset(conn, code)
             raise TransportError(
@@ -205,16 +210,19 @@ class SMTPTransport:
             try:
                 transaction(self._conn)
                 return
+            except smtplib.SMTPNotSupportedError as exc:
+                # smtplib refuses before MAIL FROM: the connection stays usable
+                raise TransportError(NO_SMTPUTF8, temporary=False) from exc
             except smtplib.SMTPRecipientsRefused as exc:
-                code = next(iter(exc.recipients.values()))[0]
+                code, answer = next(iter(exc.recipients.values()))
                 raise TransportError(
-                    f"recipient refused: {code}", temporary=400 <= code < 500, code=code
+                    f"recipient refused: {code} {_text(answer)}", temporary=400 <= code < 500, code=code
                 ) from exc
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code == 421:
                     self._drop()
                 raise TransportError(
-                    f"SMTP {exc.smtp_code}: {exc.smtp_error!r}",
+                    f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}",
                     temporary=400 <= exc.smtp_code < 500,
                     code=exc.smtp_code,
                 ) from exc
@@ -237,6 +245,12 @@ class SMTPTransport:
             except (OSError, smtplib.SMTPException):
                 pass
             self._drop()
+
+
+def _text(answer: bytes | str) -> str:
+    """A relay's answer as one line of text."""
+    text = answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
+    return " ".join(text.split())
 
 
 def _dot_stuffed(data: bytes) -> bytes:

@@ -8,6 +8,7 @@ from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation
 from newsletter.models.subscribers import (
     Frequency,
     PartnerShare,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -32,6 +33,7 @@ __all__ = [
     "PartnerSuppression",
     "Suppression",
     "SuppressionReason",
+    "SignupRequest",
     "ConsentAction",
     "ConsentEvent",
     "OutboxEmail",

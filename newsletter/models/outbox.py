@@ -1,7 +1,9 @@
 """Transactional mail waiting to go out: the row is the promise, the RQ job the courier.
 
 The row is written in the same transaction as the signup, so a signup is never lost
-when Redis is down: a worker's sweep finds unsent rows and enqueues them again.
+when Redis is down: a worker's sweep finds unsent rows that no live job carries and
+enqueues them again. Attempts are counted on the row, whatever job made them; after
+``MAX_ATTEMPTS`` (or a permanent refusal) the row is given up: ``failed_at`` and the reason.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from newsletter.core import clock
 from newsletter.core.db import Base, enum_type
 
+#: How many times a transactional email is tried, across every job and sweep, before it is given up.
+MAX_ATTEMPTS = 10
+
 
 class OutboxKind(enum.StrEnum):
     CONFIRM = "confirm"  #: "please confirm your subscription"
@@ -24,7 +29,10 @@ class OutboxKind(enum.StrEnum):
 
 class OutboxEmail(Base):
     __tablename__ = "outbox_emails"
-    __table_args__ = (Index("ix_outbox_emails_unsent", "sent_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_outbox_emails_unsent", "sent_at", "created_at"),
+        Index("ix_outbox_emails_mailbox", "mailbox_hash", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[OutboxKind] = mapped_column(enum_type(OutboxKind, 40))
@@ -34,5 +42,14 @@ class OutboxEmail(Base):
     claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(255))
+    #: claims so far, by any job; the row is given up at MAX_ATTEMPTS
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: the signup request (its ``signup_requested`` event) a confirmation link in this email answers
+    request_event_id: Mapped[int | None] = mapped_column(ForeignKey("consent_events.id"))
+    #: sha256 of the mailbox (``addresses.mailbox_key``): the daily cap's count when Redis is down
+    mailbox_hash: Mapped[str | None] = mapped_column(String(64))
+    #: given up (permanent refusal, or MAX_ATTEMPTS); last_error says why
+    failed_at: Mapped[datetime | None]
+    #: the RQ job carrying the row when it is not the row's own ``outbox-<id>`` (a batch of invitations)
+    job_id: Mapped[str | None] = mapped_column(String(64))

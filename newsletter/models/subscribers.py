@@ -72,6 +72,25 @@ class Subscriber(Base):
         return f"<Subscriber {self.id} {self.status}>"
 
 
+class SignupRequest(Base):
+    """A signup for an address already on file: what it would change, kept until it is confirmed.
+
+    The form is open to anyone, so a stranger can submit someone else's address with any name;
+    nothing on the subscriber's row changes before the link sent for this very request is used.
+    Its topics and wording are on its ledger event; the name is kept here because the ledger
+    holds no names (erasure deletes these rows).
+    """
+
+    __tablename__ = "signup_requests"
+
+    #: the request's ``signup_requested`` event, which the confirmation link names
+    event_id: Mapped[int] = mapped_column(ForeignKey("consent_events.id"), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"), index=True)
+    #: the first name typed on the form (None: left empty)
+    first_name: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
 class Topic(Base):
     __tablename__ = "topics"
 

@@ -41,6 +41,7 @@ from newsletter.partners import files
 from newsletter.partners.files import FileRefused
 from newsletter.partners.registry import require_store_id
 from newsletter.partners.signing import hash_mac
+from newsletter.subscribers.names import name_problem
 from newsletter.subscribers.signup import topics_by_slug
 
 #: nobody gets a second invitation (from any partner) within this time
@@ -63,6 +64,11 @@ def _text_problem(value: Any, limit: int) -> str | None:
     if value.startswith(_FORMULA_START):
         return "starts like a spreadsheet formula (=, +, -, @)"
     return None
+
+
+def _name_unusable(value: str) -> bool:
+    """A stored name the partner's importer would refuse (one saved before names were checked)."""
+    return _text_problem(value, 100) is not None or name_problem(value) is not None
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -106,7 +112,7 @@ def export_contacts(session: Session, config: dict, partner: Partner) -> Iterato
             yield {
                 "email": email,
                 # a name the partner would refuse (formula-like, too long) is left out, not the person
-                "first_name": first_name if first_name and _text_problem(first_name, 100) is None else None,
+                "first_name": first_name if first_name and not _name_unusable(first_name) else None,
                 "consent": {
                     "to": partner.id,
                     "to_name": partner.name,
@@ -177,7 +183,7 @@ def _contact(line: int, value: Any, now: datetime) -> Contact:
     except InvalidAddress as exc:
         refuse(f"email {email[:80]!r}: {exc}")
     first_name = value.get("first_name")
-    if first_name is not None and (problem := _text_problem(first_name, 100)):
+    if first_name is not None and (problem := _text_problem(first_name, 100) or name_problem(first_name)):
         refuse(f"first_name {problem}")
     consent = value.get("consent")
     if not isinstance(consent, dict):

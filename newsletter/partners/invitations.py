@@ -26,16 +26,26 @@ def enqueue_invitations(runtime: Runtime, outbox_ids: list[int]) -> None:
         deliver_invitations(outbox_ids)
         return
     queue = runtime.queue(TRANSACTIONAL)
+    batches = {
+        f"outbox-invitations-{outbox_ids[i]}": outbox_ids[i : i + PER_JOB]
+        for i in range(0, len(outbox_ids), PER_JOB)
+    }
+    # The rows name their batch's job first, so the sweep leaves them to it while it lives.
+    with session_scope(runtime.sessions) as session:
+        for job_id, ids in batches.items():
+            transactional.set_job(session, ids, job_id)
+        session.commit()
     try:
         queue.enqueue_many(
             [
                 queue.prepare_data(
                     deliver_invitations,
-                    args=(outbox_ids[i : i + PER_JOB],),
+                    args=(ids,),
+                    job_id=job_id,
                     retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
                     timeout=1800,
                 )
-                for i in range(0, len(outbox_ids), PER_JOB)
+                for job_id, ids in batches.items()
             ]
         )
     except redis.RedisError as exc:

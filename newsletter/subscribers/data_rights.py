@@ -18,6 +18,7 @@ from newsletter.models import (
     Delivery,
     OutboxEmail,
     PartnerShare,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -48,6 +49,11 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         .order_by(Delivery.id)
     ).all()
     customer = session.scalar(select(Customer).where(Customer.email_hash == subscriber.email_hash))
+    requests = session.scalars(
+        select(SignupRequest)
+        .where(SignupRequest.subscriber_id == subscriber.id)
+        .order_by(SignupRequest.event_id)
+    )
     entry = suppression.find(session, subscriber.email_hash)
     return {
         "email": subscriber.email,
@@ -60,6 +66,10 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "time_zone": subscriber.time_zone,
         "topics": {s.topic.slug: s.status.value for s in subscriber.subscriptions},
         "partner_sharing": {p.partner_id: p.granted for p in subscriber.partner_shares},
+        # names typed with later signups of this address, used only if that signup is confirmed
+        "unconfirmed_signups": [
+            {"requested_at": _iso(r.created_at), "first_name": r.first_name} for r in requests
+        ],
         "suppressed": {"reason": entry.reason.value, "since": _iso(entry.created_at)} if entry else None,
         "consent_ledger": [
             {
@@ -114,6 +124,7 @@ def erase(session: Session, subscriber: Subscriber, request: RequestInfo) -> Non
     sid = subscriber.id
     session.execute(delete(Subscription).where(Subscription.subscriber_id == sid))
     session.execute(delete(PartnerShare).where(PartnerShare.subscriber_id == sid))
+    session.execute(delete(SignupRequest).where(SignupRequest.subscriber_id == sid))
     session.execute(delete(OutboxEmail).where(OutboxEmail.subscriber_id == sid))
     session.execute(delete(Customer).where(Customer.email_hash == subscriber.email_hash))
     # The one sanctioned change to the ledger: its network identity is pseudonymised.

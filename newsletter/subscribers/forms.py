@@ -14,10 +14,13 @@ from wtforms import (
 )
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 
+from newsletter.subscribers.names import form_message
 
-def no_control_characters(_form, field) -> None:
-    if field.data and any(ord(ch) < 32 or ord(ch) == 127 for ch in field.data):
-        raise ValidationError("Please use letters only, without line breaks.")
+
+def valid_first_name(_form, field) -> None:
+    """The service's own rule (services.names), so the form and every other path agree."""
+    if field.data and (message := form_message(field.data)):
+        raise ValidationError(message)
 
 
 class CheckboxesField(SelectMultipleField):
@@ -29,9 +32,7 @@ class SubscribeForm(FlaskForm):
     email = StringField(
         "Email address", validators=[InputRequired("Please enter your email address."), Length(max=320)]
     )
-    first_name = StringField(
-        "First name (optional)", validators=[Optional(), Length(max=100), no_control_characters]
-    )
+    first_name = StringField("First name (optional)", validators=[Optional(), valid_first_name])
     topics = CheckboxesField("What would you like to hear about?", choices=[])
     #: optional, one per partner store, never pre-ticked; effective once the address is confirmed
     partners = CheckboxesField("Partner stores", choices=[])
@@ -70,7 +71,7 @@ class PreferencesForm(FlaskForm):
     pause = SelectField("Pause", choices=PAUSE_CHOICES, default="")
     resume = BooleanField("Resume now")
     time_zone = SelectField("Time zone", choices=[])
-    first_name = StringField("First name", validators=[Optional(), Length(max=100), no_control_characters])
+    first_name = StringField("First name", validators=[Optional(), valid_first_name])
     partners = CheckboxesField("Partners", choices=[])
 
 

@@ -34,6 +34,7 @@ from newsletter.models import (
 from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import signup, suppression
 from newsletter.subscribers.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers.names import name_problem
 
 REQUIRED = {"email"}
 OPTIONAL = {"first_name", "topics", "consented_at", "consent_source", "consent_ip", "consent_wording"}
@@ -92,8 +93,8 @@ def _parse_row(
     except InvalidAddress as exc:
         raise BadRecord(f"email {cell.get('email', '')[:80]!r}: {exc}") from None
     first_name = cell.get("first_name") or None
-    if first_name and len(first_name) > 100:
-        raise BadRecord("first_name: at most 100 characters")
+    if first_name and (problem := name_problem(first_name)):
+        raise BadRecord(f"first_name: {problem}")
     topics = [t for t in re.split(r"[\s,;|]+", cell.get("topics", "")) if t] or list(default_topics)
     unknown = sorted(set(topics) - known_topics)
     if unknown:

@@ -9,30 +9,57 @@ import logging
 from datetime import timedelta
 
 import redis
+from redis.exceptions import LockError
 from rq import Retry
+from rq.exceptions import DuplicateJobError
+from rq.job import Job
 
 from newsletter.core.db import session_scope
-from newsletter.core.runtime import TRANSACTIONAL, Runtime, get_runtime
+from newsletter.core.runtime import LIVE, TRANSACTIONAL, Runtime, get_runtime
 from newsletter.mail.transports import make_transport
 from newsletter.subscribers import transactional
 
 log = logging.getLogger(__name__)
 
 
-def send_transactional(runtime: Runtime, outbox_id: int) -> None:
-    """Hand an outbox row to a worker; if Redis is down, a worker's sweep sends it later."""
+def outbox_job_id(outbox_id: int) -> str:
+    """The RQ job id of an outbox row's own job: one id per row, so never two such jobs."""
+    return f"outbox-{outbox_id}"
+
+
+def send_transactional(runtime: Runtime, outbox_id: int) -> bool:
+    """Hand an outbox row to a worker in its own job ``outbox-<id>``; False if it has a live one.
+
+    A finished or failed job of that id (an earlier round, or a deleted row whose id
+    SQLite handed out again) is replaced. If Redis is down, a worker's sweep sends the
+    row later.
+    """
     if runtime.config["QUEUE_SYNC"]:
         deliver_transactional(outbox_id)
-        return
+        return True
+    job_id = outbox_job_id(outbox_id)
     try:
-        runtime.queue(TRANSACTIONAL).enqueue(
-            deliver_transactional,
-            outbox_id,
-            retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
-            job_timeout=120,
-        )
+        for _ in range(2):
+            try:
+                runtime.queue(TRANSACTIONAL).enqueue(
+                    deliver_transactional,
+                    outbox_id,
+                    job_id=job_id,
+                    unique=True,  # atomic in Redis: refused while a job of that id exists
+                    retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
+                    job_timeout=120,
+                )
+                return True
+            except DuplicateJobError:
+                old = Job.fetch_many([job_id], connection=runtime.redis)[0]
+                if old is not None and old.get_status(refresh=False) in LIVE:
+                    return False
+                if old is not None:
+                    old.delete()
+        return False
     except redis.RedisError as exc:
         log.warning("outbox %s not enqueued (Redis: %s); the sweep will send it", outbox_id, exc)
+        return False
 
 
 def deliver_transactional(outbox_id: int) -> str | None:
@@ -50,12 +77,38 @@ def deliver_transactional(outbox_id: int) -> str | None:
 
 
 def sweep_outbox(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Enqueue transactional mail that never reached a worker; returns how many."""
+    """Enqueue transactional mail that no live job carries; returns how many.
+
+    Rows still queued, running or waiting for an RQ retry are left to their job, so a row
+    never has two jobs; rows out of attempts are given up. One sweep at a time (a Redis
+    lock): two sweeps could otherwise both replace a row's finished job.
+    """
     runtime = get_runtime()
-    with session_scope(runtime.sessions) as session:
-        ids = transactional.unsent_outbox_ids(session, older_than)
-    for outbox_id in ids:
-        send_transactional(runtime, outbox_id)
-    if ids:
-        log.info("sweep: re-enqueued %d unsent transactional emails", len(ids))
-    return len(ids)
+    lock = runtime.redis.lock("nl:sweep", timeout=300, blocking=False)
+    if not lock.acquire(blocking=False):
+        return 0
+    try:
+        with session_scope(runtime.sessions) as session:
+            transactional.give_up_exhausted(session)
+            session.commit()
+            rows = transactional.unsent_outbox(session, older_than)
+        job_ids = {outbox_id: job_id or outbox_job_id(outbox_id) for outbox_id, job_id in rows}
+        live = runtime.live_jobs(list(job_ids.values())) if job_ids else set()
+        enqueued = [
+            outbox_id
+            for outbox_id, job_id in job_ids.items()
+            if job_id not in live and send_transactional(runtime, outbox_id)
+        ]
+        from_batches = [outbox_id for outbox_id in enqueued if job_ids[outbox_id] != outbox_job_id(outbox_id)]
+        if from_batches:  # their own job carries them now
+            with session_scope(runtime.sessions) as session:
+                transactional.set_job(session, from_batches, None)
+                session.commit()
+    finally:
+        try:
+            lock.release()
+        except LockError:
+            pass
+    if enqueued:
+        log.info("sweep: enqueued %d transactional emails that had no live job", len(enqueued))
+    return len(enqueued)

@@ -32,6 +32,9 @@ def signup_allowed_from_ip(conn: redis.Redis, ip: str, rate: tuple[int, int]) ->
     return hit(conn, f"nl:limit:signup-ip:{ip}", limit, window) is not False
 
 
-def confirmation_allowed(conn: redis.Redis, address_hash: str, limit: int) -> bool | None:
-    """At most ``limit`` confirmation emails per address per 24 hours, whatever the IP."""
-    return hit(conn, f"nl:limit:confirm-mail:{address_hash}", limit, 24 * 3600)
+def confirmation_allowed(conn: redis.Redis, mailbox_hash: str, limit: int) -> bool | None:
+    """At most ``limit`` confirmation emails per mailbox per 24 hours, whatever the IP or spelling.
+
+    ``mailbox_hash`` is ``addresses.mailbox_hash``: ``ann+1@`` and ``ann+2@`` share one count.
+    """
+    return hit(conn, f"nl:limit:confirm-mail:{mailbox_hash}", limit, 24 * 3600)

@@ -1,7 +1,8 @@
 """Personal links in emails: confirm, unsubscribe, preferences, early access. One token per purpose.
 
 Every token names the subscriber by id and the first 16 hex digits of their address hash,
-so a link stops working when the person is erased (their row's hash is replaced).
+so a link stops working when the person is erased (their row's hash is replaced). A
+confirmation link also names the signup request it answers (``r``: the request's ledger event).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ def _base(config: dict) -> str:
     return config["BASE_URL"].rstrip("/")
 
 
-def confirm_url(config: dict, subscriber: Subscriber) -> str:
-    return f"{_base(config)}/confirm/{make_token(config, Purpose.CONFIRM, _payload(subscriber))}"
+def confirm_url(config: dict, subscriber: Subscriber, request_id: int | None) -> str:
+    """The confirmation link of one signup request (its ledger event's id): it confirms that request only."""
+    token = make_token(config, Purpose.CONFIRM, _payload(subscriber, r=request_id))
+    return f"{_base(config)}/confirm/{token}"
 
 
 def unsubscribe_url(config: dict, subscriber: Subscriber, topic: str | None = None) -> str:
@@ -59,11 +62,15 @@ def max_age(config: dict, purpose: Purpose) -> int | None:
 
 
 def read_link(session: Session, config: dict, purpose: Purpose, token: str) -> tuple[Subscriber, dict]:
-    """The subscriber a link is for and its payload, or TokenError (expired ones carry the subscriber)."""
+    """The subscriber a link is for and its payload, or TokenError.
+
+    An expired link's error carries the subscriber (``payload``) and the payload (``link_payload``).
+    """
     try:
         payload = read_token(config, purpose, token, max_age(config, purpose))
     except TokenError as exc:
         if exc.expired:
+            exc.link_payload = exc.payload if isinstance(exc.payload, dict) else {}
             exc.payload = _subscriber_for(session, exc.payload)
         raise
     subscriber = _subscriber_for(session, payload)

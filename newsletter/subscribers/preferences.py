@@ -25,6 +25,7 @@ from newsletter.models import (
 )
 from newsletter.subscribers import suppression
 from newsletter.subscribers.consent import RequestInfo, record_event
+from newsletter.subscribers.names import clean_first_name
 from newsletter.subscribers.sharing import partner_wording, record_grant, record_withdrawal
 from newsletter.subscribers.signup import topics_by_slug
 
@@ -76,14 +77,15 @@ def update(
 ) -> bool:
     """Apply the form: one ledger event for the profile, one per partner decision.
 
-    Returns False if nothing changed.
+    Returns False if nothing changed; raises InvalidName (changing nothing) for an unusable name.
     """
+    first_name = clean_first_name(wanted.first_name)  # raises InvalidName, before anything changes
     before = _snapshot(subscriber)
-    name_changed = (wanted.first_name or None) != (subscriber.first_name or None)
+    name_changed = first_name != (subscriber.first_name or None)
     _set_topics(session, subscriber, wanted.topics)
     subscriber.frequency = wanted.frequency
     subscriber.time_zone = wanted.time_zone
-    subscriber.first_name = wanted.first_name or None
+    subscriber.first_name = first_name
     if wanted.pause_weeks == 0:
         subscriber.paused_until = None
     elif wanted.pause_weeks:

@@ -1,7 +1,15 @@
-"""Double opt-in: a signup request, its confirmation email, and the confirmation."""
+"""Double opt-in: a signup request, its confirmation email, and the confirmation.
+
+A confirmation link names the request it answers (its ``signup_requested`` event). Confirming
+applies that request's topics and first name, and only while the request is open: once the
+person has decided anything after it (confirmed, unsubscribed, changed preferences, was erased
+or imported), older links change nothing. Requests by others (a stranger typing the address, a
+partner's file) change nothing stored about the person until the person confirms one of them.
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from dataclasses import dataclass
@@ -14,10 +22,13 @@ from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.core.db import dialect_insert, on_commit
+from newsletter.mail.addresses import mailbox_hash
 from newsletter.models import (
     ConsentAction,
+    ConsentEvent,
     OutboxEmail,
     OutboxKind,
+    SignupRequest,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -27,7 +38,12 @@ from newsletter.models import (
 from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import limits, suppression
 from newsletter.subscribers.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers.names import clean_first_name
 from newsletter.subscribers.sharing import grant_requested_shares
+
+#: Events others can cause (anyone can type an address into the form; a partner sends a file).
+#: Every other event is the person's own decision, or an operator's, and closes the requests before it.
+REQUEST_ACTIONS = (ConsentAction.SIGNUP_REQUESTED, ConsentAction.PARTNER_IMPORTED)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +133,7 @@ def request_signup(
     one new address at the same instant: the loser raises IntegrityError; run it again
     (see ``retry_on_conflict``) and it finds the winner's row.
     """
+    first_name = clean_first_name(first_name)  # raises InvalidName: no path stores a broken name
     topics = [t for t in topics_by_slug(session).values() if t.slug in set(topic_slugs)]
     # The common case, a new address, costs one statement per table (this is the hot path).
     new_id = _insert_if_new(session, email, first_name)
@@ -136,23 +153,22 @@ def request_signup(
             )
         subscriber_id, email_hash, already_active = new_id, address_hash(email), False
     else:
+        # Known address: its row stays as it is; the request's topics go on its ledger event,
+        # its name on a SignupRequest, both applied only if this request is confirmed.
         subscriber = find_subscriber(session, email)
-        already_active = subscriber.status == SubscriberStatus.ACTIVE
-        if not already_active:
-            _add_pending_topics(subscriber, topics, first_name)
-        session.flush()
         subscriber_id, email_hash = subscriber.id, subscriber.email_hash
+        already_active = subscriber.status == SubscriberStatus.ACTIVE
 
     kind = OutboxKind.ALREADY_SUBSCRIBED if already_active else OutboxKind.CONFIRM
     blocked = suppression.find(session, email_hash)
     if suppression.blocks_opt_in(blocked):
         # A complaint or an operator's entry: not even a confirmation request goes out.
         verdict = f"not sent: suppressed ({blocked.reason.value})"
-    elif not _mail_allowed(session, conn, config, subscriber_id, email_hash):
-        verdict = "not sent: daily cap for this address"
+    elif not _mail_allowed(session, conn, config, email):
+        verdict = "not sent: daily cap for this mailbox"
     else:
         verdict = kind.value
-    record_event(
+    event = record_event(
         session,
         subscriber_id,
         ConsentAction.SIGNUP_REQUESTED,
@@ -164,84 +180,160 @@ def request_signup(
     if verdict != kind.value:
         log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
         return SignupOutcome(subscriber_id, None)
-    outbox_id = _add_outbox(session, kind, subscriber_id)
+    session.flush()  # the event's id: the link names it
+    if new_id is None and not already_active:
+        session.add(SignupRequest(event_id=event.id, subscriber_id=subscriber_id, first_name=first_name))
+    outbox_id = _add_outbox(session, kind, subscriber_id, email, event.id)
     on_commit(session, lambda: dispatch(outbox_id))
     return SignupOutcome(subscriber_id, kind)
 
 
-def _add_pending_topics(subscriber: Subscriber, topics: list[TopicInfo], first_name: str | None) -> None:
-    if first_name:
-        subscriber.first_name = first_name
-    current = {s.topic_id: s for s in subscriber.subscriptions}
-    for topic in topics:
-        existing = current.get(topic.id)
-        if existing is None:
-            subscriber.subscriptions.append(
-                Subscription(topic_id=topic.id, status=SubscriptionStatus.PENDING)
-            )
-        elif existing.status != SubscriptionStatus.ACTIVE:
-            existing.status = SubscriptionStatus.PENDING
-
-
-def _add_outbox(session: Session, kind: OutboxKind, subscriber_id: int) -> int:
+def _add_outbox(
+    session: Session, kind: OutboxKind, subscriber_id: int, email: str, request_event_id: int
+) -> int:
     return session.execute(
         insert(OutboxEmail)
-        .values(kind=kind, subscriber_id=subscriber_id, created_at=clock.now(), attempts=0)
+        .values(
+            kind=kind,
+            subscriber_id=subscriber_id,
+            created_at=clock.now(),
+            attempts=0,
+            request_event_id=request_event_id,
+            mailbox_hash=mailbox_hash(email),
+        )
         .returning(OutboxEmail.id)
     ).scalar_one()
 
 
-def _mail_allowed(
-    session: Session, conn: redis.Redis, config: dict, subscriber_id: int, email_hash: str
-) -> bool:
-    """The per-address cap (subscription bombing): Redis first, the outbox if Redis is down."""
+def _mail_allowed(session: Session, conn: redis.Redis, config: dict, email: str) -> bool:
+    """The per-mailbox cap (subscription bombing): Redis first, the outbox if Redis is down.
+
+    Both count the mailbox, not the spelling: ``ann+1@`` and ``a.nn@gmail`` are ``ann@``.
+    """
     limit = config["CONFIRMATIONS_PER_ADDRESS"]
-    verdict = limits.confirmation_allowed(conn, email_hash, limit)
+    mailbox = mailbox_hash(email)
+    verdict = limits.confirmation_allowed(conn, mailbox, limit)
     if verdict is not None:
         return verdict
     sent_today = session.scalar(
         select(func.count(OutboxEmail.id)).where(
-            OutboxEmail.subscriber_id == subscriber_id,
+            OutboxEmail.mailbox_hash == mailbox,
             OutboxEmail.created_at > clock.now() - timedelta(hours=24),
         )
     )
     return (sent_today or 0) < limit
 
 
-def confirm(session: Session, subscriber: Subscriber, request: RequestInfo) -> bool:
-    """Activate the subscriber and their pending topics; False if there was nothing to do."""
-    pending = [s for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING]
-    if subscriber.status == SubscriberStatus.ACTIVE and not pending:
-        return False  # a replayed confirmation changes nothing
+def open_request(session: Session, subscriber: Subscriber, request_id: object) -> ConsentEvent | None:
+    """The request a confirmation link names, if it may still be confirmed (None otherwise).
+
+    Open means: a request of this subscriber with nothing decided since, by the person or an
+    operator (see REQUEST_ACTIONS). A later request by someone else does not close it.
+    """
+    if not isinstance(request_id, int) or isinstance(request_id, bool):
+        return None
+    event = session.get(ConsentEvent, request_id)
+    if event is None or event.subscriber_id != subscriber.id or event.action not in REQUEST_ACTIONS:
+        return None
+    decided_since = session.scalar(
+        select(ConsentEvent.id)
+        .where(
+            ConsentEvent.subscriber_id == subscriber.id,
+            ConsentEvent.id > event.id,
+            ConsentEvent.action.not_in(REQUEST_ACTIONS),
+        )
+        .limit(1)
+    )
+    return None if decided_since is not None else event
+
+
+def request_of_link(session: Session, subscriber: Subscriber, payload: dict) -> ConsentEvent | None:
+    """The open request a confirmation link's payload names.
+
+    Links made before links named their request (no ``r``) stand for the latest request, and
+    only while the person has never been subscribed, so they can never undo an opt-out.
+    """
+    if "r" in payload:
+        return open_request(session, subscriber, payload["r"])
+    if subscriber.status != SubscriberStatus.PENDING:
+        return None
+    return open_request(session, subscriber, latest_request_id(session, subscriber.id))
+
+
+def latest_request_id(session: Session, subscriber_id: int, made_by=None) -> int | None:
+    """The id of the subscriber's latest request (made at or before ``made_by`` if given)."""
+    statement = select(ConsentEvent.id).where(
+        ConsentEvent.subscriber_id == subscriber_id, ConsentEvent.action.in_(REQUEST_ACTIONS)
+    )
+    if made_by is not None:
+        statement = statement.where(ConsentEvent.occurred_at <= made_by)
+    return session.scalar(
+        statement.order_by(ConsentEvent.occurred_at.desc(), ConsentEvent.id.desc()).limit(1)
+    )
+
+
+def request_for_outbox(session: Session, outbox: OutboxEmail) -> int | None:
+    """The request a confirmation email answers: its own, or (invitations, older rows) the latest before."""
+    if outbox.request_event_id is not None:
+        return outbox.request_event_id
+    return latest_request_id(session, outbox.subscriber_id, made_by=outbox.created_at)
+
+
+class Confirmation(enum.StrEnum):
+    CONFIRMED = "confirmed"  #: this request is now the person's subscription
+    ALREADY = "already"  #: nothing to do: the link was used (or overtaken) and the person is subscribed
+    CLOSED = "closed"  #: the link's request was overtaken by a later decision (an opt-out, ...)
+    REFUSED = "refused"  #: a complaint or an operator's suppression: only an operator can lift it
+
+
+def confirm(
+    session: Session, subscriber: Subscriber, asked: ConsentEvent | None, request: RequestInfo
+) -> Confirmation:
+    """Confirm the request ``asked`` (from ``request_of_link``): its topics and name become the person's."""
+    if asked is None:
+        return Confirmation.ALREADY if subscriber.status == SubscriberStatus.ACTIVE else Confirmation.CLOSED
     if suppression.blocks_opt_in(suppression.find(session, subscriber.email_hash)):
-        return False  # only an operator can lift a complaint
+        return Confirmation.REFUSED
     now = clock.now()
+    by_slug = topics_by_slug(session)
+    current = {s.topic_id: s for s in subscriber.subscriptions}
+    activated = []
+    for slug in asked.topics:
+        topic = by_slug.get(slug)
+        if topic is None:
+            continue  # removed since the request
+        subscription = current.get(topic.id)
+        if subscription is None:
+            subscriber.subscriptions.append(Subscription(topic_id=topic.id, status=SubscriptionStatus.ACTIVE))
+        else:
+            subscription.status = SubscriptionStatus.ACTIVE
+        activated.append(slug)
+    pending_name = session.get(SignupRequest, asked.id)
+    if pending_name is not None:
+        if pending_name.first_name:
+            subscriber.first_name = pending_name.first_name
+        elif subscriber.confirmed_at is None:
+            subscriber.first_name = None  # the name on file came with someone else's request
     subscriber.status = SubscriberStatus.ACTIVE
     subscriber.confirmed_at = subscriber.confirmed_at or now
-    for subscription in pending:
-        subscription.status = SubscriptionStatus.ACTIVE
     lifted = suppression.lift_after_opt_in(session, subscriber.email_hash)
-    record_event(
-        session,
-        subscriber.id,
-        ConsentAction.CONFIRMED,
-        request,
-        topics=[s.topic.slug for s in pending],
-        details={"suppression_lifted": lifted.value} if lifted else {},
-    )
+    details: dict = {"request": asked.id}
+    if lifted:
+        details["suppression_lifted"] = lifted.value
+    record_event(session, subscriber.id, ConsentAction.CONFIRMED, request, topics=activated, details=details)
     grant_requested_shares(session, subscriber, request)  # partners ticked on the signup form
     session.flush()
-    return True
+    return Confirmation.CONFIRMED
 
 
 def resend_confirmation(
-    session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber, dispatch
+    session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber, asked: ConsentEvent, dispatch
 ) -> bool:
-    """A fresh confirmation link for someone whose link expired (still under the daily cap)."""
+    """A fresh link for the open request ``asked`` whose link expired (still under the daily cap)."""
     if subscriber.status == SubscriberStatus.ACTIVE or not _mail_allowed(
-        session, conn, config, subscriber.id, subscriber.email_hash
+        session, conn, config, subscriber.email
     ):
         return False
-    outbox_id = _add_outbox(session, OutboxKind.CONFIRM, subscriber.id)
+    outbox_id = _add_outbox(session, OutboxKind.CONFIRM, subscriber.id, subscriber.email, asked.id)
     on_commit(session, lambda: dispatch(outbox_id))
     return True

@@ -35,6 +35,8 @@ class TokenError(Exception):
         self.expired = expired
         self.gone = gone
         self.payload = payload
+        #: an expired link's own payload (``links.read_link`` puts the subscriber in ``payload``)
+        self.link_payload: dict = {}
 
 
 class _ClockSigner(TimestampSigner):

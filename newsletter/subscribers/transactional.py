@@ -1,7 +1,8 @@
-"""Delivery of transactional mail from the outbox: claim, build, send, mark sent."""
+"""Delivery of transactional mail from the outbox: claim, build, send, mark sent (or give up)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy import or_, select, update
@@ -10,22 +11,29 @@ from sqlalchemy.orm import Session
 from newsletter.core import clock
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
-from newsletter.mail.transports import Transport
+from newsletter.mail.transports import Transport, TransportError
 from newsletter.models import OutboxEmail, OutboxKind, PartnerInvitation, Subscriber
+from newsletter.models.outbox import MAX_ATTEMPTS
 from newsletter.subscribers import links
+from newsletter.subscribers.signup import request_for_outbox
+
+log = logging.getLogger(__name__)
 
 #: A claim older than this belongs to a worker that died; the sweep hands it out again.
 STALE_CLAIM = timedelta(minutes=10)
 
 
 def claim(session: Session, outbox_id: int) -> bool:
-    """Take the row for this worker; False if it is sent or another worker holds it."""
+    """Take the row for this worker and count the attempt; False if it is sent, given up, out of
+    attempts or another worker holds it."""
     now = clock.now()
     result = session.execute(
         update(OutboxEmail)
         .where(
             OutboxEmail.id == outbox_id,
             OutboxEmail.sent_at.is_(None),
+            OutboxEmail.failed_at.is_(None),
+            OutboxEmail.attempts < MAX_ATTEMPTS,
             or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
         )
         .values(claimed_at=now, attempts=OutboxEmail.attempts + 1)
@@ -34,20 +42,33 @@ def claim(session: Session, outbox_id: int) -> bool:
 
 
 def deliver(session: Session, config: dict, transport: Transport, outbox_id: int) -> str | None:
-    """Send one claimed outbox email and mark it sent; returns its Message-ID."""
+    """Send one claimed outbox email and mark it sent; returns its Message-ID.
+
+    A permanent refusal (5xx, no SMTPUTF8 for a non-ASCII address) or a failure at the last
+    allowed attempt gives the row up and returns None; any other failure releases the claim
+    and raises, so that RQ retries.
+    """
     outbox = session.get(OutboxEmail, outbox_id)
-    if outbox is None or outbox.sent_at is not None:
+    if outbox is None or outbox.sent_at is not None or outbox.failed_at is not None:
         return None
     subscriber = session.get(Subscriber, outbox.subscriber_id)
     extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
+    if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
+        extra["request_id"] = request_for_outbox(session, outbox)
     message = build_for(config, outbox.kind, subscriber, **extra)
     try:
         transport.send(message)
     except Exception as exc:
-        outbox.claimed_at = None  # let the retry (or the sweep) take it again
-        outbox.last_error = str(exc)[:1000]
+        permanent = isinstance(exc, TransportError) and not exc.temporary
+        if not permanent and outbox.attempts < MAX_ATTEMPTS:
+            outbox.claimed_at = None  # let the retry (or the sweep) take it again
+            outbox.last_error = str(exc)[:1000]
+            session.commit()
+            raise
+        give_up(outbox, str(exc) if permanent else f"gave up after {outbox.attempts} attempts: {exc}")
         session.commit()
-        raise
+        log.debug("outbox %s failed", outbox_id, exc_info=True)
+        return None
     outbox.sent_at = clock.now()
     outbox.message_id = message["Message-ID"]
     return outbox.message_id
@@ -59,7 +80,15 @@ def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
     return {"partner": invitation.partner_name if invitation else "a partner store"}
 
 
-def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
+def give_up(outbox: OutboxEmail, reason: str) -> None:
+    """Stop trying this email: failed, with the reason (one warning line in the worker's log)."""
+    outbox.failed_at = clock.now()
+    outbox.claimed_at = None
+    outbox.last_error = reason[:1000]
+    log.warning("outbox %s (%s) failed: %s", outbox.id, outbox.kind.value, reason)
+
+
+def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, request_id: int | None = None, **extra):
     context = {
         "store": config["STORE_NAME"],
         "postal_address": config["POSTAL_ADDRESS"],
@@ -67,7 +96,7 @@ def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
         **extra,
     }
     if kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
-        context["confirm_url"] = links.confirm_url(config, subscriber)
+        context["confirm_url"] = links.confirm_url(config, subscriber, request_id)
         context["max_age_days"] = config["CONFIRM_MAX_AGE_DAYS"]
     else:
         context["preferences_url"] = links.preferences_url(config, subscriber)
@@ -76,19 +105,43 @@ def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, **extra):
     return build_message(sender=config["FROM"], to=subscriber.email, subject=subject, text=text, html=html)
 
 
-def unsent_outbox_ids(session: Session, older_than: timedelta, limit: int = 1000) -> list[int]:
-    """Outbox rows nobody is working on: never enqueued (Redis was down) or abandoned."""
+def unsent_outbox(session: Session, older_than: timedelta, limit: int = 1000) -> list[tuple[int, str | None]]:
+    """(id, job_id) of rows no worker holds that may still be tried: never enqueued (Redis was
+    down), abandoned, or carried by a job that may still be live (the caller asks RQ)."""
     now = clock.now()
-    return list(
-        session.scalars(
-            select(OutboxEmail.id)
+    return [
+        (row.id, row.job_id)
+        for row in session.execute(
+            select(OutboxEmail.id, OutboxEmail.job_id)
             .where(
                 OutboxEmail.sent_at.is_(None),
+                OutboxEmail.failed_at.is_(None),
                 OutboxEmail.created_at <= now - older_than,
                 or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
-                OutboxEmail.attempts < 10,
+                OutboxEmail.attempts < MAX_ATTEMPTS,
             )
             .order_by(OutboxEmail.id)
             .limit(limit)
         )
-    )
+    ]
+
+
+def set_job(session: Session, outbox_ids: list[int], job_id: str | None) -> None:
+    """Record the RQ job that carries these rows (None: each row's own ``outbox-<id>``)."""
+    session.execute(update(OutboxEmail).where(OutboxEmail.id.in_(outbox_ids)).values(job_id=job_id))
+
+
+def give_up_exhausted(session: Session) -> int:
+    """Give up rows out of attempts that nobody holds (their last worker died); returns how many."""
+    now = clock.now()
+    rows = session.scalars(
+        select(OutboxEmail).where(
+            OutboxEmail.sent_at.is_(None),
+            OutboxEmail.failed_at.is_(None),
+            OutboxEmail.attempts >= MAX_ATTEMPTS,
+            or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
+        )
+    ).all()
+    for outbox in rows:
+        give_up(outbox, f"gave up after {outbox.attempts} attempts: {outbox.last_error or 'no answer'}")
+    return len(rows)

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, ur
 from wtforms import SelectChoice
 
 from newsletter.mail.addresses import InvalidAddress, normalize_address
+from newsletter.models import SubscriberStatus
 from newsletter.subscribers import limits, links, sharing, signup
 from newsletter.subscribers.consent import RequestInfo, signup_wording
 from newsletter.subscribers.forms import ConfirmForm, ResendForm, SubscribeForm
@@ -90,29 +91,31 @@ def subscribe():
 def confirm_page(token: str):
     """Shows one Confirm button and changes nothing: link scanners GET every link."""
     try:
-        subscriber, _ = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
+        subscriber, payload = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
-    return render_template(
-        "web/confirm.html",
-        form=ConfirmForm(),
-        token=token,
-        already=subscriber.status == "active" and not _pending(subscriber),
-    )
+    if signup.request_of_link(db(), subscriber, payload) is None:
+        if subscriber.status != SubscriberStatus.ACTIVE:
+            return _link_closed()
+        return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
+    return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=False)
 
 
 @bp.post("/confirm/<token>")
 def confirm(token: str):
     form = ConfirmForm()
     try:
-        subscriber, _ = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
+        subscriber, payload = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
     if not form.validate_on_submit():
         return render_template("web/confirm.html", form=form, token=token, already=False), 400
-    signup.confirm(db(), subscriber, request_info("web:confirm"))
+    asked = signup.request_of_link(db(), subscriber, payload)
+    outcome = signup.confirm(db(), subscriber, asked, request_info("web:confirm"))
     db().commit()
-    if subscriber.status != "active":
+    if outcome == signup.Confirmation.CLOSED:
+        return _link_closed()
+    if outcome == signup.Confirmation.REFUSED:
         return render_template(
             "web/error.html",
             title="We cannot add this address",
@@ -132,17 +135,17 @@ def resend(token: str):
         return redirect(url_for("public.confirm_page", token=token))  # still valid: nothing to resend
     except TokenError as exc:
         subscriber = exc.payload if exc.expired else None
+        payload = exc.link_payload
     if subscriber is None or not form.validate_on_submit():
         return _link_problem(TokenError("this link is not valid"), token)
+    asked = signup.request_of_link(db(), subscriber, payload)
+    if asked is None:
+        return _link_closed()  # answered or overtaken since: a fresh link would confirm nothing
     signup.resend_confirmation(
-        db(), runtime().redis, current_app.config, subscriber, partial(send_transactional, runtime())
+        db(), runtime().redis, current_app.config, subscriber, asked, partial(send_transactional, runtime())
     )
     db().commit()
     return render_template("web/check_inbox.html")
-
-
-def _pending(subscriber) -> bool:
-    return any(s.status == "pending" for s in subscriber.subscriptions)
 
 
 def _link_problem(exc: TokenError, token: str):
@@ -152,3 +155,8 @@ def _link_problem(exc: TokenError, token: str):
         form=ResendForm(),
         token=token,
     ), 400
+
+
+def _link_closed():
+    """The link's request was answered or overtaken (an unsubscribe since, ...): offer a fresh signup."""
+    return render_template("web/link_problem.html", closed=True, expired=False, token=None), 410
