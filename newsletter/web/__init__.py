@@ -14,6 +14,7 @@ from werkzeug.formparser import FormDataParser
 
 from newsletter.config import load_config
 from newsletter.runtime import Runtime, set_runtime
+from newsletter.web import security
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -45,6 +46,7 @@ def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     runtime = Runtime.from_config(config)
     app.extensions["newsletter"] = runtime
     set_runtime(runtime)
+    security.init_app(app)
     csrf.init_app(app)
 
     from newsletter.web.api.views import bp as api_bp
