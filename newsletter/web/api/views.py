@@ -7,7 +7,6 @@ import hmac
 import json
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from newsletter import clock
 from newsletter.services import customers, early_access
@@ -46,11 +45,6 @@ def require_token():
     return None
 
 
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
-    return _error(exc.code or 500, exc.description or exc.name)
-
-
 @bp.post("/customers")
 def post_customers():
     """Upsert a JSON list of customer records; answers counts and per-record errors."""
@@ -59,6 +53,8 @@ def post_customers():
         records = json.loads(request.get_data(cache=False))
     except (ValueError, UnicodeDecodeError):
         return _error(400, "the body must be JSON: a list of customer records")
+    except RecursionError:  # json.loads recurses once per level of nesting
+        return _error(400, "the body nests too deeply: send a flat list of customer records")
     if not isinstance(records, list):
         return _error(400, "the body must be a JSON list of customer records")
     if len(records) > MAX_RECORDS:
