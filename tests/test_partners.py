@@ -432,6 +432,8 @@ def test_malformed_bytes_are_refused_with_one_line(stores, tmp_path):
         "line 1: not UTF-8 text": good.read_bytes().decode().encode("utf-16"),
         "cut short": b"".join(good.read_bytes().splitlines(keepends=True)[:-1]),
         "line 1: longer than 64 KiB": b"{" + b" " * 200_000 + b"}\n",
+        "line 1: JSON nested too deeply": b"[" * 30_000 + b"\n",
+        "line 1: not valid JSON (Exceeds the limit (4300 digits)": b"1" * 5000 + b"\n",
     }
     for expected, content in cases.items():
         path = tmp_path / "bad.jsonl"

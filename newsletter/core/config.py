@@ -37,6 +37,13 @@ def _int(value: Any) -> int:
     return number
 
 
+def _positive_int(value: Any) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("expected a number >= 1")
+    return number
+
+
 def _bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -198,6 +205,9 @@ SETTINGS: dict[str, Setting] = {
     "LIST_ID": Setting(_str, "", "List-Id header domain part; default: the From address's domain"),
     "STORE_ID": Setting(
         _store_id, "", "this store's id in partner exchanges (partners register us under it)"
+    ),
+    "PARTNER_MAX_BODY_MB": Setting(
+        _positive_int, 64, "largest contact file a partner may POST to the API, in MiB (more: 413)"
     ),
     "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
     "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),

@@ -24,6 +24,8 @@ def post_customers():
         records = json.loads(request.get_data(cache=False))
     except (ValueError, UnicodeDecodeError):
         return error(400, "the body must be JSON: a list of customer records")
+    except RecursionError:  # json.loads recurses once per level of nesting
+        return error(400, "the body nests too deeply: send a flat list of customer records")
     if not isinstance(records, list):
         return error(400, "the body must be a JSON list of customer records")
     if len(records) > MAX_RECORDS:

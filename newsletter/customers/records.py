@@ -125,6 +125,13 @@ def _lifetime_value(value: Any) -> Decimal:
     return amount.quantize(Decimal("0.01"))
 
 
+def _no_nul(name: str, value: str) -> str:
+    # PostgreSQL stores no NUL in text or JSON; SQLite would, and the two must agree.
+    if "\x00" in value:
+        raise BadRecord(f"{name}: contains a NUL byte")
+    return value
+
+
 def _field(name: str, value: Any) -> Any:
     if name == "orders_count":
         return _orders_count(value)
@@ -141,7 +148,7 @@ def _field(name: str, value: Any) -> Any:
         return None
     if not isinstance(value, str) or len(value.strip()) > 50:
         raise BadRecord("tier: expected text of at most 50 characters")
-    return value.strip() or None
+    return _no_nul("tier", value.strip()) or None
 
 
 def _attribute(name: str, value: Any) -> Any:
@@ -150,7 +157,7 @@ def _attribute(name: str, value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str) and len(value) <= MAX_ATTRIBUTE_LENGTH:
-        return value
+        return _no_nul(f"attribute {name}", value)
     raise BadRecord(
         f"attribute {name}: expected text (at most {MAX_ATTRIBUTE_LENGTH} characters), a number, "
         "true/false or null"

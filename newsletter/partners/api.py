@@ -9,35 +9,41 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Partner
-from newsletter.partners import exchange, signing
+from newsletter.partners import exchange, registry, signing
 from newsletter.partners.files import FileRefused
 from newsletter.partners.invitations import enqueue_invitations
 from newsletter.partners.registry import PartnerError
 from newsletter.web import db, runtime
 
 bp = Blueprint("partners_api", __name__, url_prefix="/api/partners")
-#: the largest contact file a partner may POST (it is spooled to disk, never held in memory)
-MAX_UPLOAD = 4 * 1024**3
 _SPOOL_IN_MEMORY = 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 def _error(message: str, status: int):
     return jsonify(error=message), status
 
 
-def _precheck(partner_id: str) -> Partner | None:
-    """What can be checked before reading a body: the time window and the nonce's shape."""
+def _precheck(partner_id: str) -> Partner:
+    """All the headers can tell before a byte of the body is read: time window, shapes, partner.
+
+    An unknown (or malformed) partner id is refused like a bad signature, so the answer does
+    not say who our partners are; its body is never read.
+    """
     signing.check_timestamp(request.headers.get(signing.TIMESTAMP_HEADER))
     signing.check_nonce(request.headers.get(signing.NONCE_HEADER))
-    return db().get(Partner, partner_id)
+    signing.check_signature_shape(request.headers.get(signing.SIGNATURE_HEADER))
+    # The shape first: an id PostgreSQL cannot even compare (a NUL byte) never reaches it.
+    partner = db().get(Partner, partner_id) if registry.PARTNER_ID.fullmatch(partner_id) else None
+    if partner is None:
+        raise signing.RequestRefused("bad signature")
+    return partner
 
 
-def _authenticate(partner: Partner | None, body_sha256: str) -> Partner:
+def _authenticate(partner: Partner, body_sha256: str) -> Partner:
     """The signature, then the nonce (so nobody without the secret can burn a partner's nonces)."""
-    # An unknown partner is refused like a bad signature: the API does not list partners.
-    secret = partner.secret if partner else "unknown-partner-" + "x" * 32
     signing.check_signature(
-        secret,
+        partner.secret,
         request.method,
         request.path,
         request.headers[signing.TIMESTAMP_HEADER],
@@ -45,10 +51,23 @@ def _authenticate(partner: Partner | None, body_sha256: str) -> Partner:
         body_sha256,
         request.headers.get(signing.SIGNATURE_HEADER),
     )
-    if partner is None:
-        raise signing.RequestRefused("bad signature")
     signing.claim_nonce(runtime().redis, partner.id, request.headers[signing.NONCE_HEADER])
     return partner
+
+
+def _body_limit() -> int:
+    """413 unless the declared length fits the setting; 411 without a declared length."""
+    limit = current_app.config["PARTNER_MAX_BODY_MB"] * 1024 * 1024
+    length = request.content_length  # None for a chunked body: it could be any size
+    if length is None:
+        raise signing.RequestRefused("send the body with a Content-Length header", status=411)
+    if length > limit:
+        raise signing.RequestRefused(
+            f"the body is larger than {current_app.config['PARTNER_MAX_BODY_MB']} MiB "
+            "(NEWSLETTER_PARTNER_MAX_BODY_MB)",
+            status=413,
+        )
+    return limit
 
 
 @bp.get("/<partner_id>/export")
@@ -91,13 +110,14 @@ def export(partner_id: str):
 def contacts(partner_id: str):
     """Import a signed contact file (the request body) and invite the people in it to confirm."""
     try:
-        partner = _precheck(partner_id)  # a stale or malformed request is refused before its body is read
+        partner = _precheck(partner_id)
+        request.max_content_length = _body_limit()
     except signing.RequestRefused as exc:
         return _error(str(exc), exc.status)
-    request.max_content_length = MAX_UPLOAD
+    # Hashed as it streams in, kept on disk beyond a MiB; the signature is checked at the end.
     with tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY) as spool:
         digest = hashlib.sha256()
-        while chunk := request.stream.read(64 * 1024):
+        while chunk := request.stream.read(_CHUNK):
             digest.update(chunk)
             spool.write(chunk)
         try:

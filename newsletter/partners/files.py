@@ -123,8 +123,12 @@ def decode(number: int, line: bytes) -> Any:
         raise FileRefused(f"line {number}: not UTF-8 text (byte {exc.start})") from None
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise FileRefused(f"line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except ValueError as exc:  # a number too long to convert, say
+        raise FileRefused(f"line {number}: not valid JSON ({str(exc).split(':')[0]})") from None
+    except RecursionError:  # json.loads recurses once per level of nesting
+        raise FileRefused(f"line {number}: JSON nested too deeply") from None
 
 
 def verify(handle: BinaryIO, secret: str, *, kind: str, sender: str, recipient: str) -> Envelope:

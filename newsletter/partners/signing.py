@@ -17,6 +17,7 @@ REQUEST_CONTEXT = "newsletter-partner-request/v1"
 #: a request's timestamp may differ from our clock by at most this many seconds
 REQUEST_WINDOW = 300
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
 TIMESTAMP_HEADER = "X-Partner-Timestamp"
 NONCE_HEADER = "X-Partner-Nonce"
@@ -70,6 +71,12 @@ def check_timestamp(timestamp: str | None) -> None:
 def check_nonce(nonce: str | None) -> None:
     if not nonce or not NONCE.fullmatch(nonce):
         raise RequestRefused(f"missing or malformed {NONCE_HEADER} (16 to 64 of A-Z a-z 0-9 _ -)")
+
+
+def check_signature_shape(signature: str | None) -> None:
+    """Before a body is read: a request that cannot be genuine is not worth reading."""
+    if not signature or not SIGNATURE.fullmatch(signature.strip()):
+        raise RequestRefused(f"missing or malformed {SIGNATURE_HEADER} (64 hex digits)")
 
 
 def check_signature(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -42,6 +43,14 @@ class RequestInfo:
     source: str
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _evidence(text: str | None, length: int) -> str | None:
+    """A header as the ledger keeps it: control characters (PostgreSQL refuses NUL) marked, cut to size."""
+    return _CONTROL.sub("\ufffd", text)[:length] if text else None
+
+
 def record_event(
     session: Session,
     subscriber_id: int,
@@ -59,7 +68,7 @@ def record_event(
         topics=sorted(topics or []),
         occurred_at=clock.now(),
         ip=(request.ip or None) and request.ip[:45],
-        user_agent=(request.user_agent or None) and request.user_agent[:500],
+        user_agent=_evidence(request.user_agent, 500),
         source=request.source[:100],
         wording_version=wording.version if wording else None,
         wording_hash=wording.sha256 if wording else None,

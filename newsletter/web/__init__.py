@@ -8,25 +8,48 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, g, render_template
+from flask import Flask, Request, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy.orm import Session
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
+from werkzeug.formparser import FormDataParser
 
 from newsletter.core.config import load_config
 from newsletter.core.runtime import Runtime, set_runtime
+from newsletter.web import security
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
 
 
+class _NamedFieldsParser(FormDataParser):
+    """Drops multipart parts without a readable name: werkzeug keys them ``None``, and every
+    reader of ``request.form`` (Flask-WTF's CSRF check first) expects text keys."""
+
+    def parse(self, *args: Any, **kwargs: Any) -> tuple[Any, MultiDict, MultiDict]:
+        stream, form, files = super().parse(*args, **kwargs)
+        return stream, self._named(form), self._named(files)
+
+    def _named(self, fields: MultiDict) -> MultiDict:
+        if None not in fields:
+            return fields
+        return self.cls((key, value) for key, value in fields.items(multi=True) if key is not None)
+
+
+class _Request(Request):
+    form_data_parser_class = _NamedFieldsParser
+
+
 def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
     config = load_config(app.instance_path, overrides=test_config)
     app.config.update(config)
+    app.request_class = _Request
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # no form needs more than this
     runtime = Runtime.from_config(config)
     app.extensions["newsletter"] = runtime
     set_runtime(runtime)
+    security.init_app(app)
     csrf.init_app(app)
     app.teardown_appcontext(_close_session)
     _register_error_pages(app)
@@ -51,25 +74,38 @@ def _close_session(_exc: BaseException | None) -> None:
         session.close()
 
 
+def home_url() -> str:
+    """The signup page's path, built without the request's Host header (it may be what was wrong)."""
+    return current_app.url_map.bind("localhost", script_name=request.script_root or "/").build(
+        "public.subscribe"
+    )
+
+
+def _error_page(title: str, message: str, status: int):
+    """JSON under /api/ (its callers are programs), the friendly page elsewhere."""
+    if request.path.startswith("/api/"):
+        return jsonify(error=message), status
+    return render_template("web/error.html", title=title, message=message), status
+
+
 def _register_error_pages(app: Flask) -> None:
+    app.add_template_global(home_url)
+
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
-        return render_template(
-            "web/error.html",
-            title="Please try again",
-            message="This form has expired or was not sent from our page. "
+        return _error_page(
+            "Please try again",
+            "This form has expired or was not sent from our page. "
             "Please go back, reload the page and submit it again.",
-        ), 400
+            400,
+        )
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return render_template("web/error.html", title=exc.name, message=exc.description), exc.code
+        return _error_page(exc.name, exc.description or exc.name, exc.code or 500)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
+        # The safety net: a bug must still answer in our words, never with a traceback.
         log.exception("unhandled error")
-        return render_template(
-            "web/error.html",
-            title="Something went wrong",
-            message="Nothing was changed. Please try again in a moment.",
-        ), 500
+        return _error_page("Something went wrong", "Nothing was changed. Please try again in a moment.", 500)

@@ -9,7 +9,6 @@ import hashlib
 import hmac
 
 from flask import Blueprint, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -37,8 +36,3 @@ def require_token():
     if not hmac.compare_digest(_digest(given.strip()), _digest(expected)):
         return error(403, "wrong API token")
     return None
-
-
-@bp.errorhandler(HTTPException)
-def http_error(exc: HTTPException):
-    return error(exc.code or 500, exc.description or exc.name)

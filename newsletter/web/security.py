@@ -1,0 +1,49 @@
+"""Browser protections for every response: CSP with a per-request nonce, framing, referrer, caching.
+
+Also the cookie and CSRF settings that follow from the configuration (``BASE_URL``,
+``SECRET_KEY_FALLBACKS``), so that the app's whole browser-facing policy is read in one place.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Flask, Response, g
+
+#: Our pages load nothing but their own inline stylesheet (allowed by nonce) and post only to us.
+#: ``frame-ancestors 'none'``: nobody may frame a page with an unsubscribe or erase button.
+CSP = "default-src 'none'; style-src {style}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+
+
+def csp_nonce() -> str:
+    """The nonce of this response's CSP (templates put it on their ``<style>``)."""
+    if "csp_nonce" not in g:
+        g.csp_nonce = secrets.token_urlsafe(16)
+    return g.csp_nonce
+
+
+def init_app(app: Flask) -> None:
+    config = app.config
+    # Lax: the one cross-site POST we take (RFC 8058 one-click) needs no cookie at all.
+    config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    config["SESSION_COOKIE_SECURE"] = config["BASE_URL"].startswith("https://")
+    # itsdangerous signs with the last key and accepts all: a form rendered before a key
+    # rotation still posts (Flask's own session cookie reads SECRET_KEY_FALLBACKS the same way).
+    config["WTF_CSRF_SECRET_KEY"] = [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]]
+    app.add_template_global(csp_nonce)
+    app.after_request(_protect)
+
+
+def _protect(response: Response) -> Response:
+    """Headers every answer carries; a view that set one of them itself keeps its own."""
+    headers = response.headers
+    nonce = g.get("csp_nonce")
+    headers.setdefault("Content-Security-Policy", CSP.format(style=f"'nonce-{nonce}'" if nonce else "'none'"))
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    # same-origin, not no-referrer: Flask-WTF refuses an HTTPS form post without a same-origin
+    # Referer, and a token in our URLs must never reach another site.
+    headers.setdefault("Referrer-Policy", "same-origin")
+    # Every page is someone's: a personal token in the URL or a CSRF token tied to their cookie.
+    headers.setdefault("Cache-Control", "no-store")
+    return response
