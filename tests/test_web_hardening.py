@@ -196,7 +196,7 @@ def test_an_unexpected_error_answers_in_our_words(make_app):
 
 
 def test_every_page_carries_the_browser_protections(make_app, make_subscriber):
-    app = make_app()
+    app = make_app(BASE_URL="http://newsletter.test")  # plain http: no Secure cookie (see the next test)
     client = app.test_client()
     page = client.get("/subscribe")
     csp = page.headers["Content-Security-Policy"]
