@@ -217,7 +217,7 @@ def test_every_page_carries_the_browser_protections(make_app, make_subscriber):
             links.preferences_url(app.config, subscriber),
             links.preferences_url(app.config, subscriber) + "/erase",
             links.unsubscribe_url(app.config, subscriber),
-            links.confirm_url(app.config, subscriber),
+            links.confirm_url(app.config, subscriber, None),
         ]
     for url in urls:
         response = client.get(urlsplit(url).path)
