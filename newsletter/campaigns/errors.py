@@ -56,7 +56,7 @@ def on_error(session, conn, config, campaign, recipient, exc: TransportError, re
             suppression.suppress(
                 session, recipient.email_hash, SuppressionReason.BOUNCED, f"smtp:{exc.code}", str(exc)[:300]
             )
-    return _count_error(session, config, campaign, str(exc), report)
+    return count_error(session, config, campaign, str(exc), report)
 
 
 def on_bad_message(session, conn, config, campaign, recipient, reason: str, report) -> bool:
@@ -71,10 +71,10 @@ def on_bad_message(session, conn, config, campaign, recipient, reason: str, repo
     mark(session, [recipient.delivery_id], state=DeliveryState.FAILED, reason=reason[:300])
     report.failed += 1
     log.warning("campaign %s, delivery %s failed: %s", campaign.slug, recipient.delivery_id, reason)
-    return _count_error(session, config, campaign, reason, report)
+    return count_error(session, config, campaign, reason, report)
 
 
-def _count_error(session, config, campaign, last: str, report) -> bool:
+def count_error(session, config, campaign, last: str, report) -> bool:
     """One more consecutive error for the campaign; True if it is paused (now or already)."""
     # One counter in the campaign's row, shared by every thread and worker sending it.
     streak, status = session.execute(
