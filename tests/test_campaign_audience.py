@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.campaigns.audience import AudienceError, audience_sql, check, parse
-from newsletter.campaigns.sending import audience_columns
+from newsletter.campaigns.waves import audience_columns
 from newsletter.models import Customer, Subscriber
 from newsletter.models.subscribers import address_hash
 

@@ -15,7 +15,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select, update
 
-from newsletter.campaigns import scheduling, sending
+from newsletter.campaigns import batches, recovery, scheduling, waves
+from newsletter.campaigns.ledger import BatchReport, Ledger, batch_ranges
 from newsletter.campaigns.planning import PlannedWave, plan
 from newsletter.core import clock
 from newsletter.models import (
@@ -239,13 +240,13 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
         runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
     )
     with runtime.sessions() as session:
-        for wave in sending.due_waves(session, clock.now()):
-            sending.start_wave(session, wave, clock.now())
+        for wave in waves.due_waves(session, clock.now()):
+            waves.start_wave(session, wave, clock.now())
         session.commit()
-        ((first_id, last_id),) = sending.batch_ranges(session, campaign_id, clock.now(), 100)
+        ((first_id, last_id),) = batch_ranges(session, campaign_id, clock.now(), 100)
 
     client = app.test_client()
-    original = sending.Ledger.mark_sent
+    original = Ledger.mark_sent
 
     def mark_sent_then_p3_unsubscribes(ledger, recipient, message_id):
         original(ledger, recipient, message_id)
@@ -258,12 +259,12 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
             )
             assert answer.status_code == 200
 
-    monkeypatch.setattr(sending.Ledger, "mark_sent", mark_sent_then_p3_unsubscribes)
+    monkeypatch.setattr(Ledger, "mark_sent", mark_sent_then_p3_unsubscribes)
     from newsletter.mail.transports import make_transport
 
     transport = make_transport(runtime.config)
     with runtime.sessions() as session:
-        report = sending.send_batch(
+        report = batches.send_batch(
             session,
             runtime.redis,
             runtime.config,
@@ -357,10 +358,10 @@ def test_pause_stops_at_the_next_message_and_resume_sends_the_rest_once(
         runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
     )
     monkeypatch.setattr(
-        sending, "HEARTBEAT_SECONDS", -1
+        batches, "HEARTBEAT_SECONDS", -1
     )  # look at the campaign's status before every message
     checks = []
-    original = sending.Ledger.still_wanted
+    original = Ledger.still_wanted
 
     def pause_before_the_fourth_message(ledger, recipient):
         checks.append(recipient)
@@ -370,14 +371,14 @@ def test_pause_stops_at_the_next_message_and_resume_sends_the_rest_once(
                 other.commit()
         return original(ledger, recipient)
 
-    monkeypatch.setattr(sending.Ledger, "still_wanted", pause_before_the_fourth_message)
+    monkeypatch.setattr(Ledger, "still_wanted", pause_before_the_fourth_message)
     run_engine(runtime, work)
     # the message being prepared when the pause came goes out; the batch stops before the next
     assert len(smtp_sink.take()) == 4
     states = [r.state for r in rows(runtime)]
     assert states.count(DeliveryState.SENT) == 4 and states.count(DeliveryState.QUEUED) == 4
 
-    monkeypatch.setattr(sending.Ledger, "still_wanted", original)
+    monkeypatch.setattr(Ledger, "still_wanted", original)
     with runtime.sessions() as session:
         assert scheduling.resume(session, session.get(Campaign, campaign_id)).ok
         session.commit()
@@ -551,14 +552,14 @@ def started_batch(runtime, tmp_path, slug: str = "test-sale") -> tuple[int, int,
         runtime, write_campaign(tmp_path, slug=slug, topic="newsletter", waves=[("all", "all", now_floor())])
     )
     with runtime.sessions() as session:
-        for wave in sending.due_waves(session, clock.now()):
-            sending.start_wave(session, wave, clock.now())
+        for wave in waves.due_waves(session, clock.now()):
+            waves.start_wave(session, wave, clock.now())
         session.commit()
-        ((first_id, last_id),) = sending.batch_ranges(session, campaign_id, clock.now(), 1000)
+        ((first_id, last_id),) = batch_ranges(session, campaign_id, clock.now(), 1000)
     return campaign_id, first_id, last_id
 
 
-def run_slice(runtime, transport, campaign_id, first_id, last_id, before_commit=None) -> sending.BatchReport:
+def run_slice(runtime, transport, campaign_id, first_id, last_id, before_commit=None) -> BatchReport:
     with runtime.sessions() as session:
 
         def commit():
@@ -566,7 +567,7 @@ def run_slice(runtime, transport, campaign_id, first_id, last_id, before_commit=
                 before_commit()
             session.commit()
 
-        return sending.send_batch(
+        return batches.send_batch(
             session, runtime.redis, runtime.config, transport, campaign_id, first_id, last_id, commit=commit
         )
 
@@ -653,7 +654,7 @@ def test_a_stalled_slice_that_lost_its_claim_leaves_the_new_owners_cap_places_al
             if self.handed == 1:
                 die_and_be_found_dead(runtime)
                 with runtime.sessions() as session:
-                    sending.recover_stale_claims(
+                    recovery.recover_stale_claims(
                         session, runtime.redis, clock.now(), runtime.config["STALE_CLAIM_SECONDS"]
                     )
                     session.commit()

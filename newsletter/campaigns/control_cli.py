@@ -1,7 +1,7 @@
 """``newsletter campaign schedule|plan|send|pause|resume|cancel|status``: the operator's controls.
 
-Thin wrappers: every decision lives in scheduling.py, planning.py and
-sending.py. They are added to the ``campaign`` group next to validate and preview.
+Thin wrappers: every decision lives in scheduling.py, planning.py, state.py and
+the sending modules. They are added to the ``campaign`` group next to validate and preview.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from redis.exceptions import LockError
 from rq import Queue, Retry
 from sqlalchemy import select
 
-from newsletter.campaigns import sending
+from newsletter.campaigns import batches, ledger, recovery, state, waves
 from newsletter.core import clock
 from newsletter.core.db import session_scope
 from newsletter.core.runtime import CAMPAIGNS, get_runtime
@@ -39,7 +39,7 @@ def send_batch(campaign_id: int, first_id: int, last_id: int) -> dict:
         return _send_slice(campaign_id, *slices[0]).__dict__
     with ThreadPoolExecutor(len(slices), thread_name_prefix="send") as pool:
         reports = list(pool.map(lambda bounds: _send_slice(campaign_id, *bounds), slices))
-    total = sending.BatchReport()
+    total = ledger.BatchReport()
     for report in reports:
         for name in ("sent", "deferred", "skipped", "failed", "retried"):
             setattr(total, name, getattr(total, name) + getattr(report, name))
@@ -55,12 +55,12 @@ def _slices(first_id: int, last_id: int, count: int) -> list[tuple[int, int]]:
     return [(start, min(last_id, start + size - 1)) for start in range(first_id, last_id + 1, size)]
 
 
-def _send_slice(campaign_id: int, first_id: int, last_id: int) -> sending.BatchReport:
+def _send_slice(campaign_id: int, first_id: int, last_id: int) -> ledger.BatchReport:
     runtime = get_runtime()
     transport = make_transport(runtime.config)
     try:
         with session_scope(runtime.sessions) as session:
-            return sending.send_batch(
+            return batches.send_batch(
                 session,
                 runtime.redis,
                 runtime.config,
@@ -91,19 +91,19 @@ def tick() -> dict:
         now = clock.now()
         done: dict = {"waves_started": [], "batches": 0}
         with session_scope(runtime.sessions) as session:
-            for wave in sending.due_waves(session, now):
-                count = sending.start_wave(session, wave, now)
+            for wave in waves.due_waves(session, now):
+                count = waves.start_wave(session, wave, now)
                 session.commit()
                 done["waves_started"].append((wave.campaign.slug, wave.name, count))
-            done["past_deadline"] = sending.skip_past_deadline(session, now)
-            done["recovered"] = sending.recover_stale_claims(
+            done["past_deadline"] = recovery.skip_past_deadline(session, now)
+            done["recovered"] = recovery.recover_stale_claims(
                 session, runtime.redis, now, config["STALE_CLAIM_SECONDS"]
             )
             session.commit()
             if runtime.queue(CAMPAIGNS).count == 0:
                 jobs = []
-                for campaign_id in sending.due_campaigns(session, now):
-                    for first_id, last_id in sending.batch_ranges(
+                for campaign_id in recovery.due_campaigns(session, now):
+                    for first_id, last_id in ledger.batch_ranges(
                         session, campaign_id, now, config["BATCH_SIZE"]
                     ):
                         jobs.append(
@@ -120,7 +120,7 @@ def tick() -> dict:
             for campaign in session.scalars(
                 select(Campaign).where(Campaign.status == CampaignStatus.SENDING)
             ):
-                sending.finish_if_done(session, campaign)
+                state.finish_if_done(session, campaign)
         return done
     finally:
         try:

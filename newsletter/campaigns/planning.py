@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
-from newsletter.campaigns.sending import eligible_subscribers
+from newsletter.campaigns.waves import eligible_subscribers
 from newsletter.models import Delivery, DeliveryState, Frequency, Subscriber, Suppression
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from newsletter.campaigns import state
 from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.site import site_context, topics_from_db
@@ -70,6 +71,7 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
     source = report.campaign
     digest = content_hash(folder)
     existing = find(session, source.slug)
+    why = "scheduled"
     if existing is not None:
         if existing.content_hash == digest and existing.status != CampaignStatus.CANCELLED:
             return existing  # scheduling the same files twice changes nothing
@@ -77,8 +79,8 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
             raise ScheduleError(
                 f"{source.slug} is cancelled; use --reschedule to schedule it again (only if no wave started)"
             )
+        change = describe_change((existing.compiled or {}).get("files"), file_hashes(folder))
         if not reschedule:
-            change = describe_change((existing.compiled or {}).get("files"), file_hashes(folder))
             raise ScheduleError(
                 f"{source.slug}: {change} since it was scheduled "
                 f"(content {existing.content_hash[:12]}, now {digest[:12]}); "
@@ -88,6 +90,7 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
             raise ScheduleError(
                 f"{source.slug}: a wave has started; cancel it and schedule a new slug instead"
             )
+        why = f"rescheduled: {change}" if existing.content_hash != digest else "rescheduled after a cancel"
         session.delete(existing)
         session.flush()
 
@@ -130,6 +133,7 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
     ]
     session.add(campaign)
     session.flush()
+    state.record(session, campaign, None, CampaignStatus.SCHEDULED, reason=why, actor="operator")
     return campaign
 
 
@@ -139,15 +143,19 @@ class Control:
     message: str
 
 
-def pause(session: Session, campaign: Campaign, reason: str = "paused by an operator") -> Control:
-    if campaign.status not in (CampaignStatus.SCHEDULED, CampaignStatus.SENDING):
-        return Control(False, f"{campaign.slug} is {campaign.status.value}; nothing to pause")
-    campaign.status = CampaignStatus.PAUSED
-    campaign.pause_reason = reason
+def pause(
+    session: Session, campaign: Campaign, reason: str = "paused by an operator", actor: str = "operator"
+) -> Control:
+    try:
+        state.transition(
+            session, campaign, CampaignStatus.PAUSED, reason=reason, actor=actor, pause_reason=reason
+        )
+    except state.IllegalTransition as exc:
+        return Control(False, f"{campaign.slug} is {exc.current.value}; nothing to pause")
     return Control(True, f"{campaign.slug} paused: workers stop at their next message")
 
 
-def resume(session: Session, campaign: Campaign) -> Control:
+def resume(session: Session, campaign: Campaign, actor: str = "operator") -> Control:
     """Carry on from the delivery ledger: after a pause, or after Redis lost the queue.
 
     Nothing is resent: rows already sent stay sent; the next tick enqueues the ready rows
@@ -155,19 +163,30 @@ def resume(session: Session, campaign: Campaign) -> Control:
     """
     if campaign.status == CampaignStatus.SENDING:
         return Control(True, f"{campaign.slug} is sending: its work is rebuilt from the delivery ledger")
-    if campaign.status != CampaignStatus.PAUSED:
-        return Control(False, f"{campaign.slug} is {campaign.status.value}; only a paused campaign resumes")
     started = any(w.status != WaveStatus.WAITING for w in campaign.waves)
-    campaign.status = CampaignStatus.SENDING if started else CampaignStatus.SCHEDULED
-    campaign.pause_reason = None
-    campaign.error_streak = 0
+    try:
+        state.transition(
+            session,
+            campaign,
+            CampaignStatus.SENDING if started else CampaignStatus.SCHEDULED,
+            reason="resumed by an operator",
+            actor=actor,
+            only_from=(CampaignStatus.PAUSED,),
+            pause_reason=None,
+            error_streak=0,
+        )
+    except state.IllegalTransition as exc:
+        return Control(False, f"{campaign.slug} is {exc.current.value}; only a paused campaign resumes")
     return Control(True, f"{campaign.slug} resumed: the work is rebuilt from the delivery ledger")
 
 
-def cancel(session: Session, campaign: Campaign) -> Control:
-    if campaign.status in (CampaignStatus.DONE, CampaignStatus.CANCELLED):
-        return Control(False, f"{campaign.slug} is already {campaign.status.value}")
-    campaign.status = CampaignStatus.CANCELLED
+def cancel(session: Session, campaign: Campaign, actor: str = "operator") -> Control:
+    try:
+        state.transition(
+            session, campaign, CampaignStatus.CANCELLED, reason="cancelled by an operator", actor=actor
+        )
+    except state.IllegalTransition as exc:
+        return Control(False, f"{campaign.slug} is already {exc.current.value}")
     session.execute(
         Delivery.__table__.update()
         .where(
@@ -209,18 +228,18 @@ def progress(session: Session, campaign: Campaign) -> dict:
         }
         for w in campaign.waves
     }
-    for name, state, reason, n, redeemed in rows:
+    for name, row_state, reason, n, redeemed in rows:
         wave = waves[name]
-        state = getattr(state, "value", state)
-        wave["states"][state] = wave["states"].get(state, 0) + n
+        row_state = getattr(row_state, "value", row_state)
+        wave["states"][row_state] = wave["states"].get(row_state, 0) + n
         wave["redemptions"] += redeemed
-        if reason and state in ("skipped", "deferred", "failed", "uncertain"):
+        if reason and row_state in ("skipped", "deferred", "failed", "uncertain"):
             # retry reasons carry the SMTP answer, skips past the deadline each person's next
             # allowed time: group them by what they say, not by those details
             if reason.startswith("retry"):
                 reason = reason.split(":")[0]
             reason = _PAST_DEADLINE.sub(", next allowed after the deadline", reason)
-            key = f"{state}: {reason}"
+            key = f"{row_state}: {reason}"
             wave["reasons"][key] = wave["reasons"].get(key, 0) + n
     return {
         "campaign": campaign.slug,

@@ -1,6 +1,14 @@
 """All tables, imported in one place so Alembic and tests see the whole schema."""
 
-from newsletter.models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
+from newsletter.models.campaigns import (
+    Campaign,
+    CampaignEvent,
+    CampaignStatus,
+    Delivery,
+    DeliveryState,
+    Wave,
+    WaveStatus,
+)
 from newsletter.models.consent import ConsentAction, ConsentEvent
 from newsletter.models.customers import Customer
 from newsletter.models.outbox import OutboxEmail, OutboxKind
@@ -19,6 +27,7 @@ from newsletter.models.suppressions import Suppression, SuppressionReason
 
 __all__ = [
     "Campaign",
+    "CampaignEvent",
     "CampaignStatus",
     "Customer",
     "Delivery",

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.core import clock
@@ -114,3 +114,36 @@ class Delivery(Base):
     #: first use of the personal early-access link
     redeemed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+
+class CampaignEvent(Base):
+    """One change of a campaign's status: from, to, why and who (append-only, like consent events).
+
+    Written by ``campaigns.state.transition`` in the same transaction as the change. Kept by slug
+    too: a reschedule replaces the campaign row, and the log of the old one should survive it.
+    """
+
+    __tablename__ = "campaign_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int | None] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="SET NULL"), index=True
+    )
+    campaign_slug: Mapped[str] = mapped_column(String(100), index=True)
+    #: None: the campaign was scheduled (created)
+    from_status: Mapped[CampaignStatus | None] = mapped_column(enum_type(CampaignStatus, 20))
+    to_status: Mapped[CampaignStatus] = mapped_column(enum_type(CampaignStatus, 20))
+    reason: Mapped[str] = mapped_column(Text)
+    #: who: ``operator`` (the CLI), ``tick``, ``worker`` (a batch pausing on errors) ...
+    actor: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class CampaignLogIsAppendOnly(Exception):
+    """A campaign event was about to be changed or deleted through the ORM."""
+
+
+@event.listens_for(CampaignEvent, "before_update")
+@event.listens_for(CampaignEvent, "before_delete")
+def _refuse_changes(_mapper, _connection, target: CampaignEvent) -> None:
+    raise CampaignLogIsAppendOnly(f"campaign event {target.id} cannot be changed or deleted")

@@ -1,0 +1,167 @@
+"""One batch: claim its rows, decide caps, send in id order, and record each message in the ledger.
+
+A slice marks each row ``sent`` before the next SMTP transaction starts, so a dead worker
+leaves at most one row of its claim that may have reached the relay unmarked (recovery.py).
+One recipient whose message cannot be built or handed over fails alone; the slice goes on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy.orm import Session
+
+from newsletter.campaigns import caps, errors, state
+from newsletter.campaigns.decisions import decide
+from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
+from newsletter.campaigns.rate import RateLimiter
+from newsletter.core import clock
+from newsletter.mail.skeleton import Skeleton, build_skeleton, personalise
+from newsletter.mail.transports import TransportError
+from newsletter.models import Campaign, DeliveryState
+from newsletter.subscribers import links
+
+HEARTBEAT_SECONDS = 5
+
+
+def skeletons_for(campaign: Campaign) -> dict[int, Skeleton]:
+    """The frozen email of each wave, encoded once for the whole batch."""
+    frozen = campaign.compiled
+    result = {}
+    for wave in campaign.waves:
+        email = frozen["waves"].get(wave.name) or frozen["waves"]["all"]
+        result[wave.id] = build_skeleton(
+            sender=frozen["sender"],
+            subject=email["subject"],
+            text=email["text"],
+            html=email["html"],
+            slots={k: tuple(v) for k, v in email["slots"].items()},
+            headers=email["headers"],
+        )
+    return result
+
+
+def personal_values(config: dict, campaign: Campaign, recipient: Recipient) -> dict[str, str]:
+    who = _Who(recipient.subscriber_id, recipient.email_hash)
+    values = {
+        "first_name": recipient.first_name or "",
+        "email": recipient.email,
+        "unsubscribe_url": links.unsubscribe_url(config, who, topic=campaign.topic_slug),
+        "preferences_url": links.preferences_url(config, who),
+    }
+    if campaign.sale_url:
+        values["early_access_url"] = links.early_access_url(config, who, campaign.id)
+    return values
+
+
+@dataclass(frozen=True)
+class _Who:
+    """What links need of a subscriber, without loading the ORM object."""
+
+    id: int
+    email_hash: str
+
+
+def send_batch(
+    session: Session,
+    conn: redis.Redis,
+    config: dict,
+    transport,
+    campaign_id: int,
+    first_id: int,
+    last_id: int,
+    commit: Callable[[], None],
+) -> BatchReport:
+    """Claim, decide caps, send in id order, record; ``commit`` makes each step durable."""
+    report = BatchReport()
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status not in state.ACTIVE_CAMPAIGN:
+        report.stopped = "campaign not sending"
+        return report
+    now = clock.now()
+    token = claim(session, campaign_id, first_id, last_id, now)
+    commit()
+    if token is None:
+        return report
+    heartbeat = f"nl:claim:{token}"
+    # Beat well within the stale limit, or a live batch would be taken for dead.
+    beat_every = min(HEARTBEAT_SECONDS, config["STALE_CLAIM_SECONDS"] / 3)
+    conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
+    last_beat = time.monotonic()
+
+    recipients = load_recipients(session, campaign, token)
+    to_send = decide(session, conn, config, campaign, recipients, now, report)
+    commit()
+
+    skeletons = skeletons_for(campaign)
+    limiter = RateLimiter(conn, config["SEND_RATE"])
+    ledger = Ledger(session, campaign.topic_slug, token)
+    errors_since_success = 0
+    try:
+        for index, recipient in enumerate(to_send):
+            if time.monotonic() - last_beat > beat_every:
+                conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
+                last_beat = time.monotonic()
+                session.refresh(campaign, ["status"])
+                commit()
+                if campaign.status not in state.ACTIVE_CAMPAIGN:
+                    release(session, conn, to_send[index:], DeliveryState.QUEUED)
+                    commit()
+                    report.stopped = f"campaign {campaign.status.value}"
+                    break
+            why_not = ledger.still_wanted(recipient)
+            if why_not == "claim lost":
+                # The sweep took this batch back after a stall and gave back its cap places; the
+                # rows (and any places taken for them since) belong to whoever claimed them next.
+                report.stopped = "claim lost"
+                break
+            if why_not:
+                caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
+                mark(session, [recipient.delivery_id], state=DeliveryState.SKIPPED, reason=why_not)
+                commit()
+                report.skipped += 1
+                continue
+            limiter.take()
+            skeleton = skeletons[recipient.wave_id]
+            message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
+            stop = None
+            try:
+                values = personal_values(config, campaign, recipient)
+                data = personalise(skeleton, recipient.email, values, message_id=message_id)
+            except Exception as exc:  # noqa: BLE001 - one person's data must not stop the slice
+                stop = errors.on_bad_message(
+                    session, conn, config, campaign, recipient, f"could not build the message: {exc}", report
+                )
+            if stop is None:
+                try:
+                    transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
+                except TransportError as exc:
+                    stop = errors.on_error(session, conn, config, campaign, recipient, exc, report)
+                except Exception as exc:  # noqa: BLE001 - e.g. an address the relay's encoding refuses
+                    transport.close()  # the SMTP dialogue is in an unknown state: start the next afresh
+                    reason = f"could not hand the message over: {type(exc).__name__}: {exc}"
+                    stop = errors.on_bad_message(session, conn, config, campaign, recipient, reason, report)
+            if stop is not None:
+                errors_since_success += 1
+                commit()
+                if stop:
+                    release(session, conn, to_send[index + 1 :], DeliveryState.QUEUED)
+                    commit()
+                    break
+                continue
+            # durable before the next SMTP transaction starts: the crash-safety invariant
+            ledger.mark_sent(recipient, message_id)
+            if errors_since_success:
+                ledger.reset_error_streak(campaign.id)
+                errors_since_success = 0
+            report.sent += 1
+    finally:
+        ledger.close()
+    conn.delete(heartbeat)
+    state.finish_if_done(session, campaign)
+    commit()
+    return report

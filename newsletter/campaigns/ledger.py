@@ -1,0 +1,209 @@
+"""The delivery ledger as a batch sees it: ready rows, claims, recipients, and marking rows.
+
+One row per (campaign, subscriber) is the truth; Redis only holds what can be rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import redis
+from sqlalchemy import DateTime, func, select, update
+from sqlalchemy.orm import Session
+
+from newsletter.campaigns import caps
+from newsletter.core import clock
+from newsletter.models import (
+    Campaign,
+    Delivery,
+    DeliveryState,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Topic,
+    Wave,
+)
+
+
+def ready(now: datetime):
+    """Rows ready to send: queued, or deferred and due."""
+    return (Delivery.state == DeliveryState.QUEUED) | (
+        (Delivery.state == DeliveryState.DEFERRED) & (Delivery.send_after <= now)
+    )
+
+
+def batch_ranges(session: Session, campaign_id: int, now: datetime, size: int) -> list[tuple[int, int]]:
+    """Keyset ranges (first id, last id) of rows ready to send: queued, or deferred and due."""
+    ids = session.scalars(
+        select(Delivery.id).where(Delivery.campaign_id == campaign_id, ready(now)).order_by(Delivery.id)
+    ).all()
+    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+
+
+@dataclass
+class Recipient:
+    delivery_id: int
+    wave_id: int
+    subscriber_id: int
+    email: str
+    email_hash: str
+    first_name: str | None
+    time_zone: str
+    frequency: str
+    paused_until: datetime | None
+    eligible: bool
+
+
+@dataclass
+class BatchReport:
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    failed: int = 0
+    retried: int = 0
+    stopped: str | None = None
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def claim(session: Session, campaign_id: int, first_id: int, last_id: int, now: datetime) -> str | None:
+    """Take the batch's ready rows for this worker; the claim token, or None if nothing was ready."""
+    token = uuid.uuid4().hex
+    result = session.execute(
+        update(Delivery)
+        .where(Delivery.campaign_id == campaign_id, Delivery.id.between(first_id, last_id), ready(now))
+        .values(
+            state=DeliveryState.SENDING, claimed_at=now, claim_token=token, attempts=Delivery.attempts + 1
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return token if result.rowcount else None
+
+
+def load_recipients(session: Session, campaign: Campaign, token: str) -> list[Recipient]:
+    topic_active = (
+        select(Subscription.status)
+        .join(Topic, Topic.id == Subscription.topic_id)
+        .where(Subscription.subscriber_id == Subscriber.id, Topic.slug == campaign.topic_slug)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            Delivery.id,
+            Delivery.wave_id,
+            Subscriber.id,
+            Subscriber.email,
+            Subscriber.email_hash,
+            Subscriber.first_name,
+            Subscriber.time_zone,
+            Subscriber.frequency,
+            Subscriber.paused_until,
+            (Subscriber.status == SubscriberStatus.ACTIVE)
+            & (topic_active == SubscriptionStatus.ACTIVE.value),
+        )
+        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .where(Delivery.claim_token == token, Delivery.state == DeliveryState.SENDING)
+        .order_by(Delivery.id)
+    ).all()
+    return [Recipient(*row) for row in rows]
+
+
+class Ledger:
+    """The per-message statements of a batch, each its own transaction (autocommit).
+
+    Right before each SMTP transaction one SELECT re-checks the row; right after the relay's
+    250 one UPDATE marks it sent, durable when it returns. Two round trips per message
+    instead of four (no BEGIN and COMMIT around them), and plain DBAPI calls: building and
+    compiling SQLAlchemy statements cost more CPU than the rest of a message's work here.
+    """
+
+    def __init__(self, session: Session, topic_slug: str, token: str):
+        self.connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.token = token
+        topic_id = int(self.connection.scalar(select(Topic.id).where(Topic.slug == topic_slug)))
+        dialect = self.connection.dialect
+        mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        #: how the dialect stores a datetime (SQLite: a string in SQLAlchemy's format)
+        self._time = DateTime().bind_processor(dialect) or (lambda value: value)
+        self._cursor = self.connection.connection.dbapi_connection.cursor()
+        self._check_sql = (
+            "SELECT d.claim_token, d.state, s.status, sub.status, sup.id FROM deliveries d "
+            "JOIN subscribers s ON s.id = d.subscriber_id "
+            f"LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.topic_id = {topic_id} "
+            "LEFT JOIN suppressions sup ON sup.email_hash = s.email_hash "
+            f"WHERE d.id = {mark}"
+        )
+        self._mark_sql = (
+            f"UPDATE deliveries SET state = {mark}, sent_at = {mark}, message_id = {mark}, reason = NULL, "
+            f"updated_at = {mark} WHERE id = {mark}"
+        )
+
+    def still_wanted(self, recipient: Recipient) -> str | None:
+        """Why not to send now, or None.
+
+        ``"claim lost"`` when the row is no longer this batch's (taken back as dead after a
+        stall); otherwise unsubscribed, topic left or suppressed since the claim.
+        """
+        self._cursor.execute(self._check_sql, (recipient.delivery_id,))
+        row = self._cursor.fetchone()
+        if row is None or row[0] != self.token or row[1] != DeliveryState.SENDING.value:
+            return "claim lost"
+        if (
+            row[2] != SubscriberStatus.ACTIVE.value
+            or row[3] != SubscriptionStatus.ACTIVE.value
+            or row[4] is not None
+        ):
+            return "unsubscribed before sending"
+        return None
+
+    def mark_sent(self, recipient: Recipient, message_id: str) -> None:
+        now = self._time(clock.now())
+        self._cursor.execute(
+            self._mark_sql, (DeliveryState.SENT.value, now, message_id, now, recipient.delivery_id)
+        )
+
+    def reset_error_streak(self, campaign_id: int) -> None:
+        """A message went through: the campaign's run of consecutive errors is over."""
+        self.connection.execute(
+            update(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.error_streak > 0)
+            .values(error_streak=0)
+        )
+
+    def close(self) -> None:
+        self._cursor.close()
+        self.connection.close()
+
+
+def mark(session: Session, ids: list[int], **values) -> None:
+    """Set ``values`` on these delivery rows (one UPDATE)."""
+    if ids:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(ids))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def release(session: Session, conn: redis.Redis, recipients: list[Recipient], state: DeliveryState) -> None:
+    """Hand rows back (``state``, no claim) and give their cap places back."""
+    for recipient in recipients:
+        caps.release(conn, recipient.subscriber_id, caps.member_for(recipient.delivery_id))
+    mark(session, [r.delivery_id for r in recipients], state=state, claim_token=None)
+
+
+def counts(session: Session, campaign_id: int) -> dict[str, dict[str, int]]:
+    """Rows per state per wave."""
+    rows = session.execute(
+        select(Wave.name, Delivery.state, func.count())
+        .join(Wave, Wave.id == Delivery.wave_id)
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Wave.name, Delivery.state)
+    )
+    result: dict[str, dict[str, int]] = {}
+    for wave, state, n in rows:
+        result.setdefault(wave, {})[state.value if hasattr(state, "value") else state] = n
+    return result

@@ -1,0 +1,111 @@
+"""Waves: who a wave targets, and starting it by freezing that audience into the delivery ledger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, exists, insert, literal, select
+from sqlalchemy.orm import Session
+
+from newsletter.campaigns import state
+from newsletter.campaigns.audience import audience_sql
+from newsletter.models import (
+    Campaign,
+    CampaignStatus,
+    Customer,
+    Delivery,
+    DeliveryState,
+    Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
+    Topic,
+    Wave,
+    WaveStatus,
+)
+
+
+def audience_columns() -> dict:
+    return {
+        "lifetime_value": Customer.lifetime_value,
+        "orders_count": Customer.orders_count,
+        "last_order_at": Customer.last_order_at,
+        "tier": Customer.tier,
+    }
+
+
+def eligible_subscribers(topic_slug: str, audience: str, now: datetime, campaign_id: int | None = None):
+    """SELECT of subscriber ids a wave targets: confirmed, with the topic, matching the audience,
+    and (with ``campaign_id``) not already in that campaign's ledger."""
+    topic_id = select(Topic.id).where(Topic.slug == topic_slug).scalar_subquery()
+    condition = audience_sql(audience, audience_columns(), Customer.attributes, now)
+    query = (
+        select(Subscriber.id)
+        .join(
+            Subscription, and_(Subscription.subscriber_id == Subscriber.id, Subscription.topic_id == topic_id)
+        )
+        .outerjoin(Customer, Customer.email_hash == Subscriber.email_hash)
+        .where(
+            Subscriber.status == SubscriberStatus.ACTIVE,
+            Subscription.status == SubscriptionStatus.ACTIVE,
+            condition,
+        )
+    )
+    if campaign_id is not None:
+        query = query.where(
+            ~exists().where(Delivery.campaign_id == campaign_id, Delivery.subscriber_id == Subscriber.id)
+        )
+    return query
+
+
+def start_wave(session: Session, wave: Wave, now: datetime) -> int:
+    """Freeze the wave's audience into the ledger (one row each, unique per campaign); returns how many.
+
+    A campaign paused or cancelled since the tick chose the wave keeps that status, and the wave
+    waits (or never starts).
+    """
+    campaign = wave.campaign
+    if campaign.status == CampaignStatus.SCHEDULED:
+        try:
+            state.transition(
+                session,
+                campaign,
+                CampaignStatus.SENDING,
+                reason=f"wave {wave.name!r} started",
+                actor="tick",
+                only_from=(CampaignStatus.SCHEDULED,),
+            )
+        except state.IllegalTransition:
+            pass  # changed under us: judged below by what it is now
+    if campaign.status != CampaignStatus.SENDING:
+        return 0
+    if not state.move_wave(session, wave, WaveStatus.SENDING, started_at=now):
+        return 0  # another tick started it
+    chosen = eligible_subscribers(campaign.topic_slug, wave.audience, now, campaign.id)
+    columns = ["campaign_id", "wave_id", "subscriber_id", "state", "attempts", "updated_at"]
+    rows = chosen.with_only_columns(
+        literal(campaign.id),
+        literal(wave.id),
+        Subscriber.id,
+        literal(DeliveryState.QUEUED.value),
+        literal(0),
+        literal(now),
+    )
+    result = session.execute(insert(Delivery).from_select(columns, rows))
+    session.flush()
+    return result.rowcount or 0
+
+
+def due_waves(session: Session, now: datetime) -> list[Wave]:
+    return list(
+        session.scalars(
+            select(Wave)
+            .join(Campaign)
+            .where(
+                Wave.status == WaveStatus.WAITING,
+                Wave.send_at <= now,
+                Campaign.status.in_(state.ACTIVE_CAMPAIGN),
+            )
+            .order_by(Wave.send_at, Wave.position)
+        )
+    )
