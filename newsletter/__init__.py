@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:  # Flask is imported when an app is built, not by every ``newsletter`` command
+    from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the web application from defaults, instance/config.toml and NEWSLETTER_* variables."""
+    from flask import Flask
+
     from newsletter.core.runtime import default_instance_path
     from newsletter.mail.templates import TEMPLATES
     from newsletter.web import setup

@@ -1,4 +1,9 @@
-"""The ``newsletter`` command: init, db, worker, sweep, demo; each feature brings its own group."""
+"""The ``newsletter`` command: init, db, worker, sweep, demo; each feature brings its own group.
+
+Modules imported here import nothing heavy at import time (Flask, SQLAlchemy, Redis, MJML,
+premailer, the browser driver): each command imports what it uses, so ``--help`` starts fast.
+tests/test_cli_startup.py holds that line.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,22 @@ import logging
 import secrets
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
-from newsletter.core.config import ConfigError
 from newsletter.customers.cli import customers
 from newsletter.partners.cli import partners
 from newsletter.subscribers.cli import subscribers, suppressions
 
+if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
+    from flask import Flask
+
 
 @click.group()
+@click.version_option(package_name="newsletter", message="%(package)s %(version)s")
 def cli() -> None:
     """newsletter: an opt-in email marketing engine for online stores."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,6 +91,7 @@ def sweep(app: Flask) -> None:
 @click.option("--keep-going", is_flag=True, hidden=True)
 def demo(keep_going: bool) -> None:
     """Run a signup end to end: real HTTP app, real worker, Maildir outbox."""
+    from newsletter.core.config import ConfigError
     from newsletter.demo import run_demo
 
     try:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import wraps
+from typing import TYPE_CHECKING
 
 import click
-import redis
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError
 
-from newsletter.core.config import ConfigError
+if TYPE_CHECKING:  # Redis and SQLAlchemy are imported when a command runs, not for --help
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ def with_app(func):
     @wraps(func)
     def wrapper(*args, **kwargs):
         from newsletter import create_app
+        from newsletter.core.config import ConfigError
 
         try:
             app = create_app()
@@ -43,6 +44,9 @@ def with_app(func):
 @contextmanager
 def outages_as_errors(config: dict, engine: Engine):
     """Turn "cannot reach Redis / the database" into a one-line ClickException (traceback at DEBUG)."""
+    import redis
+    from sqlalchemy.exc import DBAPIError
+
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -61,6 +65,8 @@ def outages_as_errors(config: dict, engine: Engine):
 
 def database_unreachable(engine: Engine) -> str | None:
     """Why no connection to the database can be opened, or None when one can."""
+    from sqlalchemy.exc import DBAPIError
+
     try:
         with engine.connect():
             return None
@@ -76,10 +82,31 @@ def unreachable(what: str, setting: str, url: str, reason: object) -> str:
 
 def safe_url(url: str) -> str:
     """The URL with its password masked."""
+    from sqlalchemy.engine import make_url
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - not parseable: show only the scheme
         return url.split("://", 1)[0] + "://..."
+
+
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose values are loaded when first needed, not when the command is defined.
+
+    For choices that come from a model's enum: the models import SQLAlchemy, which
+    ``newsletter --help`` and the other commands' help should not pay for.
+    """
+
+    def __init__(self, load: Callable[[], Iterable[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = case_sensitive
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._choices is None:
+            self._choices = tuple(self._load())
+        return self._choices
 
 
 def print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> None:

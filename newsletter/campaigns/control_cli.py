@@ -10,11 +10,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
 from newsletter.cli_support import with_app
+
+if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
+    from flask import Flask
 
 DONE_STATES = ("sent", "skipped", "failed", "uncertain")
 

@@ -32,8 +32,9 @@ from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, Wav
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
 from newsletter.mail.skeleton import SLOT, slot_of, slot_token
+from newsletter.mail.templates import TEMPLATES as ALL_TEMPLATES
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates" / "email"
+TEMPLATES = ALL_TEMPLATES / "email"
 _premailer_lock = threading.Lock()  # premailer is not thread-safe
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib.resources import files
 
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+#: package data (pyproject.toml), a directory on disk in a checkout and in an installed wheel
+MIGRATIONS = files("newsletter") / "migrations"
 
 
 def alembic_config(database_url: str) -> Config:

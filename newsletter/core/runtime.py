@@ -55,8 +55,13 @@ class Runtime:
 
 
 def default_instance_path() -> Path:
+    """``NEWSLETTER_INSTANCE_PATH``, else ``./instance`` (the working folder, as for ``./campaigns``).
+
+    Not next to the code: an installed package lives in site-packages, which is no place for
+    the config file, the SQLite database or the outbox.
+    """
     env = os.environ.get("NEWSLETTER_INSTANCE_PATH")
-    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "instance"
+    return Path(env) if env else Path.cwd() / "instance"
 
 
 _current: Runtime | None = None

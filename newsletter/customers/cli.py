@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
 from newsletter.cli_support import print_errors, with_app
+
+if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
+    from flask import Flask
 
 
 @click.group()

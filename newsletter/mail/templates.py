@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from mjml import mjml2html
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+#: The repository's top-level ``templates/`` folder, installed as the package ``newsletter.templates``
+#: (pyproject.toml maps it), so it is found the same way in a checkout, an editable and a wheel install.
+#: A directory on disk: pip installs packages unpacked, and Jinja's loaders read files by path.
+TEMPLATES = Path(str(files("newsletter.templates")))
 
 
 @lru_cache(maxsize=1)

@@ -6,11 +6,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
 from newsletter.cli_support import with_app
+
+if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
+    from flask import Flask
 
 
 def _fail(exc: Exception, file: str | None = None):

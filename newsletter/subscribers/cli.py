@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from flask import Flask
 
-from newsletter.cli_support import print_errors, with_app
+from newsletter.cli_support import LazyChoice, print_errors, with_app
+
+if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
+    from flask import Flask
 
 
 @click.group()
@@ -153,15 +156,15 @@ def suppressions_list(app: Flask) -> None:
             )
 
 
-def _reason_choice():
+def _reasons() -> list[str]:
     from newsletter.models import SuppressionReason
 
-    return click.Choice([r.value for r in SuppressionReason])
+    return [reason.value for reason in SuppressionReason]
 
 
 @suppressions.command("add")
 @click.argument("email_or_hash")
-@click.option("--reason", type=_reason_choice(), default="manual", show_default=True)
+@click.option("--reason", type=LazyChoice(_reasons), default="manual", show_default=True)
 @click.option("--note", default="")
 @with_app
 def suppressions_add(app: Flask, email_or_hash: str, reason: str, note: str) -> None:
