@@ -1,7 +1,9 @@
-"""Configuration: defaults, then ``instance/config.toml``, then ``NEWSLETTER_*`` variables.
+"""Settings: defaults, then ``instance/config.toml``, then ``NEWSLETTER_*`` variables.
 
 Every value is parsed and checked here, at start-up, so that a typo is a one-line
-error naming the variable instead of a surprise in a worker hours later.
+error naming the variable instead of a surprise in a worker hours later. The result is a
+frozen, typed ``Settings``: code reads ``settings.smtp_url``, and a misspelt name is caught by
+``tests/test_settings_typed.py`` before anything runs.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,10 +57,10 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
-def _list(value: Any) -> list[str]:
-    if isinstance(value, list):
-        return [str(v) for v in value if str(v)]
-    return [part.strip() for part in str(value).split(",") if part.strip()]
+def _list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value if str(v))
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
 def _url(*schemes: str) -> Callable[[Any], str]:
@@ -89,7 +91,7 @@ RETIRED = {"PARTNERS": "partner stores live in the database now: use 'newsletter
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _caps(value: Any) -> list[tuple[int, int]]:
+def _caps(value: Any) -> tuple[tuple[int, int], ...]:
     """``"1/20h, 3/7d"``: at most COUNT marketing emails per WINDOW (s, m, h or d)."""
     rules = []
     for part in _list(value):
@@ -97,7 +99,7 @@ def _caps(value: Any) -> list[tuple[int, int]]:
         if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
             raise ValueError(f'expected rules like "1/20h, 3/7d", got {part!r}')
         rules.append((int(match.group(1)), int(match.group(2)) * _UNITS[match.group(3)]))
-    return rules
+    return tuple(rules)
 
 
 def _quiet_hours(value: Any) -> tuple[int, int] | None:
@@ -135,83 +137,125 @@ def _token(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Setting:
+    """How one setting is read: its parser, its default (as written in a file) and its doc."""
+
     parse: Callable[[Any], Any]
     default: Any
     doc: str
 
 
-#: Every setting the engine knows. Unknown keys in the instance file are errors.
-SETTINGS: dict[str, Setting] = {
-    "SECRET_KEY": Setting(_str, None, "signs links and sessions; required"),
-    "SECRET_KEY_FALLBACKS": Setting(
-        _list, [], "old secret keys, comma-separated: links they signed keep working"
-    ),
-    "DATABASE_URL": Setting(
+def _setting(parse: Callable[[Any], Any], default: Any, doc: str, *, secret: bool = False) -> Any:
+    """A field of Settings: its parsed default, with the parser and the doc in its metadata.
+
+    A secret is left out of the repr, so that logging the settings shows no key.
+    """
+    return field(default=parse(default), repr=not secret, metadata={"setting": Setting(parse, default, doc)})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every setting the engine knows, parsed and checked; read-only once built.
+
+    A field's key is its name in upper case (``from_`` is ``FROM``): ``NEWSLETTER_SMTP_URL`` in the
+    environment, ``smtp_url`` in ``instance/config.toml``.
+    """
+
+    secret_key: str = _setting(_str, "", "signs links and sessions; required", secret=True)
+    secret_key_fallbacks: tuple[str, ...] = _setting(
+        _list, "", "old secret keys, comma-separated: links they signed keep working", secret=True
+    )
+    database_url: str = _setting(
         _url("sqlite", "postgresql"), "", "SQLAlchemy URL; default: SQLite file in the instance folder"
-    ),
-    "REDIS_URL": Setting(
+    )
+    redis_url: str = _setting(
         _url("redis", "rediss", "unix"), "redis://localhost:6379/0", "Redis for queues and counters"
-    ),
-    "SMTP_URL": Setting(
+    )
+    smtp_url: str = _setting(
         _url("smtp", "smtps"),
         "",
         "smtp://user:pass@host:587?starttls=true or smtps://...; unset: Maildir outbox",
-    ),
-    "SMTP_TIMEOUT": Setting(_int, 30, "seconds before an SMTP operation gives up"),
-    "OUTBOX_DIR": Setting(_str, "", "Maildir outbox used when SMTP_URL is unset; default: instance/outbox"),
-    "BASE_URL": Setting(
+    )
+    smtp_timeout: int = _setting(_int, 30, "seconds before an SMTP operation gives up")
+    outbox_dir: str = _setting(
+        _str, "", "Maildir outbox used when SMTP_URL is unset; default: instance/outbox"
+    )
+    base_url: str = _setting(
         _url("http", "https"),
         "http://localhost:5000",
         "public address used in links inside emails; https (RFC 8058), or http on loopback to test",
-    ),
-    "FROM": Setting(_str, "Store <news@store.example>", "From header of every email"),
-    "POSTAL_ADDRESS": Setting(
+    )
+    from_: str = _setting(_str, "Store <news@store.example>", "From header of every email")
+    postal_address: str = _setting(
         _str, "1 Example Street, Example City", "postal address printed in marketing mail (CAN-SPAM)"
-    ),
-    "STORE_NAME": Setting(_str, "Our store", "the store's name as subscribers know it"),
-    "CONFIRM_MAX_AGE_DAYS": Setting(_int, 7, "days a confirmation link stays valid"),
-    "SIGNUP_RATE_LIMIT": Setting(_rate, "20/60", "signups per IP: COUNT/SECONDS"),
-    "CONFIRMATIONS_PER_ADDRESS": Setting(
+    )
+    store_name: str = _setting(_str, "Our store", "the store's name as subscribers know it")
+    confirm_max_age_days: int = _setting(_int, 7, "days a confirmation link stays valid")
+    signup_rate_limit: tuple[int, int] = _setting(_rate, "20/60", "signups per IP: COUNT/SECONDS")
+    confirmations_per_address: int = _setting(
         _int, 3, "confirmation emails per address per 24 hours, whatever the IP"
-    ),
-    "CHECK_DELIVERABILITY": Setting(_bool, False, "look up the domain's MX records at signup (needs DNS)"),
-    "API_TOKEN": Setting(
-        _token, "", "bearer token of the store's API (/api/...); at least 16 characters; empty: API off"
-    ),
-    "EARLY_ACCESS_SECRET": Setting(
-        _token, "", "HMAC key of early-access codes (share it with the store); empty: derived from SECRET_KEY"
-    ),
-    "EARLY_ACCESS_CODE_MINUTES": Setting(_int, 15, "minutes an early-access code is valid after the click"),
-    "MARKETING_CAPS": Setting(
+    )
+    check_deliverability: bool = _setting(
+        _bool, False, "look up the domain's MX records at signup (needs DNS)"
+    )
+    api_token: str = _setting(
+        _token,
+        "",
+        "bearer token of the store's API (/api/...); at least 16 characters; empty: API off",
+        secret=True,
+    )
+    early_access_secret: str = _setting(
+        _token,
+        "",
+        "HMAC key of early-access codes (share it with the store); empty: derived from SECRET_KEY",
+        secret=True,
+    )
+    early_access_code_minutes: int = _setting(
+        _int, 15, "minutes an early-access code is valid after the click"
+    )
+    marketing_caps: tuple[tuple[int, int], ...] = _setting(
         _caps, "1/20h, 3/7d, 8/30d", "store-wide frequency caps for marketing mail; all must hold"
-    ),
-    "QUIET_HOURS": Setting(
+    )
+    quiet_hours: tuple[int, int] | None = _setting(
         _quiet_hours, "21:00-08:00", "no marketing mail in these hours of the subscriber's time zone"
-    ),
-    "SEND_RATE": Setting(
+    )
+    send_rate: int = _setting(
         _int, 0, "marketing messages per second across all workers; 0 = as fast as the relay takes"
-    ),
-    "BATCH_SIZE": Setting(_int, 1000, "recipients per sending job (cut into SEND_CONNECTIONS slices)"),
-    "SEND_CONNECTIONS": Setting(
+    )
+    batch_size: int = _setting(_int, 1000, "recipients per sending job (cut into SEND_CONNECTIONS slices)")
+    send_connections: int = _setting(
         _int, 4, "SMTP connections (threads) per sending job, each with its own slice; 1 on SQLite"
-    ),
-    "PAUSE_AFTER_ERRORS": Setting(_int, 20, "consecutive send errors after which a campaign pauses itself"),
-    "STALE_CLAIM_SECONDS": Setting(
+    )
+    pause_after_errors: int = _setting(
+        _int, 20, "consecutive send errors after which a campaign pauses itself"
+    )
+    stale_claim_seconds: int = _setting(
         _int, 60, "a batch whose worker stopped beating this long is taken up again"
-    ),
-    "TICK_INTERVAL": Setting(
+    )
+    tick_interval: int = _setting(
         _int, 5, "seconds between ticks: due waves, deferred mail, dead batches, unsent transactional mail"
-    ),
-    "LIST_ID": Setting(_str, "", "List-Id header domain part; default: the From address's domain"),
-    "STORE_ID": Setting(
+    )
+    list_id: str = _setting(_str, "", "List-Id header domain part; default: the From address's domain")
+    store_id: str = _setting(
         _store_id, "", "this store's id in partner exchanges (partners register us under it)"
-    ),
-    "PARTNER_MAX_BODY_MB": Setting(
+    )
+    partner_max_body_mb: int = _setting(
         _positive_int, 64, "largest contact file a partner may POST to the API, in MiB (more: 413)"
-    ),
-    "WTF_CSRF_ENABLED": Setting(_bool, True, "CSRF protection on forms (never turn off in production)"),
-    "QUEUE_SYNC": Setting(_bool, False, "run jobs in the web process instead of RQ (demo without Redis)"),
-}
+    )
+    wtf_csrf_enabled: bool = _setting(_bool, True, "CSRF protection on forms (never turn off in production)")
+    queue_sync: bool = _setting(
+        _bool, False, "run jobs in the web process instead of RQ (demo without Redis)"
+    )
+
+
+def key_of(name: str) -> str:
+    """A field's key in files and the environment: ``smtp_url`` -> ``SMTP_URL``, ``from_`` -> ``FROM``."""
+    return name.rstrip("_").upper()
+
+
+#: Every setting by key (``SMTP_URL``), in field order. Unknown keys in the instance file are errors.
+SETTINGS: dict[str, Setting] = {key_of(f.name): f.metadata["setting"] for f in fields(Settings)}
+#: Key -> field name.
+FIELDS: dict[str, str] = {key_of(f.name): f.name for f in fields(Settings)}
 
 
 def is_loopback(url: str) -> bool:
@@ -225,22 +269,25 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def insecure_base_url(config: Mapping[str, Any]) -> str | None:
+def insecure_base_url(settings: Settings) -> str | None:
     """Why BASE_URL cannot carry an RFC 8058 List-Unsubscribe (which wants https), or None."""
-    url = config["BASE_URL"]
+    url = settings.base_url
     if urlsplit(url).scheme == "https":
         return None
     return f"BASE_URL {url} is not https: RFC 8058 wants an https List-Unsubscribe link"
 
 
-def load_config(
+def load_settings(
     instance_path: str | Path,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Merge defaults, the instance file and the environment; raise ConfigError on bad input."""
+) -> Settings:
+    """Defaults, then the instance file, the environment and ``overrides`` (keys as in SETTINGS).
+
+    Raises ConfigError, one line naming the key, on an unknown key or a bad value.
+    """
     environ = os.environ if environ is None else environ
-    raw: dict[str, tuple[Any, str]] = {k: (s.default, k) for k, s in SETTINGS.items()}
+    raw: dict[str, tuple[Any, str]] = {}
 
     config_file = Path(instance_path) / "config.toml"
     if config_file.exists():
@@ -272,24 +319,25 @@ def load_config(
         raw[key] = (value, name)
 
     for key, value in (overrides or {}).items():
-        raw[key] = (value, key)
+        if key in RETIRED:
+            raise ConfigError(f"{key}: {RETIRED[key]}")
+        if key not in SETTINGS:
+            raise ConfigError(f"{key}: unknown setting (known: {', '.join(sorted(SETTINGS))})")
+        if value is not None:  # None: the value from the layers below
+            raw[key] = (value, key)
 
-    config: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for key, (value, origin) in raw.items():
-        setting = SETTINGS.get(key)
-        if setting is None or value is None:
-            config[key] = value
-            continue
         try:
-            config[key] = setting.parse(value)
+            values[FIELDS[key]] = SETTINGS[key].parse(value)
         except ValueError as exc:
             label = origin if not origin.isupper() or origin.startswith(PREFIX) else PREFIX + origin
             raise ConfigError(f"{label}: {exc} (got {value!r})") from None
 
-    if not config.get("SECRET_KEY"):
+    if not values.get("secret_key"):
         raise ConfigError(f"{PREFIX}SECRET_KEY is missing: set it, or run 'newsletter init'")
-    if not config["DATABASE_URL"]:
-        config["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'newsletter.sqlite3'}"
-    if not config["OUTBOX_DIR"]:
-        config["OUTBOX_DIR"] = str(Path(instance_path) / "outbox")
-    return config
+    if not values.get("database_url"):
+        values["database_url"] = f"sqlite:///{Path(instance_path) / 'newsletter.sqlite3'}"
+    if not values.get("outbox_dir"):
+        values["outbox_dir"] = str(Path(instance_path) / "outbox")
+    return Settings(**values)

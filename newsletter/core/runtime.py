@@ -1,6 +1,6 @@
-"""What the web app, the CLI and the jobs share: configuration, database, Redis, queues.
+"""What the web app, the CLI and the jobs share: settings, database, Redis, queues.
 
-Built once per process from the configuration; jobs find it with ``get_runtime()``.
+Built once per process from the settings; jobs find it with ``get_runtime()``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis
 from rq import Queue
@@ -16,7 +15,7 @@ from rq.job import Job, JobStatus
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from newsletter.core.config import load_config
+from newsletter.core.config import Settings, load_settings
 from newsletter.core.db import make_engine, make_session_factory
 
 #: Queue names in the order a worker serves them: transactional mail never waits for a sale.
@@ -29,19 +28,19 @@ LIVE = {JobStatus.CREATED, JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDU
 
 @dataclass
 class Runtime:
-    config: dict[str, Any]
+    settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
     redis: redis.Redis
     _queues: dict[str, Queue] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Runtime:
-        engine = make_engine(config["DATABASE_URL"])
+    def from_settings(cls, settings: Settings) -> Runtime:
+        engine = make_engine(settings.database_url)
         conn = redis.Redis.from_url(
-            config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
         )
-        return cls(config=config, engine=engine, sessions=make_session_factory(engine), redis=conn)
+        return cls(settings=settings, engine=engine, sessions=make_session_factory(engine), redis=conn)
 
     def queue(self, name: str) -> Queue:
         if name not in self._queues:
@@ -76,5 +75,5 @@ def get_runtime() -> Runtime:
     """The process's runtime, built from the environment if nobody set one."""
     global _current
     if _current is None:
-        _current = Runtime.from_config(load_config(default_instance_path()))
+        _current = Runtime.from_settings(load_settings(default_instance_path()))
     return _current

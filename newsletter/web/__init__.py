@@ -1,4 +1,4 @@
-"""Wiring of the web app: configuration, runtime, CSRF, the request's session, error pages.
+"""Wiring of the web app: settings, runtime, CSRF, the request's session, error pages.
 
 The blueprints come from the features; ``create_app`` registers them.
 """
@@ -6,6 +6,7 @@ The blueprints come from the features; ``create_app`` registers them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Request, current_app, g, jsonify, render_template, request
@@ -15,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 from werkzeug.formparser import FormDataParser
 
-from newsletter.core.config import load_config
+from newsletter.core.config import Settings, load_settings
 from newsletter.core.runtime import Runtime, set_runtime
 from newsletter.web import security
 
@@ -41,23 +42,30 @@ class _Request(Request):
     form_data_parser_class = _NamedFieldsParser
 
 
-def setup(app: Flask, test_config: dict[str, Any] | None) -> None:
-    config = load_config(app.instance_path, overrides=test_config)
-    app.config.update(config)
+class App(Flask):
+    """The Flask app with the engine's settings: ``app.settings``, ``current_app.settings``."""
+
+    settings: Settings
+
+
+def setup(app: App, test_config: Mapping[str, Any] | None) -> None:
+    settings = load_settings(app.instance_path, overrides=test_config)
+    # Ours are read as app.settings; Flask and Flask-WTF get the few keys they read themselves.
+    app.settings = settings
+    app.config["SECRET_KEY"] = settings.secret_key
+    app.config["WTF_CSRF_ENABLED"] = settings.wtf_csrf_enabled
     app.request_class = _Request
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # no form needs more than this
-    runtime = Runtime.from_config(config)
+    runtime = Runtime.from_settings(settings)
     app.extensions["newsletter"] = runtime
     set_runtime(runtime)
-    security.init_app(app)
+    security.init_app(app, settings)
     csrf.init_app(app)
     app.teardown_appcontext(_close_session)
     _register_error_pages(app)
 
 
 def runtime() -> Runtime:
-    from flask import current_app
-
     return current_app.extensions["newsletter"]
 
 

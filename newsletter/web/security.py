@@ -10,6 +10,8 @@ import secrets
 
 from flask import Flask, Response, g
 
+from newsletter.core.config import Settings
+
 #: Our pages load nothing but their own inline stylesheet (allowed by nonce) and post only to us.
 #: ``frame-ancestors 'none'``: nobody may frame a page with an unsubscribe or erase button.
 CSP = "default-src 'none'; style-src {style}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -22,14 +24,14 @@ def csp_nonce() -> str:
     return g.csp_nonce
 
 
-def init_app(app: Flask) -> None:
-    config = app.config
+def init_app(app: Flask, settings: Settings) -> None:
     # Lax: the one cross-site POST we take (RFC 8058 one-click) needs no cookie at all.
-    config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    config["SESSION_COOKIE_SECURE"] = config["BASE_URL"].startswith("https://")
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = settings.base_url.startswith("https://")
     # itsdangerous signs with the last key and accepts all: a form rendered before a key
     # rotation still posts (Flask's own session cookie reads SECRET_KEY_FALLBACKS the same way).
-    config["WTF_CSRF_SECRET_KEY"] = [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]]
+    app.config["SECRET_KEY_FALLBACKS"] = list(settings.secret_key_fallbacks)
+    app.config["WTF_CSRF_SECRET_KEY"] = [*settings.secret_key_fallbacks, settings.secret_key]
     app.add_template_global(csp_nonce)
     app.after_request(_protect)
 
