@@ -62,7 +62,7 @@ def db_upgrade(app: Flask, revision: str) -> None:
     """Apply migrations up to REVISION (default: the newest)."""
     from newsletter.core.migrate import upgrade
 
-    upgrade(app.config["DATABASE_URL"], revision)
+    upgrade(app.settings.database_url, revision)
     click.echo(f"database at {revision}")
 
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from newsletter.core.config import Settings
+
 if TYPE_CHECKING:  # Redis and SQLAlchemy are imported when a command runs, not for --help
     from sqlalchemy.engine import Engine
 
@@ -33,7 +35,7 @@ def with_app(func):
             raise click.ClickException(f"configuration: {exc}") from None
         runtime = app.extensions["newsletter"]
         try:
-            with outages_as_errors(runtime.config, runtime.engine), app.app_context():
+            with outages_as_errors(runtime.settings, runtime.engine), app.app_context():
                 return func(app, *args, **kwargs)
         finally:
             runtime.engine.dispose()  # no pooled connection outlives the command
@@ -42,7 +44,7 @@ def with_app(func):
 
 
 @contextmanager
-def outages_as_errors(config: dict, engine: Engine):
+def outages_as_errors(settings: Settings, engine: Engine):
     """Turn "cannot reach Redis / the database" into a one-line ClickException (traceback at DEBUG)."""
     import redis
     from sqlalchemy.exc import DBAPIError
@@ -51,7 +53,7 @@ def outages_as_errors(config: dict, engine: Engine):
         yield
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.debug("Redis unreachable", exc_info=True)
-        message = unreachable("Redis", "NEWSLETTER_REDIS_URL", config["REDIS_URL"], exc)
+        message = unreachable("Redis", "NEWSLETTER_REDIS_URL", settings.redis_url, exc)
         raise click.ClickException(message) from None
     except DBAPIError:
         reason = database_unreachable(engine)
@@ -59,7 +61,7 @@ def outages_as_errors(config: dict, engine: Engine):
             raise  # reachable: a real error about the data or the schema
         log.debug("database unreachable", exc_info=True)
         raise click.ClickException(
-            unreachable("the database", "NEWSLETTER_DATABASE_URL", config["DATABASE_URL"], reason)
+            unreachable("the database", "NEWSLETTER_DATABASE_URL", settings.database_url, reason)
         ) from None
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import redis
 from werkzeug.serving import make_server
 
-from newsletter.core.config import load_config
+from newsletter.core.config import load_settings
 from newsletter.core.runtime import default_instance_path
 
 
@@ -54,21 +54,21 @@ def run_demo(_cwd: Path) -> None:
     instance = default_instance_path()
     if not (instance / "config.toml").exists() and "NEWSLETTER_SECRET_KEY" not in os.environ:
         subprocess.run([sys.executable, "-m", "newsletter", "init"], check=True)
-    config = load_config(instance)
+    settings = load_settings(instance)
 
     try:
-        redis.Redis.from_url(config["REDIS_URL"], socket_connect_timeout=2).ping()
+        redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2).ping()
         use_redis = True
-        _say(f"Redis at {config['REDIS_URL']} answers: the confirmation goes through an RQ worker")
+        _say(f"Redis at {settings.redis_url} answers: the confirmation goes through an RQ worker")
     except redis.RedisError:
         use_redis = False
         _say(
-            f"Redis at {config['REDIS_URL']} is not reachable: jobs run synchronously "
+            f"Redis at {settings.redis_url} is not reachable: jobs run synchronously "
             "in the web process instead (QUEUE_SYNC)"
         )
 
-    upgrade(config["DATABASE_URL"])
-    _say(f"database migrated: {config['DATABASE_URL']}")
+    upgrade(settings.database_url)
+    _say(f"database migrated: {settings.database_url}")
 
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -112,14 +112,14 @@ def run_demo(_cwd: Path) -> None:
         )
         _say("an RQ worker (burst mode) delivered the queued confirmation email")
 
-    outbox = mailbox.Maildir(config["OUTBOX_DIR"], create=False)
+    outbox = mailbox.Maildir(settings.outbox_dir, create=False)
     message = None
     for key in outbox.keys():
         candidate = email.message_from_bytes(outbox.get_bytes(key), policy=email.policy.default)
         if candidate["To"] == address:
-            message, path = candidate, Path(config["OUTBOX_DIR"]) / "new" / key
+            message, path = candidate, Path(settings.outbox_dir) / "new" / key
     if message is None:
-        raise SystemExit(f"no confirmation email for {address} in {config['OUTBOX_DIR']}")
+        raise SystemExit(f"no confirmation email for {address} in {settings.outbox_dir}")
     text = message.get_body(("plain",)).get_content()
     link = re.search(r"(http://\S+/confirm/\S+)", text).group(1)
     _say(f"confirmation email found: {path}")
@@ -134,6 +134,6 @@ def run_demo(_cwd: Path) -> None:
         print(json.dumps(describe_subscriber(session, address), indent=2))
     server.shutdown()
     _say(
-        f"done. Emails are in the Maildir outbox {config['OUTBOX_DIR']} (new/); the database is "
-        f"{config['DATABASE_URL']}"
+        f"done. Emails are in the Maildir outbox {settings.outbox_dir} (new/); the database is "
+        f"{settings.database_url}"
     )

@@ -53,6 +53,6 @@ def run_worker(runtime: Runtime, queues: list[str] | None = None, *, burst: bool
     worker = NewsletterWorker(
         [runtime.queue(name) for name in (queues or QUEUES)],
         connection=runtime.redis,
-        maintenance_interval=runtime.config["TICK_INTERVAL"],
+        maintenance_interval=runtime.settings.tick_interval,
     )
     return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")

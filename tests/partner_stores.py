@@ -63,14 +63,14 @@ class Store:
         return self.app.extensions["newsletter"]
 
     @property
-    def config(self) -> dict:
-        return self.app.config
+    def settings(self) -> dict:
+        return self.app.settings
 
     def client(self):
         return self.app.test_client()
 
     def env(self) -> dict[str, str]:
-        c = self.app.config
+        c = self.app.settings
         return {
             "NEWSLETTER_SECRET_KEY": c["SECRET_KEY"],
             "NEWSLETTER_DATABASE_URL": c["DATABASE_URL"],

@@ -13,7 +13,7 @@ def test_pages_render_under_the_csp_without_violations(browser, serve, make_subs
     app, base_url = serve()
     subscriber = make_subscriber()
     with app.app_context():
-        preferences = links.preferences_url(app.config, subscriber)
+        preferences = links.preferences_url(app.settings, subscriber)
     page = browser.new_page()
     problems: list[str] = []
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)

@@ -19,7 +19,7 @@ def test_invited_person_confirms_at_the_partner_store_in_a_browser(
     browser, serve, stores, smtp_sink, tmp_path
 ):
     a, b = stores(serve=serve)
-    base_b = b.config["BASE_URL"]
+    base_b = b.settings.base_url
     # Ann agrees at A to be shared with Store B; Bob only subscribes to A.
     for email, partners in (("ann@example.com", ["store-b"]), ("bob@example.com", [])):
         a.signup(email, partners=partners, first_name=email[:3].title())

@@ -47,7 +47,7 @@ def test_preference_centre_in_a_browser(browser, serve, make_app, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport={"width": 800, "height": 1200}, accept_downloads=True)
     page = context.new_page()
-    page.goto(links.preferences_url(app.config, sub))
+    page.goto(links.preferences_url(app.settings, sub))
 
     # topics, frequency, time zone, partner
     page.uncheck("#topic-newsletter")
@@ -75,7 +75,7 @@ def test_preference_centre_in_a_browser(browser, serve, make_app, tmp_path):
     assert data["email"] == "pat@example.com" and data["partner_sharing"] == {"pet-care": True}
 
     # unsubscribe from one topic, from the link a campaign would carry
-    page.goto(links.unsubscribe_url(app.config, sub, topic="early-access"))
+    page.goto(links.unsubscribe_url(app.settings, sub, topic="early-access"))
     assert load(runtime, sub.id)[1]["early-access"] == "active"  # the GET changed nothing
     page.click("#unsubscribe")
     page.wait_for_selector("text=Unsubscribed from “Early-access sales”")
@@ -86,14 +86,14 @@ def test_preference_centre_in_a_browser(browser, serve, make_app, tmp_path):
     }
 
     # and from everything
-    page.goto(links.unsubscribe_url(app.config, sub))
+    page.goto(links.unsubscribe_url(app.settings, sub))
     page.click("#unsubscribe")
     page.wait_for_selector("text=You are unsubscribed")
     page.screenshot(path=str(ARTIFACTS / "unsubscribed.png"), full_page=True)
     assert load(runtime, sub.id)[0].status == "unsubscribed"
 
     # erase
-    page.goto(links.preferences_url(app.config, sub))
+    page.goto(links.preferences_url(app.settings, sub))
     page.click("#erase")
     page.click("#erase-confirm")
     page.wait_for_selector("text=Your data has been deleted")

@@ -19,7 +19,7 @@ from tests.test_cli import env_for
 
 
 def run(app, *args, **env):
-    env = {**env_for(app), "NEWSLETTER_BASE_URL": app.config["BASE_URL"], **env}
+    env = {**env_for(app), "NEWSLETTER_BASE_URL": app.settings.base_url, **env}
     return CliRunner().invoke(cli, ["campaign", *args], env=env)
 
 
@@ -152,14 +152,14 @@ def test_schedule_refuses_a_base_url_that_is_not_https_unless_on_loopback(make_a
     with runtime.sessions() as session:
         if refused:
             with pytest.raises(scheduling.ScheduleError) as error:
-                scheduling.schedule(session, runtime.config, folder)
+                scheduling.schedule(session, runtime.settings, folder)
             assert str(error.value) == (
                 f"BASE_URL {base_url} is not https: RFC 8058 wants an https List-Unsubscribe link; "
                 "set NEWSLETTER_BASE_URL to an https:// address (http: loopback)"
             )
             assert session.scalar(select(func.count()).select_from(Campaign)) == 0
         else:
-            assert scheduling.schedule(session, runtime.config, folder).slug == "monthly-newsletter"
+            assert scheduling.schedule(session, runtime.settings, folder).slug == "monthly-newsletter"
 
 
 def test_the_schedule_command_refuses_plain_http_in_one_line(app, runtime):
@@ -255,7 +255,7 @@ def test_list_shows_draft_scheduled_and_invalid(app, runtime, tmp_path):
         shutil.copytree(EXAMPLES / slug, tmp_path / slug)
     write_campaign(tmp_path, TOML.replace('topic = "newsletter"', 'topic = "x"'), slug="broken")
     with runtime.sessions() as session:
-        scheduling.schedule(session, runtime.config, tmp_path / "monthly-newsletter")
+        scheduling.schedule(session, runtime.settings, tmp_path / "monthly-newsletter")
         session.commit()
     result = run(app, "list", "--dir", str(tmp_path))
     assert result.exit_code == 0, result.output

@@ -41,7 +41,7 @@ def run(app, *args, **settings):
     """``newsletter campaign ARGS`` with the app's settings (plus ``settings``) as NEWSLETTER_* variables."""
     env = {
         **env_for(app),
-        "NEWSLETTER_BASE_URL": app.config["BASE_URL"],
+        "NEWSLETTER_BASE_URL": app.settings.base_url,
         **{f"NEWSLETTER_{key}": value for key, value in settings.items()},
     }
     try:
@@ -563,7 +563,7 @@ def test_status_counts_states_reasons_and_redemptions_per_wave(
     campaign = campaign_row(runtime)
     vip = next(r for r in rows(runtime, "test-sale") if r.state == DeliveryState.SENT)
     client = app.test_client()
-    link = urlsplit(links.early_access_url(app.config, _Who(vip.subscriber_id, runtime), campaign.id)).path
+    link = urlsplit(links.early_access_url(app.settings, _Who(vip.subscriber_id, runtime), campaign.id)).path
     for _ in range(2):
         assert client.get(link).status_code == 303
 

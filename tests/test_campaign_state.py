@@ -38,7 +38,7 @@ def scheduled(runtime, tmp_path):
         tmp_path, topic="newsletter", waves=[("all", "all", now_floor() + timedelta(days=1))]
     )
     with runtime.sessions() as session:
-        campaign = scheduling.schedule(session, runtime.config, folder)
+        campaign = scheduling.schedule(session, runtime.settings, folder)
         session.commit()
         return campaign.id
 
@@ -147,7 +147,7 @@ def test_the_controls_log_who_and_why_and_refuse_what_the_table_refuses(runtime,
     # a reschedule replaces the row; the slug's log keeps the old campaign's events
     folder = tmp_path / "test-sale"
     with runtime.sessions() as session:
-        again = scheduling.schedule(session, runtime.config, folder, reschedule=True)
+        again = scheduling.schedule(session, runtime.settings, folder, reschedule=True)
         session.commit()
         log = [(e.campaign_id, e.to_status, e.reason) for e in state.history(session, "test-sale")]
     assert log[:4] == [
@@ -169,7 +169,7 @@ def test_the_engine_logs_a_wave_starting_and_the_campaign_finishing(
         tmp_path, topic="newsletter", waves=[("all", "all", now_floor() + timedelta(minutes=1))]
     )
     with runtime.sessions() as session:
-        campaign_id = scheduling.schedule(session, runtime.config, folder).id
+        campaign_id = scheduling.schedule(session, runtime.settings, folder).id
         session.commit()
     clock.travel(timedelta(minutes=2))
     run_engine(runtime, work)
@@ -205,7 +205,7 @@ def _in_thread(target) -> tuple[threading.Thread, list]:
 def test_an_auto_pause_racing_a_cancel_loses_to_it(runtime, scheduled):
     """The cancel holds the row when the batch's error streak reaches the threshold: one winner."""
     _sending(runtime, scheduled)
-    config = {**runtime.config, "PAUSE_AFTER_ERRORS": 1}
+    settings = {**runtime.settings, "PAUSE_AFTER_ERRORS": 1}
     worker = runtime.sessions()
     stale = worker.get(Campaign, scheduled)  # the batch read it as sending
     worker.commit()
@@ -216,7 +216,7 @@ def test_an_auto_pause_racing_a_cancel_loses_to_it(runtime, scheduled):
     report = BatchReport()
 
     def auto_pause():
-        stopped = errors.count_error(worker, config, stale, "451 try later", report)
+        stopped = errors.count_error(worker, settings, stale, "451 try later", report)
         worker.commit()
         return stopped
 
@@ -233,10 +233,10 @@ def test_an_auto_pause_racing_a_cancel_loses_to_it(runtime, scheduled):
 def test_a_cancel_racing_an_auto_pause_cancels_the_paused_campaign(runtime, scheduled):
     """The auto-pause holds the row first: the cancel waits, sees it paused, and cancels from there."""
     _sending(runtime, scheduled)
-    config = {**runtime.config, "PAUSE_AFTER_ERRORS": 1}
+    settings = {**runtime.settings, "PAUSE_AFTER_ERRORS": 1}
     worker = runtime.sessions()
     report = BatchReport()
-    assert errors.count_error(worker, config, worker.get(Campaign, scheduled), "451 try later", report)
+    assert errors.count_error(worker, settings, worker.get(Campaign, scheduled), "451 try later", report)
     operator = runtime.sessions()
     stale = operator.get(Campaign, scheduled)
 

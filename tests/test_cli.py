@@ -20,12 +20,12 @@ NEWSLETTER = Path(sys.executable).with_name("newsletter")  # the installed conso
 
 
 def env_for(app) -> dict[str, str]:
-    config = app.config
+    settings = app.settings
     return {
-        "NEWSLETTER_SECRET_KEY": config["SECRET_KEY"],
-        "NEWSLETTER_DATABASE_URL": config["DATABASE_URL"],
-        "NEWSLETTER_REDIS_URL": config["REDIS_URL"],
-        "NEWSLETTER_SMTP_URL": config["SMTP_URL"],
+        "NEWSLETTER_SECRET_KEY": settings.secret_key,
+        "NEWSLETTER_DATABASE_URL": settings.database_url,
+        "NEWSLETTER_REDIS_URL": settings.redis_url,
+        "NEWSLETTER_SMTP_URL": settings.smtp_url,
     }
 
 

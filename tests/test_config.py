@@ -2,20 +2,20 @@
 
 import pytest
 
-from newsletter.core.config import ConfigError, load_config
+from newsletter.core.config import ConfigError, load_settings
 
 
 def test_defaults_use_instance_folder(tmp_path):
-    config = load_config(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k"})
-    assert config["DATABASE_URL"] == f"sqlite:///{tmp_path / 'newsletter.sqlite3'}"
-    assert config["OUTBOX_DIR"] == str(tmp_path / "outbox")
-    assert config["REDIS_URL"] == "redis://localhost:6379/0"
-    assert config["SMTP_URL"] == ""
+    settings = load_settings(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k"})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'newsletter.sqlite3'}"
+    assert settings.outbox_dir == str(tmp_path / "outbox")
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.smtp_url == ""
 
 
 def test_missing_secret_key_names_the_variable(tmp_path):
     with pytest.raises(ConfigError, match="NEWSLETTER_SECRET_KEY is missing"):
-        load_config(tmp_path, environ={})
+        load_settings(tmp_path, environ={})
 
 
 @pytest.mark.parametrize(
@@ -39,29 +39,29 @@ def test_missing_secret_key_names_the_variable(tmp_path):
 )
 def test_malformed_values_are_one_line_errors(tmp_path, name, value, message):
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k", name: value})
+        load_settings(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k", name: value})
     assert str(info.value).startswith(message)
     assert "\n" not in str(info.value)
 
 
 def test_environment_overrides_instance_file(tmp_path):
     (tmp_path / "config.toml").write_text('secret_key = "file"\nstore_name = "From file"\n')
-    config = load_config(
+    settings = load_settings(
         tmp_path,
         environ={"NEWSLETTER_STORE_NAME": "From env", "NEWSLETTER_SECRET_KEY_FALLBACKS": "old1, old2"},
     )
-    assert config["SECRET_KEY"] == "file"
-    assert config["STORE_NAME"] == "From env"
-    assert config["SECRET_KEY_FALLBACKS"] == ["old1", "old2"]
+    assert settings.secret_key == "file"
+    assert settings.store_name == "From env"
+    assert settings.secret_key_fallbacks == ["old1", "old2"]
 
 
 def test_unknown_key_in_instance_file(tmp_path):
     (tmp_path / "config.toml").write_text('secret_key = "k"\nsmtp_host = "x"\n')
     with pytest.raises(ConfigError, match="unknown setting 'smtp_host'"):
-        load_config(tmp_path, environ={})
+        load_settings(tmp_path, environ={})
 
 
 def test_broken_instance_file(tmp_path):
     (tmp_path / "config.toml").write_text('secret_key = "k\n')
     with pytest.raises(ConfigError, match="config.toml"):
-        load_config(tmp_path, environ={})
+        load_settings(tmp_path, environ={})

@@ -73,7 +73,7 @@ def sale(make_app, make_subscriber):
         campaign_id = campaign.id
 
     def link(subscriber) -> str:
-        return urlsplit(links.early_access_url(app.config, subscriber, campaign_id)).path
+        return urlsplit(links.early_access_url(app.settings, subscriber, campaign_id)).path
 
     def start(position: int) -> None:
         """What the sending engine does when a wave is due (the clock is moved there first)."""
@@ -226,13 +226,13 @@ def test_the_verify_api_needs_the_token(sale):
 
 def test_without_a_configured_secret_the_api_still_verifies(make_app, make_subscriber):
     app = make_app(API_TOKEN=TOKEN)
-    code = early_access.make_code(app.config, "winter-sale", 7, clock.now())
+    code = early_access.make_code(app.settings, "winter-sale", 7, clock.now())
     answer = app.test_client().get(
         "/api/early-access/verify", query_string={"code": code}, headers={"Authorization": f"Bearer {TOKEN}"}
     )
     assert answer.get_json()["valid"] is True
     # ... and the key is not SECRET_KEY itself.
-    assert store_snippet()["check_early_access_code"](code, app.config["SECRET_KEY"], "winter-sale") is None
+    assert store_snippet()["check_early_access_code"](code, app.settings.secret_key, "winter-sale") is None
 
 
 def test_bad_links_get_the_friendly_page(sale):
@@ -241,13 +241,13 @@ def test_bad_links_get_the_friendly_page(sale):
     tampered = sale.client.get(f"/early-access/{token[:-3]}abc")
     assert tampered.status_code == 400 and "This link does not work" in tampered.get_data(as_text=True)
     # A link made for another purpose (unsubscribe) does not open the sale.
-    other = urlsplit(links.unsubscribe_url(sale.app.config, sale.ann)).path.rsplit("/", 1)[1]
+    other = urlsplit(links.unsubscribe_url(sale.app.settings, sale.ann)).path.rsplit("/", 1)[1]
     assert sale.client.get(f"/early-access/{other}").status_code == 400
     # Cid got no invitation: a genuine link to this campaign, but no delivery.
     uninvited = sale.client.get(sale.link(sale.cid))
     assert uninvited.status_code == 404 and "not for this sale" in uninvited.get_data(as_text=True)
     # A campaign that does not exist.
-    ghost = urlsplit(links.early_access_url(sale.app.config, sale.ann, 999)).path
+    ghost = urlsplit(links.early_access_url(sale.app.settings, sale.ann, 999)).path
     assert sale.client.get(ghost).status_code == 404
     assert sale.redemptions() == {"vip": 0, "everyone": 0}
 

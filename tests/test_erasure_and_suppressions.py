@@ -43,7 +43,7 @@ def test_erasure_from_the_preference_centre(app, client, signup, runtime, work, 
 
     with runtime.sessions() as session:
         sub = session.scalar(select(Subscriber))
-    prefs = path(links.preferences_url(app.config, sub))
+    prefs = path(links.preferences_url(app.settings, sub))
     page = client.get(prefs + "/erase").get_data(as_text=True)
     done = client.post(prefs + "/erase", data={"csrf_token": csrf_token(page)})
     assert done.status_code == 200 and "Your data has been deleted" in done.get_data(as_text=True)
@@ -63,7 +63,7 @@ def test_erasure_from_the_preference_centre(app, client, signup, runtime, work, 
     assert client.get(prefs).status_code == 410
     assert (
         client.post(
-            path(links.unsubscribe_url(app.config, sub)), data={"List-Unsubscribe": "One-Click"}
+            path(links.unsubscribe_url(app.settings, sub)), data={"List-Unsubscribe": "One-Click"}
         ).status_code
         == 200
     )
@@ -107,7 +107,7 @@ def test_unsubscribed_address_gets_a_confirmation_for_a_fresh_opt_in(
     app, client, runtime, work, smtp_sink, make_subscriber, signup
 ):
     sub = make_subscriber("back@example.com")
-    client.post(path(links.unsubscribe_url(app.config, sub)), data={"List-Unsubscribe": "One-Click"})
+    client.post(path(links.unsubscribe_url(app.settings, sub)), data={"List-Unsubscribe": "One-Click"})
     signup("back@example.com")
     work()
     [mail] = smtp_sink.take()

@@ -176,8 +176,8 @@ def tokens_for(app, subscribers) -> list[str]:
     for subscriber in subscribers:
         payload = {"s": subscriber.id, "h": subscriber.email_hash[:16]}
         for purpose in Purpose:
-            found.append(make_token(app.config, purpose, {**payload, "c": 1, "t": "newsletter"}))
-            found.append(make_token(app.config, purpose, payload))
+            found.append(make_token(app.settings, purpose, {**payload, "c": 1, "t": "newsletter"}))
+            found.append(make_token(app.settings, purpose, payload))
     return found
 
 

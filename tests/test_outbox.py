@@ -147,10 +147,10 @@ def test_the_worker_logs_a_refused_message_in_one_line(make_app, relay, database
     env = {
         **os.environ,
         "NEWSLETTER_INSTANCE_PATH": str(tmp_path),
-        "NEWSLETTER_SECRET_KEY": app.config["SECRET_KEY"],
+        "NEWSLETTER_SECRET_KEY": app.settings.secret_key,
         "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_REDIS_URL": app.config["REDIS_URL"],
-        "NEWSLETTER_SMTP_URL": app.config["SMTP_URL"],
+        "NEWSLETTER_REDIS_URL": app.settings.redis_url,
+        "NEWSLETTER_SMTP_URL": app.settings.smtp_url,
     }
     newsletter = Path(sys.executable).with_name("newsletter")
     done = subprocess.run(

@@ -189,7 +189,7 @@ def test_only_confirmed_consented_unsuppressed_people_travel(stores, smtp_sink, 
 
     with a.runtime.sessions() as session:
         eve = session.scalar(select(Subscriber).where(Subscriber.email == "eve@example.com"))
-    url = links.preferences_url(a.config, eve)
+    url = links.preferences_url(a.settings, eve)
     post_preferences(a.client(), url, partners=[])
 
     out = tmp_path / "for-b.jsonl"
@@ -631,7 +631,7 @@ def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app,
         make_app(
             STORE_ID="store-b",
             STORE_NAME="Store B",
-            DATABASE_URL=b.config["DATABASE_URL"],
+            DATABASE_URL=b.settings.database_url,
             REDIS_URL="redis://127.0.0.1:1/0",
         ),
         "store-b",
@@ -656,7 +656,7 @@ def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app,
 def test_api_refuses_when_replay_protection_is_unavailable(stores, make_app, tmp_path):
     _, b = stores()
     app = make_app(
-        STORE_ID="store-b", DATABASE_URL=b.config["DATABASE_URL"], REDIS_URL="redis://127.0.0.1:1/0"
+        STORE_ID="store-b", DATABASE_URL=b.settings.database_url, REDIS_URL="redis://127.0.0.1:1/0"
     )
     body = signed_file(tmp_path, [contact("ann@example.com")]).read_bytes()
     path = "/api/partners/store-a/contacts"

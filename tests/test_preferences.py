@@ -58,7 +58,7 @@ def post_preferences(client, url: str, **fields):
 
 def test_change_topics_frequency_zone_and_name_with_ledger(app, client, runtime, make_subscriber):
     sub = make_subscriber(topics=["newsletter"])
-    url = links.preferences_url(app.config, sub)
+    url = links.preferences_url(app.settings, sub)
     page = client.get(path(url))
     assert page.status_code == 200 and "What we hold and why" in page.get_data(as_text=True)
 
@@ -100,7 +100,7 @@ def test_change_topics_frequency_zone_and_name_with_ledger(app, client, runtime,
 
 def test_pause_until_a_date_then_resume(app, client, runtime, make_subscriber):
     sub = make_subscriber()
-    url = links.preferences_url(app.config, sub)
+    url = links.preferences_url(app.settings, sub)
     post_preferences(client, url, pause="2")
     paused = reload(runtime, sub.id).paused_until
     assert timedelta(days=13) < paused - clock.now() <= timedelta(days=14)
@@ -111,7 +111,7 @@ def test_pause_until_a_date_then_resume(app, client, runtime, make_subscriber):
 
 
 def test_bad_form_values_are_a_400_not_a_500(app, client, make_subscriber):
-    url = links.preferences_url(app.config, make_subscriber())
+    url = links.preferences_url(app.settings, make_subscriber())
     for fields in (
         {"frequency": "hourly"},
         {"time_zone": "Mars/Olympus"},
@@ -132,7 +132,7 @@ def test_partner_sharing_is_off_by_default_names_the_partner_and_is_in_the_ledge
         add_partner(session, "pet-care", "Pet Care Co")
         session.commit()
     sub = make_subscriber()
-    url = links.preferences_url(app.config, sub)
+    url = links.preferences_url(app.settings, sub)
     html = client.get(path(url)).get_data(as_text=True)
     assert "Share my email address and first name with Pet Care Co" in html
     assert (
@@ -148,7 +148,7 @@ def test_partner_sharing_is_off_by_default_names_the_partner_and_is_in_the_ledge
 
 def test_rfc8058_one_click_urlencoded_without_cookies(app, runtime, make_subscriber, smtp_sink):
     sub = make_subscriber(topics=["newsletter", "early-access"])
-    url = links.unsubscribe_url(app.config, sub, topic="newsletter")
+    url = links.unsubscribe_url(app.settings, sub, topic="newsletter")
     client = app.test_client(use_cookies=False)
     response = client.post(
         path(url), data="List-Unsubscribe=One-Click", content_type="application/x-www-form-urlencoded"
@@ -175,7 +175,7 @@ def test_rfc8058_one_click_urlencoded_without_cookies(app, runtime, make_subscri
 
 def test_rfc8058_one_click_multipart(app, runtime, make_subscriber):
     sub = make_subscriber()
-    url = links.unsubscribe_url(app.config, sub)
+    url = links.unsubscribe_url(app.settings, sub)
     client = app.test_client(use_cookies=False)
     response = client.post(
         path(url), data={"List-Unsubscribe": "One-Click"}, content_type="multipart/form-data"
@@ -186,7 +186,7 @@ def test_rfc8058_one_click_multipart(app, runtime, make_subscriber):
 
 def test_unsubscribe_page_only_this_topic(app, client, runtime, make_subscriber):
     sub = make_subscriber(topics=["newsletter", "early-access"])
-    url = links.unsubscribe_url(app.config, sub, topic="early-access")
+    url = links.unsubscribe_url(app.settings, sub, topic="early-access")
     page = client.get(path(url))
     assert page.status_code == 200 and "Only from “Early-access sales”" in page.get_data(as_text=True)
     assert reload(runtime, sub.id).status == "active"  # the GET changed nothing
@@ -198,16 +198,16 @@ def test_unsubscribe_page_only_this_topic(app, client, runtime, make_subscriber)
         "early-access": "unsubscribed",
     }
     # leaving the last topic leaves everything
-    client.post(path(links.unsubscribe_url(app.config, sub, topic="newsletter")), data={"scope": "topic"})
+    client.post(path(links.unsubscribe_url(app.settings, sub, topic="newsletter")), data={"scope": "topic"})
     assert reload(runtime, sub.id).status == "unsubscribed"
 
 
 @pytest.mark.parametrize("purpose", [Purpose.PREFERENCES, Purpose.UNSUBSCRIBE])
 def test_tampered_and_wrong_purpose_tokens_get_a_friendly_4xx(app, client, make_subscriber, purpose):
     sub = make_subscriber()
-    good = make_token(app.config, purpose, {"s": sub.id, "h": sub.email_hash[:16]})
+    good = make_token(app.settings, purpose, {"s": sub.id, "h": sub.email_hash[:16]})
     other = Purpose.CONFIRM
-    wrong = make_token(app.config, other, {"s": sub.id, "h": sub.email_hash[:16]})
+    wrong = make_token(app.settings, other, {"s": sub.id, "h": sub.email_hash[:16]})
     prefix = "/preferences/" if purpose == Purpose.PREFERENCES else "/unsubscribe/"
     for token in (good[:-2] + ("xx" if not good.endswith("xx") else "yy"), wrong, "garbage", good + "."):
         assert "This link does not work" in client.get(prefix + token).get_data(as_text=True)
@@ -219,7 +219,7 @@ def test_tampered_and_wrong_purpose_tokens_get_a_friendly_4xx(app, client, make_
         )
     assert (
         client.post(
-            "/confirm/" + make_token(app.config, purpose, {"s": sub.id, "h": sub.email_hash[:16]}), data={}
+            "/confirm/" + make_token(app.settings, purpose, {"s": sub.id, "h": sub.email_hash[:16]}), data={}
         ).status_code
         == 400
     )
@@ -228,8 +228,8 @@ def test_tampered_and_wrong_purpose_tokens_get_a_friendly_4xx(app, client, make_
 def test_links_signed_with_a_rotated_out_key_keep_working(make_app, make_subscriber, runtime):
     old = make_app(SECRET_KEY="2025-key")
     sub = make_subscriber()
-    prefs = path(links.preferences_url(old.config, sub))
-    unsub = path(links.unsubscribe_url(old.config, sub))
+    prefs = path(links.preferences_url(old.settings, sub))
+    unsub = path(links.unsubscribe_url(old.settings, sub))
     new = make_app(SECRET_KEY="2026-key", SECRET_KEY_FALLBACKS=["2025-key"]).test_client(use_cookies=False)
     assert new.get(prefs).status_code == 200
     assert new.post(unsub, data={"List-Unsubscribe": "One-Click"}).status_code == 200
@@ -238,8 +238,8 @@ def test_links_signed_with_a_rotated_out_key_keep_working(make_app, make_subscri
 
 def test_unsubscribe_links_never_expire_preference_links_last_a_year(app, client, make_subscriber):
     sub = make_subscriber()
-    prefs = path(links.preferences_url(app.config, sub))
-    unsub = path(links.unsubscribe_url(app.config, sub))
+    prefs = path(links.preferences_url(app.settings, sub))
+    unsub = path(links.unsubscribe_url(app.settings, sub))
     clock.travel(timedelta(days=366))
     assert client.get(prefs).status_code == 200
     clock.travel(timedelta(days=3 * 365))
@@ -284,7 +284,7 @@ def test_a_link_scanner_getting_every_link_of_real_emails_changes_nothing(
 
 def test_download_my_data(app, client, runtime, make_subscriber):
     sub = make_subscriber(topics=["newsletter", "product-news"])
-    response = client.get(path(links.preferences_url(app.config, sub)) + "/data.json")
+    response = client.get(path(links.preferences_url(app.settings, sub)) + "/data.json")
     assert response.status_code == 200 and "attachment" in response.headers["Content-Disposition"]
     data = response.get_json()
     assert data["email"] == "ann@example.com" and data["first_name"] == "Ann"
@@ -294,8 +294,8 @@ def test_download_my_data(app, client, runtime, make_subscriber):
 
 def test_an_unsubscribed_person_can_opt_back_in_from_preferences(app, client, runtime, make_subscriber):
     sub = make_subscriber()
-    client.post(path(links.unsubscribe_url(app.config, sub)), data={"List-Unsubscribe": "One-Click"})
-    post_preferences(client, links.preferences_url(app.config, sub), topics=["product-news"])
+    client.post(path(links.unsubscribe_url(app.settings, sub)), data={"List-Unsubscribe": "One-Click"})
+    post_preferences(client, links.preferences_url(app.settings, sub), topics=["product-news"])
     after = reload(runtime, sub.id)
     assert after.status == "active" and topics_of(after)["product-news"] == "active"
     with runtime.sessions() as session:

@@ -47,7 +47,7 @@ NO_CAPS = {"MARKETING_CAPS": "", "QUIET_HOURS": ""}
 def schedule(runtime, *folders):
     """Schedule the folders; a wave due within two minutes is then reached by moving the clock."""
     with runtime.sessions() as session:
-        campaigns = [scheduling.schedule(session, runtime.config, folder) for folder in folders]
+        campaigns = [scheduling.schedule(session, runtime.settings, folder) for folder in folders]
         session.commit()
         first = min(w.send_at for c in campaigns for w in c.waves)
         if timedelta(0) < first - clock.now() <= timedelta(minutes=2):
@@ -253,21 +253,21 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
         if recipient.subscriber_id == people[0].id:  # the first message is out: p3 clicks one-click
             from newsletter.subscribers import links
 
-            url = links.unsubscribe_url(runtime.config, people[3])
+            url = links.unsubscribe_url(runtime.settings, people[3])
             answer = client.post(
-                url.removeprefix(runtime.config["BASE_URL"]), data={"List-Unsubscribe": "One-Click"}
+                url.removeprefix(runtime.settings.base_url), data={"List-Unsubscribe": "One-Click"}
             )
             assert answer.status_code == 200
 
     monkeypatch.setattr(Ledger, "mark_sent", mark_sent_then_p3_unsubscribes)
     from newsletter.mail.transports import make_transport
 
-    transport = make_transport(runtime.config)
+    transport = make_transport(runtime.settings)
     with runtime.sessions() as session:
         report = batches.send_batch(
             session,
             runtime.redis,
-            runtime.config,
+            runtime.settings,
             transport,
             campaign_id,
             first_id,
@@ -340,7 +340,7 @@ def test_consecutive_errors_pause_the_campaign_with_the_reason(
         states = [r.state for r in rows(runtime)]
         # each parallel slice may fail one more before it sees the pause (SQLite: one slice)
         failed = states.count(DeliveryState.FAILED)
-        assert 3 <= failed <= 2 + runtime.config["SEND_CONNECTIONS"]
+        assert 3 <= failed <= 2 + runtime.settings.send_connections
         assert states.count(DeliveryState.QUEUED) == 10 - failed
     finally:
         controller.stop()
@@ -464,7 +464,7 @@ def test_plan_counts_audience_suppressed_capped_and_quiet(
         session.commit()
         plans = plan(
             session,
-            runtime.config,
+            runtime.settings,
             "early-access",
             [
                 PlannedWave("vip", 'tier == "vip"', at),
@@ -531,10 +531,10 @@ class Killed(BaseException):
 class DyingTransport:
     """The real relay, and a worker that dies right after handing it the ``after``-th message."""
 
-    def __init__(self, config, after: int):
+    def __init__(self, settings, after: int):
         from newsletter.mail.transports import make_transport
 
-        self.inner, self.after, self.handed = make_transport(config), after, 0
+        self.inner, self.after, self.handed = make_transport(settings), after, 0
 
     def send_raw(self, envelope_from, to, data):
         self.inner.send_raw(envelope_from, to, data)
@@ -568,7 +568,7 @@ def run_slice(runtime, transport, campaign_id, first_id, last_id, before_commit=
             session.commit()
 
         return batches.send_batch(
-            session, runtime.redis, runtime.config, transport, campaign_id, first_id, last_id, commit=commit
+            session, runtime.redis, runtime.settings, transport, campaign_id, first_id, last_id, commit=commit
         )
 
 
@@ -585,7 +585,7 @@ def die_and_be_found_dead(runtime) -> None:
         tokens = session.scalars(select(Delivery.claim_token).where(Delivery.claim_token.is_not(None)))
         for token in set(tokens):
             runtime.redis.delete(f"nl:claim:{token}")
-    clock.travel(timedelta(seconds=runtime.config["STALE_CLAIM_SECONDS"] + 1))
+    clock.travel(timedelta(seconds=runtime.settings.stale_claim_seconds + 1))
 
 
 @pytest.mark.parametrize("dies", ["inside the third SMTP transaction", "before its decisions are committed"])
@@ -599,7 +599,7 @@ def test_a_killed_slice_gives_back_the_cap_places_of_every_row_it_hands_back(
     for i in range(6):
         make_subscriber(f"k{i}@example.com", topics=("newsletter",))
     campaign_id, first_id, last_id = started_batch(runtime, tmp_path)
-    transport = DyingTransport(runtime.config, after=3)
+    transport = DyingTransport(runtime.settings, after=3)
     commits = []
 
     def commit_until_killed():  # the first commit is the claim, the second the cap decisions
@@ -655,14 +655,14 @@ def test_a_stalled_slice_that_lost_its_claim_leaves_the_new_owners_cap_places_al
                 die_and_be_found_dead(runtime)
                 with runtime.sessions() as session:
                     recovery.recover_stale_claims(
-                        session, runtime.redis, clock.now(), runtime.config["STALE_CLAIM_SECONDS"]
+                        session, runtime.redis, clock.now(), runtime.settings.stale_claim_seconds
                     )
                     session.commit()
-                other = make_transport(runtime.config)
+                other = make_transport(runtime.settings)
                 assert run_slice(runtime, other, campaign_id, first_id, last_id).sent == 4
                 other.close()
 
-    stalled = StallingTransport(runtime.config, after=0)
+    stalled = StallingTransport(runtime.settings, after=0)
     report = run_slice(runtime, stalled, campaign_id, first_id, last_id)
     stalled.close()
     assert report.stopped == "claim lost"

@@ -188,7 +188,7 @@ def run_chaos(make_app, database_url, tmp_path, campaigns: list[str], total: int
     with runtime.sessions() as session:
         for slug, topic in campaigns:
             folder = write_campaign(tmp_path, slug=slug, topic=topic, waves=[("all", "all", now_floor())])
-            campaign = scheduling.schedule(session, runtime.config, folder)
+            campaign = scheduling.schedule(session, runtime.settings, folder)
             assert scheduling.send_now(session, campaign, clock.now()).ok  # `campaign send --now`
         session.commit()
     env = {
@@ -269,7 +269,7 @@ def test_sigkilled_workers_lose_no_send_send_nothing_twice_and_leave_nobody_capp
     # nobody is deferred or skipped: sent + uncertain == eligible
     assert states[DeliveryState.SENT] + states[DeliveryState.UNCERTAIN] == recipients, states
     # at most the message inside each killed SMTP transaction (one per parallel slice)
-    assert states[DeliveryState.UNCERTAIN] <= kills * runtime.config["SEND_CONNECTIONS"]
+    assert states[DeliveryState.UNCERTAIN] <= kills * runtime.settings.send_connections
     assert max(len(mids) for mids in received.values()) == 1, "somebody got two copies"
     assert_sent_rows_match_what_arrived(ledger, received)
     assert relay.kills_at == relay.planned, "every kill fell inside the send"
@@ -312,7 +312,7 @@ def test_chaos_two_campaigns_overlapping_audiences_default_caps(make_app, databa
     # so a capped person's other row is sent or uncertain: nobody never mailed is capped
     assert len(capped) == 800  # the overlap, each deferred in exactly one of the two
     uncertain = sum(state == DeliveryState.UNCERTAIN for _, _, state, _, _ in ledger)
-    assert uncertain <= kills * runtime.config["SEND_CONNECTIONS"]
+    assert uncertain <= kills * runtime.settings.send_connections
     assert max(len(mids) for mids in received.values()) == 1, "somebody got two messages"
     assert_sent_rows_match_what_arrived(ledger, received)
     assert relay.kills_at == relay.planned, "every kill fell inside the send"

@@ -185,9 +185,9 @@ def test_bad_tokens_get_a_friendly_page(client, signup, app, runtime, work, smtp
     token = link.rsplit("/", 1)[1]
     bad = {
         "tampered": token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB"),
-        "wrong-purpose": _other_purpose_token(app.config),
+        "wrong-purpose": _other_purpose_token(app.settings),
         "garbage": "%00%ff<script>",
-        "unknown-subscriber": make_token(app.config, Purpose.CONFIRM, {"s": 999, "h": "0" * 16}),
+        "unknown-subscriber": make_token(app.settings, Purpose.CONFIRM, {"s": 999, "h": "0" * 16}),
     }[kind]
     form_token = csrf_token(client.get("/subscribe").get_data(as_text=True))
     for response in (
@@ -199,10 +199,10 @@ def test_bad_tokens_get_a_friendly_page(client, signup, app, runtime, work, smtp
     assert subscriber(runtime, "ann@example.com").status == "pending"
 
 
-def _other_purpose_token(config) -> str:
+def _other_purpose_token(settings) -> str:
     from itsdangerous import URLSafeTimedSerializer
 
-    return URLSafeTimedSerializer(config["SECRET_KEY"], salt="newsletter.unsubscribe").dumps({"s": 1})
+    return URLSafeTimedSerializer(settings.secret_key, salt="newsletter.unsubscribe").dumps({"s": 1})
 
 
 def test_expired_link_offers_a_new_one(client, signup, runtime, work, smtp_sink):
@@ -259,7 +259,7 @@ def test_one_thousand_rapid_signups_from_one_ip(client, runtime, work, smtp_sink
             environ_base={"REMOTE_ADDR": "192.0.2.66"},
         )
         statuses.append(response.status_code)
-    limit = runtime.config["SIGNUP_RATE_LIMIT"][0]
+    limit = runtime.settings.signup_rate_limit[0]
     assert statuses.count(200) == limit
     assert statuses.count(429) == 1000 - limit
     assert count(runtime, Subscriber) == limit
@@ -282,7 +282,7 @@ def test_twenty_signups_of_one_address_from_twenty_ips(signup, runtime, work, sm
         assert response.status_code == 200
         assert "Check your inbox" in response.get_data(as_text=True)
     work()
-    assert len(smtp_sink.take()) == runtime.config["CONFIRMATIONS_PER_ADDRESS"] == 3
+    assert len(smtp_sink.take()) == runtime.settings.confirmations_per_address == 3
     assert count(runtime, OutboxEmail) == 3
     assert count(runtime, Subscriber) == 1
 

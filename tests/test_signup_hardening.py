@@ -37,7 +37,7 @@ def post_confirm(client, link: str):
 def one_click_unsubscribe(app, runtime, email: str) -> None:
     with runtime.sessions() as session:
         person = session.scalar(select(Subscriber).where(Subscriber.email == email))
-        url = links.unsubscribe_url(app.config, person)
+        url = links.unsubscribe_url(app.settings, person)
     response = app.test_client().post(path_of(url), data={"List-Unsubscribe": "One-Click"})
     assert response.status_code == 200
 
@@ -197,7 +197,7 @@ def test_plus_addresses_share_their_mailboxs_daily_cap(signup, runtime, work, sm
     for i, address in enumerate(spellings):
         assert signup(address, ip=f"198.51.100.{i + 1}").status_code == 200
     work()
-    assert len(smtp_sink.take()) == runtime.config["CONFIRMATIONS_PER_ADDRESS"] == 3
+    assert len(smtp_sink.take()) == runtime.settings.confirmations_per_address == 3
 
 
 def test_the_cap_counts_mailboxes_in_sql_when_redis_is_down(make_app, smtp_sink):
@@ -246,7 +246,7 @@ def test_the_preference_centre_refuses_unicode_line_breaks_in_a_name(
     from tests.test_preferences import post_preferences
 
     person = make_subscriber(first_name="Ann")
-    url = links.preferences_url(app.config, person)
+    url = links.preferences_url(app.settings, person)
     response = post_preferences(client, url, first_name=name)
     assert response.status_code == 400 and FORM_MESSAGE in response.get_data(as_text=True)
     assert subscriber(runtime, "ann@example.com").first_name == "Ann"
@@ -268,7 +268,7 @@ def test_no_other_path_stores_such_a_name(app, runtime, make_subscriber, tmp_pat
             signup.request_signup(
                 session,
                 runtime.redis,
-                app.config,
+                app.settings,
                 email="eve@example.com",
                 first_name="Eve\u2028Bcc: all@example.com",
                 topic_slugs=["newsletter"],
@@ -307,7 +307,7 @@ def test_a_link_made_before_links_named_their_request_cannot_undo_an_opt_out(
     def legacy_link(email: str) -> str:
         with runtime.sessions() as session:
             person = session.scalar(select(Subscriber).where(Subscriber.email == email))
-            token = make_token(app.config, Purpose.CONFIRM, {"s": person.id, "h": person.email_hash[:16]})
+            token = make_token(app.settings, Purpose.CONFIRM, {"s": person.id, "h": person.email_hash[:16]})
         return f"http://newsletter.test/confirm/{token}"
 
     signup("bob@example.com")

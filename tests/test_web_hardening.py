@@ -108,7 +108,7 @@ def test_partner_api_refuses_strangers_before_reading_their_body(partner_server,
 def test_partner_body_limit_is_a_setting(make_app):
     from newsletter.core.config import ConfigError
 
-    assert make_app().config["PARTNER_MAX_BODY_MB"] == 64
+    assert make_app().settings.partner_max_body_mb == 64
     with pytest.raises(ConfigError, match="PARTNER_MAX_BODY_MB"):
         make_app(PARTNER_MAX_BODY_MB="0")
 
@@ -214,10 +214,10 @@ def test_every_page_carries_the_browser_protections(make_app, make_subscriber):
     subscriber = make_subscriber()
     with app.app_context():
         urls = [
-            links.preferences_url(app.config, subscriber),
-            links.preferences_url(app.config, subscriber) + "/erase",
-            links.unsubscribe_url(app.config, subscriber),
-            links.confirm_url(app.config, subscriber, None),
+            links.preferences_url(app.settings, subscriber),
+            links.preferences_url(app.settings, subscriber) + "/erase",
+            links.unsubscribe_url(app.settings, subscriber),
+            links.confirm_url(app.settings, subscriber, None),
         ]
     for url in urls:
         response = client.get(urlsplit(url).path)
@@ -261,7 +261,7 @@ def test_control_characters_in_the_user_agent_are_kept_marked_in_the_ledger(make
     app = make_app()
     subscriber = make_subscriber()
     with app.app_context():
-        path = urlsplit(links.unsubscribe_url(app.config, subscriber)).path
+        path = urlsplit(links.unsubscribe_url(app.settings, subscriber)).path
     response = app.test_client().post(
         path, data={"List-Unsubscribe": "One-Click"}, headers={"User-Agent": "Mail\x00Client\x1b/1.0"}
     )

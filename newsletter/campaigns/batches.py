@@ -20,6 +20,7 @@ from newsletter.campaigns.decisions import decide
 from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
 from newsletter.campaigns.rate import RateLimiter
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.mail.skeleton import Skeleton, build_skeleton, personalise
 from newsletter.mail.transports import TransportError
 from newsletter.models import Campaign, DeliveryState
@@ -45,16 +46,16 @@ def skeletons_for(campaign: Campaign) -> dict[int, Skeleton]:
     return result
 
 
-def personal_values(config: dict, campaign: Campaign, recipient: Recipient) -> dict[str, str]:
+def personal_values(settings: Settings, campaign: Campaign, recipient: Recipient) -> dict[str, str]:
     who = _Who(recipient.subscriber_id, recipient.email_hash)
     values = {
         "first_name": recipient.first_name or "",
         "email": recipient.email,
-        "unsubscribe_url": links.unsubscribe_url(config, who, topic=campaign.topic_slug),
-        "preferences_url": links.preferences_url(config, who),
+        "unsubscribe_url": links.unsubscribe_url(settings, who, topic=campaign.topic_slug),
+        "preferences_url": links.preferences_url(settings, who),
     }
     if campaign.sale_url:
-        values["early_access_url"] = links.early_access_url(config, who, campaign.id)
+        values["early_access_url"] = links.early_access_url(settings, who, campaign.id)
     return values
 
 
@@ -69,7 +70,7 @@ class _Who:
 def send_batch(
     session: Session,
     conn: redis.Redis,
-    config: dict,
+    settings: Settings,
     transport,
     campaign_id: int,
     first_id: int,
@@ -89,22 +90,22 @@ def send_batch(
         return report
     heartbeat = f"nl:claim:{token}"
     # Beat well within the stale limit, or a live batch would be taken for dead.
-    beat_every = min(HEARTBEAT_SECONDS, config["STALE_CLAIM_SECONDS"] / 3)
-    conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
+    beat_every = min(HEARTBEAT_SECONDS, settings.stale_claim_seconds / 3)
+    conn.set(heartbeat, 1, ex=settings.stale_claim_seconds)
     last_beat = time.monotonic()
 
     recipients = load_recipients(session, campaign, token)
-    to_send = decide(session, conn, config, campaign, recipients, now, report)
+    to_send = decide(session, conn, settings, campaign, recipients, now, report)
     commit()
 
     skeletons = skeletons_for(campaign)
-    limiter = RateLimiter(conn, config["SEND_RATE"])
+    limiter = RateLimiter(conn, settings.send_rate)
     ledger = Ledger(session, campaign.topic_slug, token)
     errors_since_success = 0
     try:
         for index, recipient in enumerate(to_send):
             if time.monotonic() - last_beat > beat_every:
-                conn.set(heartbeat, 1, ex=config["STALE_CLAIM_SECONDS"])
+                conn.set(heartbeat, 1, ex=settings.stale_claim_seconds)
                 last_beat = time.monotonic()
                 session.refresh(campaign, ["status"])
                 commit()
@@ -130,21 +131,27 @@ def send_batch(
             message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
             stop = None
             try:
-                values = personal_values(config, campaign, recipient)
+                values = personal_values(settings, campaign, recipient)
                 data = personalise(skeleton, recipient.email, values, message_id=message_id)
             except Exception as exc:  # noqa: BLE001 - one person's data must not stop the slice
                 stop = errors.on_bad_message(
-                    session, conn, config, campaign, recipient, f"could not build the message: {exc}", report
+                    session,
+                    conn,
+                    settings,
+                    campaign,
+                    recipient,
+                    f"could not build the message: {exc}",
+                    report,
                 )
             if stop is None:
                 try:
                     transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
                 except TransportError as exc:
-                    stop = errors.on_error(session, conn, config, campaign, recipient, exc, report)
+                    stop = errors.on_error(session, conn, settings, campaign, recipient, exc, report)
                 except Exception as exc:  # noqa: BLE001 - e.g. an address the relay's encoding refuses
                     transport.close()  # the SMTP dialogue is in an unknown state: start the next afresh
                     reason = f"could not hand the message over: {type(exc).__name__}: {exc}"
-                    stop = errors.on_bad_message(session, conn, config, campaign, recipient, reason, report)
+                    stop = errors.on_bad_message(session, conn, settings, campaign, recipient, reason, report)
             if stop is not None:
                 errors_since_success += 1
                 commit()

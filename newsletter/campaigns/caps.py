@@ -18,6 +18,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.core.config import Settings
 from newsletter.models import Delivery, DeliveryState, Frequency
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ class Policy:
     quiet_hours: tuple[int, int] | None  #: minutes after local midnight (start, end)
 
     @classmethod
-    def from_config(cls, config: dict) -> Policy:
-        return cls(list(config["MARKETING_CAPS"]), config["QUIET_HOURS"])
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(list(settings.marketing_caps), settings.quiet_hours)
 
     def rules_for(self, frequency: Frequency) -> list[Rule]:
         return self.rules + FREQUENCY_RULES[frequency]

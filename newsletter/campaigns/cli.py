@@ -29,7 +29,7 @@ def _site(runtime):
             raise  # with_app says which setting and address
         reason = str(exc).splitlines()[0]
         raise click.ClickException(f"cannot read topics ({reason}); run 'newsletter db upgrade'") from None
-    return site_context(runtime.config, topics)
+    return site_context(runtime.settings, topics)
 
 
 def _validate(folder: Path, site):
@@ -75,7 +75,7 @@ def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
         raise click.ClickException(f"no campaign folders under {root}/")
     runtime = app.extensions["newsletter"]
     site = _site(runtime)
-    insecure = insecure_base_url(runtime.config)
+    insecure = insecure_base_url(runtime.settings)
     if insecure:
         click.echo(f"warning: {insecure}; 'campaign schedule' refuses it unless on loopback", err=True)
     failed = 0
@@ -139,15 +139,15 @@ def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str
             raise click.ClickException(f"no subscriber with address {address}")
         source = report.campaign
         campaign_id = session.scalar(select(Campaign.id).where(Campaign.slug == source.slug)) or 0
-        config = runtime.config
+        settings = runtime.settings
         values = {
             "first_name": subscriber.first_name or "",
             "email": subscriber.email,
-            "unsubscribe_url": links.unsubscribe_url(config, subscriber, topic=source.topic),
-            "preferences_url": links.preferences_url(config, subscriber),
+            "unsubscribe_url": links.unsubscribe_url(settings, subscriber, topic=source.topic),
+            "preferences_url": links.preferences_url(settings, subscriber),
         }
         if source.sale:
-            values["early_access_url"] = links.early_access_url(config, subscriber, campaign_id)
+            values["early_access_url"] = links.early_access_url(settings, subscriber, campaign_id)
         return values, subscriber.email
 
 
@@ -177,7 +177,7 @@ def test_send(app: Flask, path: str, to: str, wave: str | None) -> None:
             raise click.ClickException(f"no wave {wave!r} in {path}")
         emails = {wave: emails.get(wave) or emails[None]}
     values = {**sample_values(site), "email": address}
-    transport = make_transport(runtime.config)
+    transport = make_transport(runtime.settings)
     try:
         for name, email in emails.items():
             data = campaign_message(report, site, name, email, address, values, subject_prefix=TEST_PREFIX)

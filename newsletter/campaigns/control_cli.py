@@ -60,7 +60,7 @@ def schedule_command(app: Flask, path: str, reschedule: bool) -> None:
     runtime = app.extensions["newsletter"]
     try:
         with session_scope(runtime.sessions) as session:
-            campaign = schedule(session, runtime.config, _folder(app, path), reschedule=reschedule)
+            campaign = schedule(session, runtime.settings, _folder(app, path), reschedule=reschedule)
             session.commit()
             click.echo(f"{campaign.slug}: {campaign.status.value}, content {campaign.content_hash[:12]}")
             for wave in campaign.waves:
@@ -98,7 +98,7 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             topic, deadline, campaign_id = campaign.topic_slug, campaign.deadline, campaign.id
         else:
             report = validate_campaign(
-                _folder(app, path), site_context(runtime.config, topics_from_db(session)), clock.now()
+                _folder(app, path), site_context(runtime.settings, topics_from_db(session)), clock.now()
             )
             if not report.ok or report.campaign is None:
                 raise click.ClickException("\n".join(str(p) for p in report.errors))
@@ -110,7 +110,7 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
                 if source.sale
                 else (as_utc(source.deliver_by) if source.deliver_by else None)
             )
-        plans = plan(session, runtime.config, topic, waves, deadline, campaign_id)
+        plans = plan(session, runtime.settings, topic, waves, deadline, campaign_id)
     if as_json:
         # times as in `status --json`: ISO 8601, UTC
         rows = [{**p.__dict__, "send_at": p.send_at.isoformat() + "Z"} for p in plans]

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
 from newsletter.campaigns.ledger import BatchReport, Recipient, mark
+from newsletter.core.config import Settings
 from newsletter.models import Campaign, Delivery, DeliveryState
 from newsletter.subscribers import suppression
 
@@ -20,14 +21,14 @@ from newsletter.subscribers import suppression
 def decide(
     session: Session,
     conn: redis.Redis,
-    config: dict,
+    settings: Settings,
     campaign: Campaign,
     recipients: list[Recipient],
     now: datetime,
     report: BatchReport,
 ) -> list[Recipient]:
     """Skip, defer or reserve a cap place for every claimed recipient; the ones to send now."""
-    policy = caps.Policy.from_config(config)
+    policy = caps.Policy.from_settings(settings)
     deadline = campaign.deadline
     longest = max([w for _, w in policy.rules] + [30 * 86400])
     caps.ensure_counters(conn, session, longest, now)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 HARD_BOUNCES = {550, 551, 553}
 
 
-def on_error(session, conn, config, campaign, recipient, exc: TransportError, report) -> bool:
+def on_error(session, conn, settings, campaign, recipient, exc: TransportError, report) -> bool:
     """Record one failed attempt; True if the campaign has paused itself."""
     if exc.uncertain:
         # Maybe delivered: keep the cap place, never retry (a retry could be a second copy).
@@ -56,10 +56,10 @@ def on_error(session, conn, config, campaign, recipient, exc: TransportError, re
             suppression.suppress(
                 session, recipient.email_hash, SuppressionReason.BOUNCED, f"smtp:{exc.code}", str(exc)[:300]
             )
-    return count_error(session, config, campaign, str(exc), report)
+    return count_error(session, settings, campaign, str(exc), report)
 
 
-def on_bad_message(session, conn, config, campaign, recipient, reason: str, report) -> bool:
+def on_bad_message(session, conn, settings, campaign, recipient, reason: str, report) -> bool:
     """One recipient's message could not be built or handed over: that row fails, the slice goes on.
 
     Nothing reached the relay, so the cap place goes back. The error counts towards the
@@ -71,10 +71,10 @@ def on_bad_message(session, conn, config, campaign, recipient, reason: str, repo
     mark(session, [recipient.delivery_id], state=DeliveryState.FAILED, reason=reason[:300])
     report.failed += 1
     log.warning("campaign %s, delivery %s failed: %s", campaign.slug, recipient.delivery_id, reason)
-    return count_error(session, config, campaign, reason, report)
+    return count_error(session, settings, campaign, reason, report)
 
 
-def count_error(session, config, campaign, last: str, report) -> bool:
+def count_error(session, settings, campaign, last: str, report) -> bool:
     """One more consecutive error for the campaign; True if it is paused (now or already)."""
     # One counter in the campaign's row, shared by every thread and worker sending it.
     streak, status = session.execute(
@@ -86,7 +86,7 @@ def count_error(session, config, campaign, last: str, report) -> bool:
     if status == CampaignStatus.PAUSED:
         report.stopped = "campaign paused"
         return True
-    if streak >= config["PAUSE_AFTER_ERRORS"]:
+    if streak >= settings.pause_after_errors:
         reason = f"paused itself after {streak} consecutive send errors; last: {last}"[:1000]
         try:
             state.transition(

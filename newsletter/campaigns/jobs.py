@@ -31,7 +31,7 @@ def send_batch(campaign_id: int, first_id: int, last_id: int) -> dict:
     which is what a message mostly waits for. SQLite, one writer at a time, gets one slice.
     """
     runtime = get_runtime()
-    connections = runtime.config["SEND_CONNECTIONS"]
+    connections = runtime.settings.send_connections
     if runtime.engine.dialect.name == "sqlite":
         connections = 1
     slices = _slices(first_id, last_id, connections)
@@ -57,13 +57,13 @@ def _slices(first_id: int, last_id: int, count: int) -> list[tuple[int, int]]:
 
 def _send_slice(campaign_id: int, first_id: int, last_id: int) -> ledger.BatchReport:
     runtime = get_runtime()
-    transport = make_transport(runtime.config)
+    transport = make_transport(runtime.settings)
     try:
         with session_scope(runtime.sessions) as session:
             return batches.send_batch(
                 session,
                 runtime.redis,
-                runtime.config,
+                runtime.settings,
                 transport,
                 campaign_id,
                 first_id,
@@ -81,10 +81,10 @@ def tick() -> dict:
     Runs on any worker; a Redis lock makes sure only one tick works at a time.
     """
     runtime = get_runtime()
-    config = runtime.config
+    settings = runtime.settings
     # A tick is short; if its worker dies holding the lock, another may tick soon after.
     # Two overlapping ticks are harmless: waves start under the ledger's unique constraint.
-    lock = runtime.redis.lock("nl:tick", timeout=max(15, 3 * config["TICK_INTERVAL"]), blocking=False)
+    lock = runtime.redis.lock("nl:tick", timeout=max(15, 3 * settings.tick_interval), blocking=False)
     if not lock.acquire(blocking=False):
         return {"skipped": "another tick is running"}
     try:
@@ -97,14 +97,14 @@ def tick() -> dict:
                 done["waves_started"].append((wave.campaign.slug, wave.name, count))
             done["past_deadline"] = recovery.skip_past_deadline(session, now)
             done["recovered"] = recovery.recover_stale_claims(
-                session, runtime.redis, now, config["STALE_CLAIM_SECONDS"]
+                session, runtime.redis, now, settings.stale_claim_seconds
             )
             session.commit()
             if runtime.queue(CAMPAIGNS).count == 0:
                 jobs = []
                 for campaign_id in recovery.due_campaigns(session, now):
                     for first_id, last_id in ledger.batch_ranges(
-                        session, campaign_id, now, config["BATCH_SIZE"]
+                        session, campaign_id, now, settings.batch_size
                     ):
                         jobs.append(
                             Queue.prepare_data(

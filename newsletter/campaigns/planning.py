@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
 from newsletter.campaigns.waves import eligible_subscribers
+from newsletter.core.config import Settings
 from newsletter.models import Delivery, DeliveryState, Frequency, Subscriber, Suppression
 
 
@@ -42,13 +43,13 @@ class WavePlan:
 
 def plan(
     session: Session,
-    config: dict,
+    settings: Settings,
     topic_slug: str,
     waves: Sequence[PlannedWave],
     deadline: datetime | None,
     campaign_id: int | None = None,
 ) -> list[WavePlan]:
-    policy = caps.Policy.from_config(config)
+    policy = caps.Policy.from_settings(settings)
     longest = max([w for _, w in policy.rules] + [30 * 86400])
     taken: set[int] = set()
     extra_sends: dict[int, list[datetime]] = {}

@@ -18,7 +18,7 @@ from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
-from newsletter.core.config import insecure_base_url, is_loopback
+from newsletter.core.config import Settings, insecure_base_url, is_loopback
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
 
 
@@ -57,14 +57,14 @@ def find(session: Session, slug: str) -> Campaign | None:
     return session.scalar(select(Campaign).where(Campaign.slug == slug))
 
 
-def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool = False) -> Campaign:
+def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: bool = False) -> Campaign:
     """Validate, render every wave once, and freeze the result with the files' content hash."""
-    insecure = insecure_base_url(config)
-    if insecure and not is_loopback(config["BASE_URL"]):
+    insecure = insecure_base_url(settings)
+    if insecure and not is_loopback(settings.base_url):
         # every email's List-Unsubscribe is built from BASE_URL: refuse before anything is frozen
         raise ScheduleError(f"{insecure}; set NEWSLETTER_BASE_URL to an https:// address (http: loopback)")
     now = clock.now()
-    site = site_context(config, topics_from_db(session))
+    site = site_context(settings, topics_from_db(session))
     report = validate_campaign(folder, site, now)
     if not report.ok or report.campaign is None:
         raise ScheduleError("\n".join(str(p) for p in report.errors) or f"{folder}: not a campaign")
@@ -94,7 +94,7 @@ def schedule(session: Session, config: dict, folder: Path, *, reschedule: bool =
         session.delete(existing)
         session.flush()
 
-    sender = source.sender or config["FROM"]
+    sender = source.sender or settings.from_
     compiled = {
         "sender": sender,
         "envelope_from": parseaddr(sender)[1],

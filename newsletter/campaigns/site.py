@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from newsletter.core.config import Settings
 from newsletter.mail.message import domain_of
 from newsletter.models import Topic
 
@@ -27,13 +28,13 @@ def topics_from_db(session: Session) -> dict[str, str]:
     return {slug: name for slug, name in rows}
 
 
-def site_context(config: dict, topics: dict[str, str]) -> SiteContext:
+def site_context(settings: Settings, topics: dict[str, str]) -> SiteContext:
     """The store as configured (LIST_ID defaults to the From address's domain)."""
     return SiteContext(
-        store_name=config["STORE_NAME"],
-        postal_address=config["POSTAL_ADDRESS"],
-        base_url=config["BASE_URL"].rstrip("/"),
-        sender=config["FROM"],
-        list_id=config.get("LIST_ID") or domain_of(config["FROM"]),
+        store_name=settings.store_name,
+        postal_address=settings.postal_address,
+        base_url=settings.base_url.rstrip("/"),
+        sender=settings.from_,
+        list_id=settings.list_id or domain_of(settings.from_),
         topics=dict(topics),
     )

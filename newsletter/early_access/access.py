@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.core.config import Settings
 from newsletter.models import Campaign, CampaignStatus, Delivery, Subscriber, Wave
 
 CODE_PARAMETER = "nl_code"
@@ -54,11 +55,11 @@ class Outcome:
 # --- the code -----------------------------------------------------------------------------
 
 
-def code_secret(config: dict) -> bytes:
+def code_secret(settings: Settings) -> bytes:
     """EARLY_ACCESS_SECRET, or a key derived from SECRET_KEY (then only the API can verify)."""
-    if config.get("EARLY_ACCESS_SECRET"):
-        return config["EARLY_ACCESS_SECRET"].encode("utf-8")
-    return hmac.new(config["SECRET_KEY"].encode("utf-8"), b"newsletter.early-access-code", "sha256").digest()
+    if settings.early_access_secret:
+        return settings.early_access_secret.encode("utf-8")
+    return hmac.new(settings.secret_key.encode("utf-8"), b"newsletter.early-access-code", "sha256").digest()
 
 
 def _b64(data: bytes) -> str:
@@ -69,23 +70,23 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def subscriber_ref(config: dict, campaign_slug: str, subscriber_id: int) -> str:
+def subscriber_ref(settings: Settings, campaign_slug: str, subscriber_id: int) -> str:
     """A stable, opaque reference to the subscriber, different for every campaign."""
-    mac = hmac.new(code_secret(config), f"ref:{campaign_slug}:{subscriber_id}".encode(), hashlib.sha256)
+    mac = hmac.new(code_secret(settings), f"ref:{campaign_slug}:{subscriber_id}".encode(), hashlib.sha256)
     return _b64(mac.digest()[:12])
 
 
-def make_code(config: dict, campaign_slug: str, subscriber_id: int, now: datetime) -> str:
+def make_code(settings: Settings, campaign_slug: str, subscriber_id: int, now: datetime) -> str:
     """A signed code valid EARLY_ACCESS_CODE_MINUTES from ``now`` (naive UTC)."""
-    expires = now + timedelta(minutes=config["EARLY_ACCESS_CODE_MINUTES"])
+    expires = now + timedelta(minutes=settings.early_access_code_minutes)
     claims = {
         "v": CODE_VERSION,
         "campaign": campaign_slug,
-        "ref": subscriber_ref(config, campaign_slug, subscriber_id),
+        "ref": subscriber_ref(settings, campaign_slug, subscriber_id),
         "exp": int(expires.replace(tzinfo=UTC).timestamp()),
     }
     body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-    signature = hmac.new(code_secret(config), body.encode("ascii"), hashlib.sha256).digest()
+    signature = hmac.new(code_secret(settings), body.encode("ascii"), hashlib.sha256).digest()
     return f"{body}.{_b64(signature)}"
 
 
@@ -98,11 +99,11 @@ class CodeCheck:
     expires_at: datetime | None = None
 
 
-def verify_code(config: dict, code: str, now: datetime) -> CodeCheck:
+def verify_code(settings: Settings, code: str, now: datetime) -> CodeCheck:
     """Check signature and expiry of a code (exactly what docs/early-access.md shows the store)."""
     try:
         body, signature = code.split(".")
-        expected = hmac.new(code_secret(config), body.encode("ascii"), hashlib.sha256).digest()
+        expected = hmac.new(code_secret(settings), body.encode("ascii"), hashlib.sha256).digest()
         genuine = hmac.compare_digest(_unb64(signature), expected)
         claims = json.loads(_unb64(body)) if genuine else None
     except (ValueError, UnicodeError):
@@ -133,7 +134,7 @@ def with_code(url: str, code: str) -> str:
 
 
 def open_link(
-    session: Session, config: dict, subscriber: Subscriber, payload: dict[str, Any], now: datetime
+    session: Session, settings: Settings, subscriber: Subscriber, payload: dict[str, Any], now: datetime
 ) -> Outcome:
     """Decide what the link leads to now; in the window, record the first use and mint a code."""
     campaign_id = payload.get("c")
@@ -164,7 +165,7 @@ def open_link(
         ).rowcount
         == 1
     )
-    code = make_code(config, campaign.slug, subscriber.id, now)
+    code = make_code(settings, campaign.slug, subscriber.id, now)
     return Outcome(Access.OPEN, campaign, url=with_code(campaign.sale_url, code), first_use=first_use)
 
 

@@ -15,7 +15,7 @@ def verify_early_access():
     code = request.args.get("code", "")
     if not code:
         return error(400, "pass the code as ?code=...")
-    check = early_access.verify_code(current_app.config, code, clock.now())
+    check = early_access.verify_code(current_app.settings, code, clock.now())
     body = {
         "valid": check.valid,
         "campaign": check.campaign,

@@ -22,10 +22,10 @@ def early_access_link(token: str):
     Following the link records its first use (a redemption); no subscription state changes.
     """
     try:
-        subscriber, payload = links.read_link(db(), current_app.config, Purpose.EARLY_ACCESS, token)
+        subscriber, payload = links.read_link(db(), current_app.settings, Purpose.EARLY_ACCESS, token)
     except TokenError as exc:
         return _link_problem(exc, token)
-    outcome = early_access.open_link(db(), current_app.config, subscriber, payload, clock.now())
+    outcome = early_access.open_link(db(), current_app.settings, subscriber, payload, clock.now())
     db().commit()
     if outcome.access == Access.OPEN:
         response = redirect(outcome.url, code=303)

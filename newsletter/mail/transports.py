@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from newsletter.core.config import Settings
+
 
 class TransportError(Exception):
     """A message could not be handed over; ``temporary`` says whether a retry may help."""
@@ -264,8 +266,8 @@ def _dot_stuffed(data: bytes) -> bytes:
     return body + b".\r\n"
 
 
-def make_transport(config: dict) -> Transport:
+def make_transport(settings: Settings) -> Transport:
     """The configured transport: SMTP when ``SMTP_URL`` is set, else the Maildir outbox."""
-    if config.get("SMTP_URL"):
-        return SMTPTransport(config["SMTP_URL"], timeout=config.get("SMTP_TIMEOUT", 30))
-    return MaildirTransport(config["OUTBOX_DIR"])
+    if settings.smtp_url:
+        return SMTPTransport(settings.smtp_url, timeout=settings.smtp_timeout)
+    return MaildirTransport(settings.outbox_dir)

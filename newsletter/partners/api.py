@@ -57,13 +57,13 @@ def _authenticate(partner: Partner, body_sha256: str) -> Partner:
 
 def _body_limit() -> int:
     """413 unless the declared length fits the setting; 411 without a declared length."""
-    limit = current_app.config["PARTNER_MAX_BODY_MB"] * 1024 * 1024
+    limit = current_app.settings.partner_max_body_mb * 1024 * 1024
     length = request.content_length  # None for a chunked body: it could be any size
     if length is None:
         raise signing.RequestRefused("send the body with a Content-Length header", status=411)
     if length > limit:
         raise signing.RequestRefused(
-            f"the body is larger than {current_app.config['PARTNER_MAX_BODY_MB']} MiB "
+            f"the body is larger than {current_app.settings.partner_max_body_mb} MiB "
             "(NEWSLETTER_PARTNER_MAX_BODY_MB)",
             status=413,
         )
@@ -77,12 +77,12 @@ def export(partner_id: str):
         partner = _authenticate(_precheck(partner_id), hashlib.sha256(b"").hexdigest())
     except signing.RequestRefused as exc:
         return _error(str(exc), exc.status)
-    config = current_app.config
+    settings = current_app.settings
     session = runtime().sessions()
 
     def body():
         try:
-            yield from exchange.export_contacts(session, config, partner)
+            yield from exchange.export_contacts(session, settings, partner)
         finally:
             session.close()
 
@@ -128,7 +128,7 @@ def contacts(partner_id: str):
         try:
             report = exchange.import_contacts(
                 db(),
-                current_app.config,
+                current_app.settings,
                 partner,
                 spool,
                 channel="api",

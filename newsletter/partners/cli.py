@@ -99,7 +99,7 @@ def _export(app: Flask, partner_id: str, out: str, what: str) -> None:
     with app.extensions["newsletter"].sessions() as session:
         try:
             partner = get_partner(session, partner_id)
-            size = _write_atomically(out, export(session, app.config, partner))
+            size = _write_atomically(out, export(session, app.settings, partner))
         except PartnerError as exc:
             raise _fail(exc) from None
     click.echo(f"wrote {out} ({size} bytes, signed for {partner_id})")
@@ -138,7 +138,7 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
             if what == "contacts":
                 report = exchange.import_contacts(
                     session,
-                    app.config,
+                    app.settings,
                     partner,
                     handle,
                     channel="cli",
@@ -146,7 +146,7 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
                     topics=topics or exchange.DEFAULT_TOPICS,
                 )
             else:
-                report = exchange.import_suppressions(session, app.config, partner, handle, channel="cli")
+                report = exchange.import_suppressions(session, app.settings, partner, handle, channel="cli")
             session.commit()
         except (FileRefused, PartnerError) as exc:
             session.rollback()

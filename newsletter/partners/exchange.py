@@ -17,6 +17,7 @@ from sqlalchemy import exists, insert, select, text
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.core.db import dialect_insert, on_commit
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
@@ -74,13 +75,13 @@ def _name_unusable(value: str) -> bool:
 # --- export -----------------------------------------------------------------------------------
 
 
-def export_contacts(session: Session, config: dict, partner: Partner) -> Iterator[bytes]:
+def export_contacts(session: Session, settings: Settings, partner: Partner) -> Iterator[bytes]:
     """The signed file of everyone who may be shared with ``partner``, streamed in chunks.
 
     Only confirmed subscribers whose current grant names this partner, who are not on our
     suppression list and whom the partner has not told us opted out there.
     """
-    store_id = require_store_id(config)
+    store_id = require_store_id(settings)
     statement = (
         select(
             Subscriber.email,
@@ -126,9 +127,9 @@ def export_contacts(session: Session, config: dict, partner: Partner) -> Iterato
     return files.write_signed(files.CONTACTS, store_id, partner.id, partner.secret, rows())
 
 
-def export_suppressions(session: Session, config: dict, partner: Partner) -> Iterator[bytes]:
+def export_suppressions(session: Session, settings: Settings, partner: Partner) -> Iterator[bytes]:
     """Our whole suppression list as hashes: SHA-256 of the address and the pair's keyed HMAC of it."""
-    store_id = require_store_id(config)
+    store_id = require_store_id(settings)
     hashes = session.scalars(
         select(Suppression.email_hash).order_by(Suppression.id).execution_options(yield_per=BATCH)
     )
@@ -212,7 +213,7 @@ def _contact(line: int, value: Any, now: datetime) -> Contact:
 
 def import_contacts(
     session: Session,
-    config: dict,
+    settings: Settings,
     partner: Partner,
     handle: BinaryIO,
     *,
@@ -225,7 +226,7 @@ def import_contacts(
     Raises FileRefused (and has written nothing the caller's rollback would not undo) on a bad
     signature or any bad record. ``dispatch(outbox_ids)`` runs after the commit.
     """
-    store_id = require_store_id(config)
+    store_id = require_store_id(settings)
     envelope = files.verify(
         handle, partner.secret, kind=files.CONTACTS, sender=partner.id, recipient=store_id
     )
@@ -488,13 +489,13 @@ class SuppressionReport:
 
 
 def import_suppressions(
-    session: Session, config: dict, partner: Partner, handle: BinaryIO, *, channel: str
+    session: Session, settings: Settings, partner: Partner, handle: BinaryIO, *, channel: str
 ) -> SuppressionReport:
     """Store the partner's opt-outs (hashes): contacts it sends are never invited if listed.
 
     Entries only accumulate: a later file without a hash does not lift it (an opt-out wins).
     """
-    store_id = require_store_id(config)
+    store_id = require_store_id(settings)
     envelope = files.verify(
         handle, partner.secret, kind=files.SUPPRESSIONS, sender=partner.id, recipient=store_id
     )

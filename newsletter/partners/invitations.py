@@ -22,7 +22,7 @@ PER_JOB = 200
 
 def enqueue_invitations(runtime: Runtime, outbox_ids: list[int]) -> None:
     """Hand invitations to workers in jobs of PER_JOB; if Redis is down the sweep sends them later."""
-    if runtime.config["QUEUE_SYNC"]:
+    if runtime.settings.queue_sync:
         deliver_invitations(outbox_ids)
         return
     queue = runtime.queue(TRANSACTIONAL)
@@ -56,14 +56,14 @@ def deliver_invitations(outbox_ids: list[int]) -> int:
     """RQ job: send these invitations over one connection; each is claimed first, so none goes twice."""
     runtime = get_runtime()
     sent = 0
-    transport = make_transport(runtime.config)
+    transport = make_transport(runtime.settings)
     try:
         for outbox_id in outbox_ids:
             with session_scope(runtime.sessions) as session:
                 if not transactional.claim(session, outbox_id):
                     continue
                 session.commit()
-                if transactional.deliver(session, runtime.config, transport, outbox_id):
+                if transactional.deliver(session, runtime.settings, transport, outbox_id):
                     sent += 1
     finally:
         transport.close()

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.models import Partner
 from newsletter.subscribers.sharing import clear_cache
 
@@ -71,8 +72,8 @@ def remove_partner(session: Session, partner_id: str) -> bool:
     return removed
 
 
-def require_store_id(config: dict) -> str:
-    store_id = config.get("STORE_ID") or ""
+def require_store_id(settings: Settings) -> str:
+    store_id = settings.store_id or ""
     if not store_id:
         raise PartnerError("NEWSLETTER_STORE_ID is not set: partners need to know which store we are")
     return store_id

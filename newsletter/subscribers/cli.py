@@ -115,7 +115,7 @@ def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> N
             report = import_subscribers(
                 session,
                 runtime.redis,
-                runtime.config,
+                runtime.settings,
                 handle,
                 source=source,
                 file_sha256=file_sha256,

@@ -22,6 +22,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.customers.records import BadRecord, parse_datetime
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
@@ -133,7 +134,7 @@ def _parse_row(
 def import_subscribers(
     session: Session,
     conn: redis.Redis,
-    config: dict,
+    settings: Settings,
     lines: Iterable[str],
     *,
     source: str,
@@ -182,7 +183,7 @@ def import_subscribers(
         _import_row(
             session,
             conn,
-            config,
+            settings,
             row,
             report,
             source=source,
@@ -200,7 +201,7 @@ def import_subscribers(
 def _import_row(
     session: Session,
     conn: redis.Redis,
-    config: dict,
+    settings: Settings,
     row: _Row,
     report: SubscriberImportReport,
     *,
@@ -226,7 +227,7 @@ def _import_row(
         outcome = signup.request_signup(
             session,
             conn,
-            config,
+            settings,
             email=row.email,
             first_name=row.first_name,
             topic_slugs=row.topics,

@@ -34,7 +34,7 @@ def send_transactional(runtime: Runtime, outbox_id: int) -> bool:
     SQLite handed out again) is replaced. If Redis is down, a worker's sweep sends the
     row later.
     """
-    if runtime.config["QUEUE_SYNC"]:
+    if runtime.settings.queue_sync:
         deliver_transactional(outbox_id)
         return True
     job_id = outbox_job_id(outbox_id)
@@ -69,9 +69,9 @@ def deliver_transactional(outbox_id: int) -> str | None:
         if not transactional.claim(session, outbox_id):
             return None  # sent already, or another worker has it
         session.commit()  # the claim is visible before the slow part starts
-        transport = make_transport(runtime.config)
+        transport = make_transport(runtime.settings)
         try:
-            return transactional.deliver(session, runtime.config, transport, outbox_id)
+            return transactional.deliver(session, runtime.settings, transport, outbox_id)
         finally:
             transport.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from newsletter.core.config import Settings
 from newsletter.models import Subscriber
 from newsletter.subscribers.tokens import Purpose, TokenError, make_token, read_token
 
@@ -24,36 +25,36 @@ def _payload(subscriber: Subscriber, **extra: Any) -> dict[str, Any]:
     return {"s": subscriber.id, "h": subscriber.email_hash[:16], **extra}
 
 
-def _base(config: dict) -> str:
-    return config["BASE_URL"].rstrip("/")
+def _base(settings: Settings) -> str:
+    return settings.base_url.rstrip("/")
 
 
-def confirm_url(config: dict, subscriber: Subscriber, request_id: int | None) -> str:
+def confirm_url(settings: Settings, subscriber: Subscriber, request_id: int | None) -> str:
     """The confirmation link of one signup request (its ledger event's id): it confirms that request only."""
-    token = make_token(config, Purpose.CONFIRM, _payload(subscriber, r=request_id))
-    return f"{_base(config)}/confirm/{token}"
+    token = make_token(settings, Purpose.CONFIRM, _payload(subscriber, r=request_id))
+    return f"{_base(settings)}/confirm/{token}"
 
 
-def unsubscribe_url(config: dict, subscriber: Subscriber, topic: str | None = None) -> str:
+def unsubscribe_url(settings: Settings, subscriber: Subscriber, topic: str | None = None) -> str:
     """The unsubscribe link; with ``topic`` its page offers "only this topic" first."""
     extra = {"t": topic} if topic else {}
-    token = make_token(config, Purpose.UNSUBSCRIBE, _payload(subscriber, **extra))
-    return f"{_base(config)}/unsubscribe/{token}"
+    token = make_token(settings, Purpose.UNSUBSCRIBE, _payload(subscriber, **extra))
+    return f"{_base(settings)}/unsubscribe/{token}"
 
 
-def preferences_url(config: dict, subscriber: Subscriber) -> str:
-    return f"{_base(config)}/preferences/{make_token(config, Purpose.PREFERENCES, _payload(subscriber))}"
+def preferences_url(settings: Settings, subscriber: Subscriber) -> str:
+    return f"{_base(settings)}/preferences/{make_token(settings, Purpose.PREFERENCES, _payload(subscriber))}"
 
 
-def early_access_url(config: dict, subscriber: Subscriber, campaign_id: int) -> str:
+def early_access_url(settings: Settings, subscriber: Subscriber, campaign_id: int) -> str:
     """The personal early-access link of one campaign; the page checks the sale's window."""
-    token = make_token(config, Purpose.EARLY_ACCESS, _payload(subscriber, c=campaign_id))
-    return f"{_base(config)}/early-access/{token}"
+    token = make_token(settings, Purpose.EARLY_ACCESS, _payload(subscriber, c=campaign_id))
+    return f"{_base(settings)}/early-access/{token}"
 
 
-def max_age(config: dict, purpose: Purpose) -> int | None:
+def max_age(settings: Settings, purpose: Purpose) -> int | None:
     return {
-        Purpose.CONFIRM: config["CONFIRM_MAX_AGE_DAYS"] * 86400,
+        Purpose.CONFIRM: settings.confirm_max_age_days * 86400,
         Purpose.UNSUBSCRIBE: UNSUBSCRIBE_MAX_AGE,
         Purpose.PREFERENCES: PREFERENCES_MAX_AGE,
         # The sale's own window (wave start to public_at) decides; the token itself does not expire.
@@ -61,13 +62,13 @@ def max_age(config: dict, purpose: Purpose) -> int | None:
     }[purpose]
 
 
-def read_link(session: Session, config: dict, purpose: Purpose, token: str) -> tuple[Subscriber, dict]:
+def read_link(session: Session, settings: Settings, purpose: Purpose, token: str) -> tuple[Subscriber, dict]:
     """The subscriber a link is for and its payload, or TokenError.
 
     An expired link's error carries the subscriber (``payload``) and the payload (``link_payload``).
     """
     try:
-        payload = read_token(config, purpose, token, max_age(config, purpose))
+        payload = read_token(settings, purpose, token, max_age(settings, purpose))
     except TokenError as exc:
         if exc.expired:
             exc.link_payload = exc.payload if isinstance(exc.payload, dict) else {}

@@ -73,14 +73,14 @@ def _render_preferences(subscriber, form, token, saved=False, status=200):
             pid: preferences.partner_wording(name).text for pid, name in sharing.partner_names(db()).items()
         },
         paused=preferences.is_paused(subscriber),
-        unsubscribe_url=links.unsubscribe_url(current_app.config, subscriber),
+        unsubscribe_url=links.unsubscribe_url(current_app.settings, subscriber),
     ), status
 
 
 @bp.route("/preferences/<token>", methods=["GET", "POST"])
 def preferences_page(token: str):
     try:
-        subscriber, _ = links.read_link(db(), current_app.config, Purpose.PREFERENCES, token)
+        subscriber, _ = links.read_link(db(), current_app.settings, Purpose.PREFERENCES, token)
     except TokenError as exc:
         return _bad_link(exc)
     form = _preferences_form(subscriber)
@@ -107,7 +107,7 @@ def preferences_page(token: str):
 def download_data(token: str):
     """GET is safe here: it reads, it changes nothing."""
     try:
-        subscriber, _ = links.read_link(db(), current_app.config, Purpose.PREFERENCES, token)
+        subscriber, _ = links.read_link(db(), current_app.settings, Purpose.PREFERENCES, token)
     except TokenError as exc:
         return _bad_link(exc)
     body = json.dumps(export_data(db(), subscriber), indent=2, ensure_ascii=False)
@@ -121,7 +121,7 @@ def download_data(token: str):
 @bp.route("/preferences/<token>/erase", methods=["GET", "POST"])
 def erase_page(token: str):
     try:
-        subscriber, _ = links.read_link(db(), current_app.config, Purpose.PREFERENCES, token)
+        subscriber, _ = links.read_link(db(), current_app.settings, Purpose.PREFERENCES, token)
     except TokenError as exc:
         return _bad_link(exc)
     form = EraseForm()
@@ -136,7 +136,7 @@ def erase_page(token: str):
 def unsubscribe_page(token: str):
     """One button and a choice of scope; the GET itself changes nothing (link scanners)."""
     try:
-        subscriber, payload = links.read_link(db(), current_app.config, Purpose.UNSUBSCRIBE, token)
+        subscriber, payload = links.read_link(db(), current_app.settings, Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
         if exc.gone:
             return render_template("web/unsubscribed.html", topic=None), 200
@@ -150,7 +150,7 @@ def unsubscribe_page(token: str):
         token=token,
         topic=topic,
         done=done,
-        preferences_url=links.preferences_url(current_app.config, subscriber),
+        preferences_url=links.preferences_url(current_app.settings, subscriber),
     )
 
 
@@ -163,7 +163,7 @@ def unsubscribe(token: str):
     forged POST can do is what the link's owner can do anyway. Always 200, never a redirect.
     """
     try:
-        subscriber, payload = links.read_link(db(), current_app.config, Purpose.UNSUBSCRIBE, token)
+        subscriber, payload = links.read_link(db(), current_app.settings, Purpose.UNSUBSCRIBE, token)
     except TokenError as exc:
         if exc.gone:
             return render_template("web/unsubscribed.html", topic=None), 200
@@ -178,5 +178,5 @@ def unsubscribe(token: str):
     return render_template(
         "web/unsubscribed.html",
         topic=scoped,
-        preferences_url=links.preferences_url(current_app.config, subscriber),
+        preferences_url=links.preferences_url(current_app.settings, subscriber),
     ), 200

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.core.db import dialect_insert, on_commit
 from newsletter.mail.addresses import mailbox_hash
 from newsletter.models import (
@@ -118,7 +119,7 @@ def _insert_if_new(session: Session, normalized_email: str, first_name: str | No
 def request_signup(
     session: Session,
     conn: redis.Redis,
-    config: dict,
+    settings: Settings,
     *,
     email: str,
     first_name: str | None,
@@ -164,7 +165,7 @@ def request_signup(
     if suppression.blocks_opt_in(blocked):
         # A complaint or an operator's entry: not even a confirmation request goes out.
         verdict = f"not sent: suppressed ({blocked.reason.value})"
-    elif not _mail_allowed(session, conn, config, email):
+    elif not _mail_allowed(session, conn, settings, email):
         verdict = "not sent: daily cap for this mailbox"
     else:
         verdict = kind.value
@@ -205,12 +206,12 @@ def _add_outbox(
     ).scalar_one()
 
 
-def _mail_allowed(session: Session, conn: redis.Redis, config: dict, email: str) -> bool:
+def _mail_allowed(session: Session, conn: redis.Redis, settings: Settings, email: str) -> bool:
     """The per-mailbox cap (subscription bombing): Redis first, the outbox if Redis is down.
 
     Both count the mailbox, not the spelling: ``ann+1@`` and ``a.nn@gmail`` are ``ann@``.
     """
-    limit = config["CONFIRMATIONS_PER_ADDRESS"]
+    limit = settings.confirmations_per_address
     mailbox = mailbox_hash(email)
     verdict = limits.confirmation_allowed(conn, mailbox, limit)
     if verdict is not None:
@@ -327,11 +328,16 @@ def confirm(
 
 
 def resend_confirmation(
-    session: Session, conn: redis.Redis, config: dict, subscriber: Subscriber, asked: ConsentEvent, dispatch
+    session: Session,
+    conn: redis.Redis,
+    settings: Settings,
+    subscriber: Subscriber,
+    asked: ConsentEvent,
+    dispatch,
 ) -> bool:
     """A fresh link for the open request ``asked`` whose link expired (still under the daily cap)."""
     if subscriber.status == SubscriberStatus.ACTIVE or not _mail_allowed(
-        session, conn, config, subscriber.email
+        session, conn, settings, subscriber.email
     ):
         return False
     outbox_id = _add_outbox(session, OutboxKind.CONFIRM, subscriber.id, subscriber.email, asked.id)

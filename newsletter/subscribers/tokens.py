@@ -14,6 +14,7 @@ from typing import Any
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 
 
 class Purpose(enum.StrEnum):
@@ -46,8 +47,8 @@ class _ClockSigner(TimestampSigner):
         return int(clock.now().replace(tzinfo=UTC).timestamp())
 
 
-def _serializer(config: dict, purpose: Purpose) -> URLSafeTimedSerializer:
-    return _cached_serializer(config["SECRET_KEY"], tuple(config["SECRET_KEY_FALLBACKS"]), purpose)
+def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
+    return _cached_serializer(settings.secret_key, tuple(settings.secret_key_fallbacks), purpose)
 
 
 @functools.lru_cache(maxsize=64)
@@ -56,13 +57,13 @@ def _cached_serializer(key: str, fallbacks: tuple[str, ...], purpose: Purpose) -
     return URLSafeTimedSerializer([*reversed(fallbacks), key], salt=purpose.value, signer=_ClockSigner)
 
 
-def make_token(config: dict, purpose: Purpose, payload: Any) -> str:
-    return _serializer(config, purpose).dumps(payload)
+def make_token(settings: Settings, purpose: Purpose, payload: Any) -> str:
+    return _serializer(settings, purpose).dumps(payload)
 
 
-def read_token(config: dict, purpose: Purpose, token: str, max_age_seconds: int | None) -> Any:
+def read_token(settings: Settings, purpose: Purpose, token: str, max_age_seconds: int | None) -> Any:
     """Return the payload, or raise TokenError (tampered, wrong purpose, or expired)."""
-    serializer = _serializer(config, purpose)
+    serializer = _serializer(settings, purpose)
     try:
         return serializer.loads(token, max_age=max_age_seconds)
     except SignatureExpired as exc:

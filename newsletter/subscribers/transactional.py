@@ -9,6 +9,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport, TransportError
@@ -41,7 +42,7 @@ def claim(session: Session, outbox_id: int) -> bool:
     return result.rowcount == 1
 
 
-def deliver(session: Session, config: dict, transport: Transport, outbox_id: int) -> str | None:
+def deliver(session: Session, settings: Settings, transport: Transport, outbox_id: int) -> str | None:
     """Send one claimed outbox email and mark it sent; returns its Message-ID.
 
     A permanent refusal (5xx, no SMTPUTF8 for a non-ASCII address) or a failure at the last
@@ -55,7 +56,7 @@ def deliver(session: Session, config: dict, transport: Transport, outbox_id: int
     extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
     if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
         extra["request_id"] = request_for_outbox(session, outbox)
-    message = build_for(config, outbox.kind, subscriber, **extra)
+    message = build_for(settings, outbox.kind, subscriber, **extra)
     try:
         transport.send(message)
     except Exception as exc:
@@ -88,21 +89,23 @@ def give_up(outbox: OutboxEmail, reason: str) -> None:
     log.warning("outbox %s (%s) failed: %s", outbox.id, outbox.kind.value, reason)
 
 
-def build_for(config: dict, kind: OutboxKind, subscriber: Subscriber, request_id: int | None = None, **extra):
+def build_for(
+    settings: Settings, kind: OutboxKind, subscriber: Subscriber, request_id: int | None = None, **extra
+):
     context = {
-        "store": config["STORE_NAME"],
-        "postal_address": config["POSTAL_ADDRESS"],
+        "store": settings.store_name,
+        "postal_address": settings.postal_address,
         "first_name": subscriber.first_name,
         **extra,
     }
     if kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
-        context["confirm_url"] = links.confirm_url(config, subscriber, request_id)
-        context["max_age_days"] = config["CONFIRM_MAX_AGE_DAYS"]
+        context["confirm_url"] = links.confirm_url(settings, subscriber, request_id)
+        context["max_age_days"] = settings.confirm_max_age_days
     else:
-        context["preferences_url"] = links.preferences_url(config, subscriber)
-        context["unsubscribe_url"] = links.unsubscribe_url(config, subscriber)
+        context["preferences_url"] = links.preferences_url(settings, subscriber)
+        context["unsubscribe_url"] = links.unsubscribe_url(settings, subscriber)
     subject, text, html = render_transactional(kind.value, **context)
-    return build_message(sender=config["FROM"], to=subscriber.email, subject=subject, text=text, html=html)
+    return build_message(sender=settings.from_, to=subscriber.email, subject=subject, text=text, html=html)
 
 
 def unsent_outbox(session: Session, older_than: timedelta, limit: int = 1000) -> list[tuple[int, str | None]]:

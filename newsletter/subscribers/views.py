@@ -31,8 +31,8 @@ def index():
 
 @bp.route("/subscribe", methods=["GET", "POST"])
 def subscribe():
-    config = current_app.config
-    wording = signup_wording(config["STORE_NAME"])
+    settings = current_app.settings
+    wording = signup_wording(settings.store_name)
     form = SubscribeForm()
     topics = list(signup.topics_by_slug(db()).values())
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
@@ -41,7 +41,7 @@ def subscribe():
 
     if request.method == "POST":
         if not limits.signup_allowed_from_ip(
-            runtime().redis, request.remote_addr or "-", config["SIGNUP_RATE_LIMIT"]
+            runtime().redis, request.remote_addr or "-", settings.signup_rate_limit
         ):
             return render_template(
                 "web/error.html",
@@ -53,9 +53,7 @@ def subscribe():
                 # A bot filled the honeypot: answer as usual, keep nothing.
                 return render_template("web/check_inbox.html")
             try:
-                email = normalize_address(
-                    form.email.data, check_deliverability=config["CHECK_DELIVERABILITY"]
-                )
+                email = normalize_address(form.email.data, check_deliverability=settings.check_deliverability)
             except InvalidAddress as exc:
                 form.email.errors = [str(exc)]
             else:
@@ -64,7 +62,7 @@ def subscribe():
                     outcome = signup.request_signup(
                         db(),
                         runtime().redis,
-                        config,
+                        settings,
                         email=email,
                         first_name=(form.first_name.data or "").strip() or None,
                         topic_slugs=form.topics.data,
@@ -91,7 +89,7 @@ def subscribe():
 def confirm_page(token: str):
     """Shows one Confirm button and changes nothing: link scanners GET every link."""
     try:
-        subscriber, payload = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
+        subscriber, payload = links.read_link(db(), current_app.settings, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
     if signup.request_of_link(db(), subscriber, payload) is None:
@@ -105,7 +103,7 @@ def confirm_page(token: str):
 def confirm(token: str):
     form = ConfirmForm()
     try:
-        subscriber, payload = links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
+        subscriber, payload = links.read_link(db(), current_app.settings, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
     if not form.validate_on_submit():
@@ -131,7 +129,7 @@ def confirm(token: str):
 def resend(token: str):
     form = ResendForm()
     try:
-        links.read_link(db(), current_app.config, Purpose.CONFIRM, token)
+        links.read_link(db(), current_app.settings, Purpose.CONFIRM, token)
         return redirect(url_for("public.confirm_page", token=token))  # still valid: nothing to resend
     except TokenError as exc:
         subscriber = exc.payload if exc.expired else None
@@ -142,7 +140,7 @@ def resend(token: str):
     if asked is None:
         return _link_closed()  # answered or overtaken since: a fresh link would confirm nothing
     signup.resend_confirmation(
-        db(), runtime().redis, current_app.config, subscriber, asked, partial(send_transactional, runtime())
+        db(), runtime().redis, current_app.settings, subscriber, asked, partial(send_transactional, runtime())
     )
     db().commit()
     return render_template("web/check_inbox.html")

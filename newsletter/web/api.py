@@ -26,7 +26,7 @@ def _digest(text: str) -> bytes:
 @bp.before_request
 def require_token():
     """404 while the API is off; 401 without a bearer token; 403 with a wrong one."""
-    expected = current_app.config["API_TOKEN"]
+    expected = current_app.settings.api_token
     if not expected:
         return error(404, "the API is disabled: set NEWSLETTER_API_TOKEN to turn it on")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
