@@ -21,6 +21,7 @@ from rq import SimpleWorker
 from sqlalchemy import func, select
 
 from newsletter.cli import cli
+from newsletter.core.config import Settings
 from newsletter.core.runtime import QUEUES, Runtime, get_runtime, set_runtime
 from tests.conftest import REDIS_URL, csrf_token, emptied, migrated_pg_schema
 
@@ -63,22 +64,22 @@ class Store:
         return self.app.extensions["newsletter"]
 
     @property
-    def settings(self) -> dict:
+    def settings(self) -> Settings:
         return self.app.settings
 
     def client(self):
         return self.app.test_client()
 
     def env(self) -> dict[str, str]:
-        c = self.app.settings
+        s = self.settings
         return {
-            "NEWSLETTER_SECRET_KEY": c["SECRET_KEY"],
-            "NEWSLETTER_DATABASE_URL": c["DATABASE_URL"],
-            "NEWSLETTER_REDIS_URL": c["REDIS_URL"],
-            "NEWSLETTER_SMTP_URL": c["SMTP_URL"],
-            "NEWSLETTER_BASE_URL": c["BASE_URL"],
-            "NEWSLETTER_STORE_ID": c["STORE_ID"],
-            "NEWSLETTER_STORE_NAME": c["STORE_NAME"],
+            "NEWSLETTER_SECRET_KEY": s.secret_key,
+            "NEWSLETTER_DATABASE_URL": s.database_url,
+            "NEWSLETTER_REDIS_URL": s.redis_url,
+            "NEWSLETTER_SMTP_URL": s.smtp_url,
+            "NEWSLETTER_BASE_URL": s.base_url,
+            "NEWSLETTER_STORE_ID": s.store_id,
+            "NEWSLETTER_STORE_NAME": s.store_name,
         }
 
     def cli(self, *args: str) -> Result:

@@ -52,7 +52,7 @@ def test_environment_overrides_instance_file(tmp_path):
     )
     assert settings.secret_key == "file"
     assert settings.store_name == "From env"
-    assert settings.secret_key_fallbacks == ["old1", "old2"]
+    assert settings.secret_key_fallbacks == ("old1", "old2")
 
 
 def test_unknown_key_in_instance_file(tmp_path):

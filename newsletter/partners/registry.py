@@ -73,7 +73,7 @@ def remove_partner(session: Session, partner_id: str) -> bool:
 
 
 def require_store_id(settings: Settings) -> str:
-    store_id = settings.store_id or ""
+    store_id = settings.store_id
     if not store_id:
         raise PartnerError("NEWSLETTER_STORE_ID is not set: partners need to know which store we are")
     return store_id

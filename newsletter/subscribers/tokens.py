@@ -48,7 +48,7 @@ class _ClockSigner(TimestampSigner):
 
 
 def _serializer(settings: Settings, purpose: Purpose) -> URLSafeTimedSerializer:
-    return _cached_serializer(settings.secret_key, tuple(settings.secret_key_fallbacks), purpose)
+    return _cached_serializer(settings.secret_key, settings.secret_key_fallbacks, purpose)
 
 
 @functools.lru_cache(maxsize=64)
