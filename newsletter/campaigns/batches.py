@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps, errors, state
 from newsletter.campaigns.decisions import decide
+from newsletter.campaigns.frozen import FrozenCampaign
 from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
 from newsletter.campaigns.rate import RateLimiter
 from newsletter.core import clock
@@ -29,19 +30,19 @@ from newsletter.subscribers import links
 HEARTBEAT_SECONDS = 5
 
 
-def skeletons_for(campaign: Campaign) -> dict[int, Skeleton]:
+def skeletons_for(campaign: Campaign, frozen: FrozenCampaign | None = None) -> dict[int, Skeleton]:
     """The frozen email of each wave, encoded once for the whole batch."""
-    frozen = campaign.compiled
+    frozen = frozen or FrozenCampaign.of(campaign)
     result = {}
     for wave in campaign.waves:
-        email = frozen["waves"].get(wave.name) or frozen["waves"]["all"]
+        email = frozen.email_for(wave.name)
         result[wave.id] = build_skeleton(
-            sender=frozen["sender"],
-            subject=email["subject"],
-            text=email["text"],
-            html=email["html"],
-            slots={k: tuple(v) for k, v in email["slots"].items()},
-            headers=email["headers"],
+            sender=frozen.sender,
+            subject=email.subject,
+            text=email.text,
+            html=email.html,
+            slots=dict(email.slots),
+            headers=dict(email.headers),
         )
     return result
 
@@ -98,7 +99,8 @@ def send_batch(
     to_send = decide(session, conn, settings, campaign, recipients, now, report)
     commit()
 
-    skeletons = skeletons_for(campaign)
+    frozen = FrozenCampaign.of(campaign)
+    skeletons = skeletons_for(campaign, frozen)
     limiter = RateLimiter(conn, settings.send_rate)
     ledger = Ledger(session, campaign.topic_slug, token)
     errors_since_success = 0
@@ -145,7 +147,7 @@ def send_batch(
                 )
             if stop is None:
                 try:
-                    transport.send_raw(campaign.compiled["envelope_from"], [recipient.email], data)
+                    transport.send_raw(frozen.envelope_from, [recipient.email], data)
                 except TransportError as exc:
                     stop = errors.on_error(session, conn, settings, campaign, recipient, exc, report)
                 except Exception as exc:  # noqa: BLE001 - e.g. an address the relay's encoding refuses

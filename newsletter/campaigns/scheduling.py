@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import state
 from newsletter.campaigns.files import as_utc
+from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
@@ -79,7 +80,7 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
             raise ScheduleError(
                 f"{source.slug} is cancelled; use --reschedule to schedule it again (only if no wave started)"
             )
-        change = describe_change((existing.compiled or {}).get("files"), file_hashes(folder))
+        change = describe_change(FrozenCampaign.of(existing).files, file_hashes(folder))
         if not reschedule:
             raise ScheduleError(
                 f"{source.slug}: {change} since it was scheduled "
@@ -95,21 +96,21 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         session.flush()
 
     sender = source.sender or settings.from_
-    compiled = {
-        "sender": sender,
-        "envelope_from": parseaddr(sender)[1],
-        "files": file_hashes(folder),
-        "waves": {
-            (name or "all"): {
-                "subject": email.subject,
-                "html": email.html,
-                "text": email.text,
-                "slots": {token: list(slot) for token, slot in email.slots.items()},
-                "headers": campaign_headers(source, site, name),
-            }
+    frozen = FrozenCampaign(
+        sender=sender,
+        envelope_from=parseaddr(sender)[1],
+        files=file_hashes(folder),
+        waves={
+            (name or ALL_WAVES): FrozenEmail(
+                subject=email.subject,
+                html=email.html,
+                text=email.text,
+                slots=email.slots,
+                headers=campaign_headers(source, site, name),
+            )
             for name, email in report.emails.items()
         },
-    }
+    )
     sale = source.sale
     deadline = as_utc(sale.public_at) if sale else (as_utc(source.deliver_by) if source.deliver_by else None)
     campaign = Campaign(
@@ -118,7 +119,7 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         topic_slug=source.topic,
         status=CampaignStatus.SCHEDULED,
         content_hash=digest,
-        compiled=compiled,
+        compiled=frozen.to_json(),
         deadline=deadline,
         sale_url=sale.url if sale else None,
         public_at=as_utc(sale.public_at) if sale else None,

@@ -1,0 +1,91 @@
+"""The frozen campaign: what scheduling stores in ``Campaign.compiled`` and sending reads back.
+
+Typed objects over the JSON column, so that a misspelt field is an AttributeError (and a
+finding of the typing checks) instead of a KeyError in a worker. The JSON shape is the one
+the column has always held, so rows frozen before these types existed read back unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from newsletter.models import Campaign
+
+#: The key of the one email every wave shares (waves with equal sources share one email).
+ALL_WAVES = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenEmail:
+    """One wave's compiled email: personal values are slot tokens, described in ``slots``."""
+
+    subject: str
+    html: str
+    text: str
+    #: slot token -> (value name, context[, fallback])
+    slots: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: headers of the wave's email; values may hold slot tokens (the unsubscribe URL)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "subject": self.subject,
+            "html": self.html,
+            "text": self.text,
+            "slots": {token: list(slot) for token, slot in self.slots.items()},
+            "headers": dict(self.headers),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FrozenEmail:
+        return cls(
+            subject=data["subject"],
+            html=data["html"],
+            text=data["text"],
+            slots={token: tuple(slot) for token, slot in (data.get("slots") or {}).items()},
+            headers=dict(data.get("headers") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenCampaign:
+    """A campaign as scheduled: its sender, its files' hashes and the email of each wave."""
+
+    sender: str
+    #: the MAIL FROM address: the sender's bare address
+    envelope_from: str
+    #: SHA-256 of each file of the folder by relative path (to name what changed after an edit)
+    files: Mapping[str, str] = field(default_factory=dict)
+    #: wave name (or ALL_WAVES) -> its email
+    waves: Mapping[str, FrozenEmail] = field(default_factory=dict)
+
+    def email_for(self, wave_name: str | None) -> FrozenEmail:
+        """The wave's own email, or the one all waves share."""
+        return self.waves.get(wave_name or ALL_WAVES) or self.waves[ALL_WAVES]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sender": self.sender,
+            "envelope_from": self.envelope_from,
+            "files": dict(self.files),
+            "waves": {name: email.to_json() for name, email in self.waves.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FrozenCampaign:
+        sender = data.get("sender") or ""
+        return cls(
+            sender=sender,
+            envelope_from=data.get("envelope_from") or parseaddr(sender)[1],
+            files=dict(data.get("files") or {}),
+            waves={name: FrozenEmail.from_json(email) for name, email in (data.get("waves") or {}).items()},
+        )
+
+    @classmethod
+    def of(cls, campaign: Campaign) -> FrozenCampaign:
+        """The campaign's frozen content, read from its ``compiled`` column."""
+        return cls.from_json(campaign.compiled or {})
