@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -205,7 +206,7 @@ def _in_thread(target) -> tuple[threading.Thread, list]:
 def test_an_auto_pause_racing_a_cancel_loses_to_it(runtime, scheduled):
     """The cancel holds the row when the batch's error streak reaches the threshold: one winner."""
     _sending(runtime, scheduled)
-    settings = {**runtime.settings, "PAUSE_AFTER_ERRORS": 1}
+    settings = replace(runtime.settings, pause_after_errors=1)
     worker = runtime.sessions()
     stale = worker.get(Campaign, scheduled)  # the batch read it as sending
     worker.commit()
@@ -233,7 +234,7 @@ def test_an_auto_pause_racing_a_cancel_loses_to_it(runtime, scheduled):
 def test_a_cancel_racing_an_auto_pause_cancels_the_paused_campaign(runtime, scheduled):
     """The auto-pause holds the row first: the cancel waits, sees it paused, and cancels from there."""
     _sending(runtime, scheduled)
-    settings = {**runtime.settings, "PAUSE_AFTER_ERRORS": 1}
+    settings = replace(runtime.settings, pause_after_errors=1)
     worker = runtime.sessions()
     report = BatchReport()
     assert errors.count_error(worker, settings, worker.get(Campaign, scheduled), "451 try later", report)
