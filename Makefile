@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test run worker lint bench clean
+.PHONY: demo test test-quick run worker lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,20 @@ demo: $(STAMP)
 	$(BIN)/newsletter db upgrade
 	$(BIN)/newsletter demo
 
+# Parallel test workers (pytest-xdist; 0 runs in one process). The tests wait on SMTP, PostgreSQL
+# and worker subprocesses, so on a 2-core machine more workers than cores still pays.
+TEST_WORKERS ?= 3
+# worksteal: an idle worker takes tests queued on a busy one; the slow files go first (conftest).
+XDIST = -n $(TEST_WORKERS) --dist worksteal
+
 ## make test: the whole suite (real Redis, SQLite and PostgreSQL, SMTP on loopback, Chromium)
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+
+## make test-quick: the edit-test loop (SQLite only, no browser)
+test-quick: $(STAMP)
+	$(BIN)/pytest $(XDIST) -m "not browser" --db sqlite $(PYTEST_ARGS)
 
 ## make run: gunicorn on :8000 and one worker, for real use
 run: $(STAMP)

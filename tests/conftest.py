@@ -23,11 +23,93 @@ from werkzeug.serving import make_server
 from newsletter import create_app
 from newsletter.core import clock
 from newsletter.core.migrate import upgrade
+from newsletter.core.runtime import Runtime, set_runtime
+
+# --- Redis databases: one pair per xdist worker ------------------------------------------
+#
+# Store A uses NEWSLETTER_TEST_REDIS_URL, store B (the partner tests) NEWSLETTER_TEST_REDIS_URL_B.
+# Under pytest-xdist worker gwI takes the pair two databases further down: DB A-2i and B-2i
+# (defaults 15/14, 13/12, ...). Crash tests hand the same URL to their `newsletter worker`s.
+
+#: Redis's default number of databases (redis.conf ``databases``)
+REDIS_DATABASES = 16
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw3" under xdist, "" otherwise
+
+
+def worker_redis_urls(url_a: str, url_b: str, worker: int) -> tuple[str, str]:
+    """The (store A, store B) Redis URLs of xdist worker number ``worker``."""
+    return _with_db(url_a, -2 * worker), _with_db(url_b, -2 * worker)
+
+
+def _with_db(url: str, shift: int) -> str:
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) + shift}"
+
+
+def _db(url: str) -> int:
+    return int(url.rpartition("/")[2] or 0)
+
+
+def redis_pairs_problem(url_a: str, url_b: str, workers: int) -> str | None:
+    """Why ``workers`` workers cannot each have their own pair of Redis databases, or None."""
+    dbs = [_db(u) for i in range(workers) for u in worker_redis_urls(url_a, url_b, i)]
+    if len(set(dbs)) == len(dbs) and all(0 <= db < REDIS_DATABASES for db in dbs):
+        return None
+    return (
+        f"{workers} test workers need {workers} separate pairs of Redis databases counting down from "
+        f"DB {_db(url_a)}/{_db(url_b)} (NEWSLETTER_TEST_REDIS_URL/_B): use fewer workers (-n) or higher "
+        f"databases (worker gwI uses DB A-2i and B-2i, 0..{REDIS_DATABASES - 1})"
+    )
+
 
 # Popped, not read: they share the NEWSLETTER_ prefix, and the app refuses unknown settings.
-REDIS_URL = os.environ.pop("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BASE_REDIS_URL = os.environ.pop("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BASE_REDIS_URL_B = os.environ.pop("NEWSLETTER_TEST_REDIS_URL_B", "redis://127.0.0.1:6379/14")
+REDIS_URL, REDIS_URL_B = worker_redis_urls(BASE_REDIS_URL, BASE_REDIS_URL_B, int(WORKER[2:] or 0))
 PG_URL = os.environ.pop("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+# --- Lanes: `--db sqlite` (make test-quick) ------------------------------------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--db",
+        choices=["all", "sqlite", "postgresql"],
+        default="all",
+        help="run the database tests on these databases only (deselects the other's params)",
+    )
+
+
+def pytest_configure(config):
+    workers = getattr(config.option, "numprocesses", None)
+    if not WORKER and isinstance(workers, int) and workers > 1:  # the xdist controller
+        problem = redis_pairs_problem(BASE_REDIS_URL, BASE_REDIS_URL_B, workers)
+        if problem:
+            raise pytest.UsageError(problem)
+
+
+#: The slowest files go first, so that no worker starts one of them when the rest is done.
+HEAVY_FIRST = ["test_sending_crash.py", "test_browser_", "test_fuzz.py", "test_caps.py"]
+
+
+def _weight(item) -> int:
+    name = item.path.name
+    return next((i for i, prefix in enumerate(HEAVY_FIRST) if name.startswith(prefix)), len(HEAVY_FIRST))
+
+
+def pytest_collection_modifyitems(config, items):
+    only = config.getoption("--db")
+    if only != "all":
+        keep, drop = [], []
+        for item in items:
+            param = getattr(item, "callspec", None) and item.callspec.params.get("database_url")
+            (drop if param not in (None, only) else keep).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
+    items.sort(key=_weight)  # stable: the order within each file and group stays
 
 
 # --- SMTP: a real server on loopback that records the raw bytes ---------------------------
@@ -99,7 +181,7 @@ def smtp_sink(_smtp_controller: SMTPSink) -> Iterator[SMTPSink]:
 
 @pytest.fixture
 def redis_conn() -> Iterator[redis.Redis]:
-    """A dedicated Redis database, flushed before and after each test."""
+    """This worker's Redis database, flushed before and after each test."""
     conn = redis.Redis.from_url(REDIS_URL)
     conn.flushdb()
     yield conn
@@ -119,7 +201,7 @@ def _sqlite_template(tmp_path_factory) -> Path:
 
 def migrated_pg_schema(prefix: str) -> Iterator[str]:
     """A fresh schema in the ``test`` database, migrated; dropped when the generator ends."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    schema = f"{prefix}_{WORKER or 'main'}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
     with admin.begin() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
@@ -206,17 +288,28 @@ def client(app):
 
 
 @pytest.fixture
-def runtime(app):
+def runtime(app) -> Runtime:
     return app.extensions["newsletter"]
+
+
+def jobs_use(runtime: Runtime) -> Runtime:
+    """Make ``runtime`` the one jobs find (``get_runtime()``), as in a worker process built from it.
+
+    The suite's one place that sets the process's runtime: a CLI command run in the test's process
+    builds its own app (and runtime), so whatever runs jobs here hands the test's runtime in first.
+    """
+    set_runtime(runtime)
+    return runtime
 
 
 @pytest.fixture
 def work(runtime):
-    """Run every queued job now, in this process (RQ's SimpleWorker, burst mode)."""
+    """Run every queued job now, in this process (RQ's SimpleWorker, burst mode), on the test's runtime."""
 
     def run(queues: list[str] | None = None) -> None:
         from newsletter.core.runtime import QUEUES
 
+        jobs_use(runtime)
         worker = SimpleWorker([runtime.queue(q) for q in (queues or QUEUES)], connection=runtime.redis)
         worker.work(burst=True)
 
@@ -306,10 +399,12 @@ def serve(make_app):
     servers = []
 
     def start(**overrides):
-        port = _free_port()
-        base_url = f"http://127.0.0.1:{port}"
-        app = make_app(BASE_URL=base_url, **overrides)
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        # Bind first (port 0: the kernel's free port, no race with other workers), then build the app
+        # whose BASE_URL names that port.
+        served = {}
+        server = make_server("127.0.0.1", 0, lambda env, reply: served["app"](env, reply), threaded=True)
+        base_url = f"http://127.0.0.1:{server.server_port}"
+        app = served["app"] = make_app(BASE_URL=base_url, **overrides)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return app, base_url

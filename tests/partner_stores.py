@@ -6,7 +6,6 @@ the shared conftest stays as it is.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -22,11 +21,10 @@ from sqlalchemy import func, select
 
 from newsletter.cli import cli
 from newsletter.core.config import Settings
-from newsletter.core.runtime import QUEUES, Runtime, get_runtime, set_runtime
-from tests.conftest import REDIS_URL, csrf_token, emptied, migrated_pg_schema
+from newsletter.core.runtime import QUEUES, Runtime, get_runtime
+from tests.conftest import REDIS_URL, REDIS_URL_B, csrf_token, emptied, jobs_use, migrated_pg_schema
 
-#: the second store's Redis database (the first uses NEWSLETTER_TEST_REDIS_URL)
-REDIS_URL_B = os.environ.get("NEWSLETTER_TEST_REDIS_URL_B", "redis://127.0.0.1:6379/14")
+# REDIS_URL_B: the second store's Redis database, this worker's (NEWSLETTER_TEST_REDIS_URL_B, see conftest)
 SECRET = "pair-secret-" + "s" * 40
 
 
@@ -88,14 +86,18 @@ class Store:
         if built is not self.runtime:  # the command built its own app: close its connections
             built.engine.dispose()
             built.redis.close()
-        set_runtime(self.runtime)  # jobs use ours
+        jobs_use(self.runtime)  # jobs run here use ours
         return result
 
     def work(self) -> None:
         """Run this store's queued jobs in this process."""
-        set_runtime(self.runtime)
-        rt = self.runtime
+        rt = jobs_use(self.runtime)
         SimpleWorker([rt.queue(q) for q in QUEUES], connection=rt.redis).work(burst=True)
+
+    def job(self, func, *args, **kwargs):
+        """Call a job function (``sweep_outbox``, ...) as this store's worker would."""
+        jobs_use(self.runtime)
+        return func(*args, **kwargs)
 
     def count(self, model) -> int:
         with self.runtime.sessions() as session:

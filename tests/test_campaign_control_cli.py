@@ -23,11 +23,11 @@ from newsletter.campaigns import scheduling
 from newsletter.campaigns.jobs import tick
 from newsletter.cli import cli
 from newsletter.core import clock
-from newsletter.core.runtime import set_runtime
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Subscriber, SuppressionReason
 from newsletter.subscribers import links, suppression
 from tests.campaign_helpers import MJML, TOML
 from tests.campaign_helpers import write_campaign as write_files
+from tests.conftest import jobs_use
 from tests.sending_helpers import add_customer, now_floor, recipients, rows, run_engine, write_campaign
 from tests.test_cli import env_for
 from tests.test_sending import night_zone
@@ -47,8 +47,8 @@ def run(app, *args, **settings):
     try:
         return CliRunner().invoke(cli, ["campaign", *args], env=env)
     finally:
-        # The command built its own app (and runtime); the engine and the jobs go back to the test's.
-        set_runtime(app.extensions["newsletter"])
+        # The command built its own app (and runtime); the jobs called here go back to the test's.
+        jobs_use(app.extensions["newsletter"])
 
 
 def lines(result) -> list[str]:
@@ -665,9 +665,8 @@ def test_status_follow_ends_when_the_campaign_is_done_and_shows_the_final_counts
     tick()  # the wave starts: five rows queued, three batches enqueued
     assert campaign_row(runtime, "follow").status == CampaignStatus.SENDING
 
-    # The command builds its own app in the follower thread: the engine in this thread keeps the
-    # test's runtime (whose engine the fixture disposes), not the command's.
-    monkeypatch.setattr("newsletter.web.set_runtime", lambda runtime: None)
+    # The command builds its own app (and runtime) in the follower thread; work() below hands the
+    # test's runtime to the jobs, and tick() after it runs on that too.
     reads = []
     first_read = threading.Event()
     original = scheduling.progress

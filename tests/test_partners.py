@@ -621,7 +621,6 @@ def test_migration_0004_copies_grant_evidence_from_the_ledger(database_url):
 
 
 def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app, tmp_path, smtp_sink):
-    from newsletter.core.runtime import set_runtime
     from newsletter.partners.invitations import deliver_invitations
     from newsletter.subscribers.jobs import sweep_outbox
     from tests.partner_stores import Store
@@ -642,14 +641,13 @@ def test_invitations_survive_a_redis_outage_and_never_go_twice(stores, make_app,
     b.work()
     assert smtp_sink.take() == []  # nothing reached a queue...
 
-    set_runtime(b.runtime)
-    assert sweep_outbox(older_than=timedelta(0)) == 1  # ...until a worker's sweep finds the row
+    assert b.job(sweep_outbox, older_than=timedelta(0)) == 1  # ...until a worker's sweep finds the row
     b.work()
     [mail] = smtp_sink.take()
     assert mail["To"] == "ann@example.com" and "Store A" in mail["Subject"]
     with b.runtime.sessions() as session:
         outbox_id = session.scalar(select(OutboxEmail.id))
-    assert deliver_invitations([outbox_id]) == 0  # a retried job sends nothing twice
+    assert b.job(deliver_invitations, [outbox_id]) == 0  # a retried job sends nothing twice
     assert smtp_sink.take() == []
 
 

@@ -54,12 +54,16 @@ def test_maildir_send_raw(tmp_path):
 
 
 @pytest.fixture
-def pipelining(monkeypatch):
-    """aiosmtpd does not advertise PIPELINING but reads pipelined commands in order: pretend it does."""
-    original = smtplib.SMTP.has_extn
-    monkeypatch.setattr(
-        smtplib.SMTP, "has_extn", lambda self, name: name == "pipelining" or original(self, name)
-    )
+def pipelining(request, monkeypatch) -> bool:
+    """aiosmtpd does not advertise PIPELINING but reads pipelined commands in order: pretend it does
+    (unless parametrized indirectly with False)."""
+    on = getattr(request, "param", True)
+    if on:
+        original = smtplib.SMTP.has_extn
+        monkeypatch.setattr(
+            smtplib.SMTP, "has_extn", lambda self, name: name == "pipelining" or original(self, name)
+        )
+    return on
 
 
 def test_pipelined_send_raw_delivers_the_exact_bytes(smtp_sink, pipelining):
@@ -109,13 +113,8 @@ def test_dot_stuffing_doubles_every_leading_dot_and_ends_the_body(data, wire):
     assert _dot_stuffed(data) == wire
 
 
-@pytest.mark.parametrize("pipelined", [False, True])
-def test_non_ascii_address_on_a_relay_without_smtputf8_is_a_permanent_refusal(pipelined, monkeypatch):
-    if pipelined:
-        original = smtplib.SMTP.has_extn
-        monkeypatch.setattr(
-            smtplib.SMTP, "has_extn", lambda self, name: name == "pipelining" or original(self, name)
-        )
+@pytest.mark.parametrize("pipelining", [False, True], indirect=True)
+def test_non_ascii_address_on_a_relay_without_smtputf8_is_a_permanent_refusal(pipelining):
     handler = FaultyHandler()
     controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=False)
     controller.start()
