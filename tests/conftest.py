@@ -271,6 +271,7 @@ def make_app(database_url, redis_conn, smtp_sink, tmp_path):
         apps.append(app)
         return app
 
+    factory.apps = apps  # what the test built, newest last (the `work` fixture runs jobs on it)
     yield factory
     for app in apps:
         app.extensions["newsletter"].engine.dispose()
@@ -303,13 +304,14 @@ def jobs_use(runtime: Runtime) -> Runtime:
 
 
 @pytest.fixture
-def work(runtime):
-    """Run every queued job now, in this process (RQ's SimpleWorker, burst mode), on the test's runtime."""
+def work(make_app):
+    """Run every queued job now, in this process (RQ's SimpleWorker, burst mode), on the test's runtime:
+    that of the app the test built last (``make_app``), or of the default ``app``."""
 
     def run(queues: list[str] | None = None) -> None:
         from newsletter.core.runtime import QUEUES
 
-        jobs_use(runtime)
+        runtime = jobs_use((make_app.apps or [make_app()])[-1].extensions["newsletter"])
         worker = SimpleWorker([runtime.queue(q) for q in (queues or QUEUES)], connection=runtime.redis)
         worker.work(burst=True)
 
