@@ -62,11 +62,11 @@ def redis_pairs_problem(url_a: str, url_b: str, workers: int) -> str | None:
     )
 
 
-# Popped, not read: they share the NEWSLETTER_ prefix, and the app refuses unknown settings.
-BASE_REDIS_URL = os.environ.pop("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BASE_REDIS_URL_B = os.environ.pop("NEWSLETTER_TEST_REDIS_URL_B", "redis://127.0.0.1:6379/14")
+# Read, not popped: xdist's workers inherit them from the controller (the engine ignores NEWSLETTER_TEST_*).
+BASE_REDIS_URL = os.environ.get("NEWSLETTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+BASE_REDIS_URL_B = os.environ.get("NEWSLETTER_TEST_REDIS_URL_B", "redis://127.0.0.1:6379/14")
 REDIS_URL, REDIS_URL_B = worker_redis_urls(BASE_REDIS_URL, BASE_REDIS_URL_B, int(WORKER[2:] or 0))
-PG_URL = os.environ.pop("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get("NEWSLETTER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
