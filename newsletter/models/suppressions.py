@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 
 from sqlalchemy import String
@@ -10,18 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.core import clock
 from newsletter.core.db import Base, enum_type
+from newsletter.core.vocabulary import LIFTED_BY_OPT_IN, SuppressionReason
 
-
-class SuppressionReason(enum.StrEnum):
-    UNSUBSCRIBED = "unsubscribed"  #: left everything; a fresh double opt-in lifts it
-    BOUNCED = "bounced"  #: hard bounce (5xx at RCPT); a fresh double opt-in lifts it
-    COMPLAINED = "complained"  #: marked as spam; only an operator lifts it
-    ERASED = "erased"  #: data erased on request; a fresh double opt-in lifts it
-    MANUAL = "manual"  #: added by an operator; only an operator lifts it
-
-
-#: Reasons that a person's own fresh double opt-in may lift; the others need an operator.
-LIFTED_BY_OPT_IN = {SuppressionReason.UNSUBSCRIBED, SuppressionReason.BOUNCED, SuppressionReason.ERASED}
+__all__ = ["LIFTED_BY_OPT_IN", "Suppression", "SuppressionReason"]
 
 
 class Suppression(Base):

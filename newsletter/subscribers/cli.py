@@ -157,7 +157,7 @@ def suppressions_list(app: Flask) -> None:
 
 
 def _reasons() -> list[str]:
-    from newsletter.models import SuppressionReason
+    from newsletter.core.vocabulary import SuppressionReason
 
     return [reason.value for reason in SuppressionReason]
 
