@@ -127,6 +127,26 @@ def _rate(value: Any) -> tuple[int, int]:
     return count, seconds
 
 
+def _fraction(value: Any) -> float:
+    """A rate as a fraction: ``0.003`` or ``"0.3%"``."""
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError('expected a fraction like 0.003 or a percentage like "0.3%"') from None
+    if not 0 <= number <= 1:
+        raise ValueError("expected a rate between 0 and 1 (0% and 100%)")
+    return number
+
+
+def _address(value: Any) -> str:
+    """An email address without a display name (``bounces@store.example``), or empty."""
+    text = str(value).strip()
+    if text and (text.count("@") != 1 or any(ch in text for ch in ' <>"\r\n')):
+        raise ValueError("expected a bare address like bounces@store.example (or empty)")
+    return text
+
+
 def _token(value: Any) -> str:
     """A shared secret: empty (off) or long enough not to be guessed."""
     text = str(value).strip()
@@ -240,6 +260,32 @@ class Settings:
     )
     partner_max_body_mb: int = _setting(
         _positive_int, 64, "largest contact file a partner may POST to the API, in MiB (more: 413)"
+    )
+    # deliverability: DKIM, bounces, complaints, webhooks, automatic protection (docs/deliverability.md)
+    dkim_selector: str = _setting(_str, "", "DKIM selector (s=); empty: the engine does not sign")
+    dkim_domain: str = _setting(_str, "", "DKIM signing domain (d=); default: the From address's domain")
+    dkim_key_file: str = _setting(
+        _str, "", "PEM private key(s) for DKIM; default: instance/dkim/SELECTOR.pem (dkim keygen writes it)"
+    )
+    bounce_address: str = _setting(
+        _address, "", "bounce mailbox; each message's Return-Path becomes bounces+TOKEN@domain (VERP)"
+    )
+    soft_bounce_limit: int = _setting(
+        _positive_int, 3, "soft bounces of one address within SOFT_BOUNCE_DAYS that suppress it"
+    )
+    soft_bounce_days: int = _setting(_positive_int, 30, "the window of SOFT_BOUNCE_LIMIT, in days")
+    max_complaint_rate: float = _setting(
+        _fraction, "0.3%", "a campaign pauses itself above this complaint rate (Gmail/Yahoo: 0.3%)"
+    )
+    max_bounce_rate: float = _setting(_fraction, "5%", "a campaign pauses itself above this hard-bounce rate")
+    rate_min_sample: int = _setting(
+        _positive_int, 500, "delivered messages a campaign needs before its rates can pause it"
+    )
+    sns_topic_arns: tuple[str, ...] = _setting(
+        _list, "", "Amazon SNS topics whose SES notifications /webhooks/ses accepts, comma-separated"
+    )
+    mailgun_signing_key: str = _setting(
+        _token, "", "Mailgun's HTTP webhook signing key; empty: /webhooks/mailgun off", secret=True
     )
     wtf_csrf_enabled: bool = _setting(_bool, True, "CSRF protection on forms (never turn off in production)")
     queue_sync: bool = _setting(

@@ -11,6 +11,7 @@ from newsletter.models.campaigns import (
 )
 from newsletter.models.consent import ConsentAction, ConsentEvent
 from newsletter.models.customers import Customer
+from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
 from newsletter.models.subscribers import (
@@ -30,6 +31,7 @@ __all__ = [
     "CampaignEvent",
     "CampaignStatus",
     "Customer",
+    "DeliveryEvent",
     "Delivery",
     "DeliveryState",
     "Wave",
@@ -40,6 +42,7 @@ __all__ = [
     "PartnerInvitation",
     "PartnerShare",
     "PartnerSuppression",
+    "SignalKind",
     "Suppression",
     "SuppressionReason",
     "SignupRequest",

@@ -113,6 +113,14 @@ class Delivery(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     #: first use of the personal early-access link
     redeemed_at: Mapped[datetime | None]
+    #: summaries of the feedback (models.feedback.DeliveryEvent has every signal)
+    bounced_at: Mapped[datetime | None]
+    #: "hard" or "soft": the worst bounce seen for this message
+    bounce_kind: Mapped[str | None] = mapped_column(String(10))
+    complained_at: Mapped[datetime | None]
+    first_click_at: Mapped[datetime | None]
+    opened_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 
 
