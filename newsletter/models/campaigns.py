@@ -94,6 +94,8 @@ class Delivery(Base):
         UniqueConstraint("campaign_id", "subscriber_id"),
         Index("ix_deliveries_work", "campaign_id", "state", "send_after"),
         Index("ix_deliveries_history", "subscriber_id", "sent_at"),
+        # a provider's bounce or complaint names the message by its Message-ID
+        Index("ix_deliveries_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -32,6 +32,7 @@ class OutboxEmail(Base):
     __table_args__ = (
         Index("ix_outbox_emails_unsent", "sent_at", "created_at"),
         Index("ix_outbox_emails_mailbox", "mailbox_hash", "created_at"),
+        Index("ix_outbox_emails_message_id", "message_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

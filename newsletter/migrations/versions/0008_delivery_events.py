@@ -66,10 +66,16 @@ def upgrade() -> None:
         for name in SUMMARY:
             batch_op.add_column(sa.Column(name, sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column("bounce_kind", sa.String(length=10), nullable=True))
+        batch_op.create_index("ix_deliveries_message_id", ["message_id"], unique=False)
+    with op.batch_alter_table("outbox_emails", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_emails_message_id", ["message_id"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("outbox_emails", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_emails_message_id")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_index("ix_deliveries_message_id")
         batch_op.drop_column("bounce_kind")
         for name in reversed(SUMMARY):
             batch_op.drop_column(name)
