@@ -141,6 +141,15 @@ class SMTPSink:
             self.recorder.messages.clear()
         return [message_from_bytes(r, policy=policy.default) for r in raw]
 
+    def take_envelopes(self) -> list[tuple[str, list[str], EmailMessage]]:
+        """Every message so far with its envelope: (MAIL FROM, RCPT TOs, parsed message)."""
+        with self.recorder.lock:
+            taken = list(self.recorder.messages)
+            self.recorder.messages.clear()
+        return [
+            (sender, rcpts, message_from_bytes(raw, policy=policy.default)) for sender, rcpts, raw in taken
+        ]
+
     def take_raw(self) -> list[bytes]:
         with self.recorder.lock:
             raw = [m[2] for m in self.recorder.messages]

@@ -189,6 +189,7 @@ def test_jobs_queued_before_the_move_still_find_their_functions():
 
 def test_the_per_dialect_insert_is_chosen_in_one_place():
     """ON CONFLICT needs the dialect's own insert(); core.db.dialect_insert picks it for everyone."""
+
     def names(node: ast.AST) -> list[str]:
         if isinstance(node, ast.ImportFrom):
             return [node.module or ""]

@@ -22,6 +22,7 @@ from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, l
 from newsletter.campaigns.rate import RateLimiter
 from newsletter.core import clock
 from newsletter.core.config import Settings
+from newsletter.mail import verp
 from newsletter.mail.skeleton import Skeleton, build_skeleton, personalise
 from newsletter.mail.transports import TransportError
 from newsletter.models import Campaign, DeliveryState
@@ -147,7 +148,8 @@ def send_batch(
                 )
             if stop is None:
                 try:
-                    transport.send_raw(frozen.envelope_from, [recipient.email], data)
+                    envelope = verp.return_path(settings, verp.DELIVERY, recipient.delivery_id)
+                    transport.send_raw(envelope or frozen.envelope_from, [recipient.email], data)
                 except TransportError as exc:
                     stop = errors.on_error(session, conn, settings, campaign, recipient, exc, report)
                 except Exception as exc:  # noqa: BLE001 - e.g. an address the relay's encoding refuses

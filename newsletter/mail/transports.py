@@ -31,7 +31,7 @@ NO_SMTPUTF8 = "the relay does not offer SMTPUTF8, needed for a non-ASCII address
 
 
 class Transport(Protocol):
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, message: EmailMessage, envelope_from: str | None = None) -> None: ...
 
     def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None: ...
 
@@ -49,12 +49,15 @@ class MaildirTransport:
         self.path = Path(path)
         self._box = mailbox.Maildir(self.path, create=True)
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, envelope_from: str | None = None) -> None:
+        if envelope_from:  # what a delivering MTA writes at the top: the bounce address, visible
+            del message["Return-Path"]
+            message["Return-Path"] = f"<{envelope_from}>"
         self._box.add(message.as_bytes())
 
     def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
-        """Store a message that is already complete bytes (campaign mail)."""
-        self._box.add(data)
+        """Store a message that is already complete bytes (campaign mail), under its Return-Path."""
+        self._box.add(f"Return-Path: <{envelope_from}>\r\n".encode() + data if envelope_from else data)
 
     def close(self) -> None:
         pass
@@ -101,9 +104,11 @@ class SMTPTransport:
             raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc}", temporary=True) from exc
         return conn
 
-    def send(self, message: EmailMessage) -> None:
-        """Send one message, reconnecting once if the kept connection went away."""
-        self._deliver(lambda conn: conn.send_message(message, to_addrs=recipients_of(message)))
+    def send(self, message: EmailMessage, envelope_from: str | None = None) -> None:
+        """Send one message (MAIL FROM: ``envelope_from``, else the From address), reconnecting once."""
+        self._deliver(
+            lambda conn: conn.send_message(message, from_addr=envelope_from, to_addrs=recipients_of(message))
+        )
 
     def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
         """Send a complete message as bytes (CRLF, already encoded) on the kept connection.

@@ -96,9 +96,7 @@ def preferences_page(token: str):
         first_name=(form.first_name.data or "").strip() or None,
         partners=set(form.partners.data or []),
     )
-    preferences.update(
-        db(), subscriber, wanted, request_info("web:preferences"), sharing.partner_names(db())
-    )
+    preferences.update(db(), subscriber, wanted, request_info("web:preferences"), sharing.partner_names(db()))
     db().commit()
     return _render_preferences(subscriber, _preferences_form(subscriber), token, saved=True)
 

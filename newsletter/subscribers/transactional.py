@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.core.config import Settings
+from newsletter.mail import verp
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport, TransportError
@@ -58,7 +59,7 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
         extra["request_id"] = request_for_outbox(session, outbox)
     message = build_for(settings, outbox.kind, subscriber, **extra)
     try:
-        transport.send(message)
+        transport.send(message, envelope_from=verp.return_path(settings, verp.OUTBOX, outbox.id))
     except Exception as exc:
         permanent = isinstance(exc, TransportError) and not exc.temporary
         if not permanent and outbox.attempts < MAX_ATTEMPTS:
