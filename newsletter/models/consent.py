@@ -23,6 +23,7 @@ class ConsentAction(enum.StrEnum):
     PARTNER_IMPORTED = "partner_imported"  #: a partner sent us this person's consent; invited to confirm
     ERASED = "erased"  #: personal data erased on request; this ledger stays, pseudonymised
     IMPORTED = "imported"  #: consent given elsewhere, brought in with its evidence (subscribers.imports)
+    COMPLAINED = "complained"  #: marked one of our messages as spam (ARF or a provider): suppressed
 
 
 class LedgerIsAppendOnly(Exception):
