@@ -1,4 +1,4 @@
-"""``newsletter campaign schedule|plan|send|pause|resume|cancel|status``: the operator's controls.
+"""``newsletter campaign schedule|plan|send|pause|resume|cancel|status|report``: the operator's controls.
 
 Thin wrappers: every decision lives in scheduling.py, planning.py, state.py and
 the sending modules. They are added to the ``campaign`` group next to validate and preview.
@@ -250,6 +250,84 @@ def _print_status(data: dict) -> None:
             click.echo(f"    {n} {reason}")
 
 
+@click.command("report")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+@with_app
+def report_command(app: Flask, path: str, as_json: bool) -> None:
+    """Per wave and in total: delivered, deferred, skipped, bounces, complaints, clicks and rates."""
+    from newsletter.campaigns.report import report
+
+    runtime = app.extensions["newsletter"]
+    with runtime.sessions() as session:
+        numbers = report(session, runtime.settings, _campaign_or_fail(session, path))
+    if as_json:
+        click.echo(json.dumps(numbers.to_json(), indent=2))
+        return
+    for line in _report_lines(numbers):
+        click.echo(line)
+
+
+def _report_lines(numbers) -> list[str]:
+    """The report as a table: one column per wave and the total."""
+    title = f"{numbers.campaign}: {numbers.status}"
+    if numbers.pause_reason:
+        title += f" ({numbers.pause_reason})"
+    columns = [*numbers.waves, None]
+    cells = [w.numbers if w else numbers.total for w in columns]
+    heads = [w.name if w else "total" for w in columns]
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, values) -> None:
+        rows.append((label, [str(v) for v in values]))
+
+    row("delivered", [n.delivered for n in cells])
+    for kind in ("deferred", "skipped"):
+        reasons = sorted({key for n in cells for key in getattr(n, kind)})
+        row(kind, [sum(getattr(n, kind).values()) for n in cells])
+        for key in reasons:
+            row(f"  {key}", [getattr(n, kind).get(key, 0) for n in cells])
+    for label, name in (
+        ("queued", "queued"),
+        ("sending", "sending"),
+        ("failed", "failed"),
+        ("uncertain", "uncertain"),
+        ("bounced hard", "bounced_hard"),
+        ("bounced soft", "bounced_soft"),
+        ("complained", "complained"),
+        ("unsubscribed", "unsubscribed"),
+    ):
+        row(label, [getattr(n, name) for n in cells])
+    if numbers.track_opens:
+        row("opens *", [n.opens for n in cells])
+    row("unique clicks", [n.unique_clicks for n in cells])
+    row("early-access redemptions", [n.redemptions for n in cells])
+    for name in ("bounce", "complaint", "unsubscribe", "click"):
+        rates = [n.rates(numbers.settings)[name] for n in cells]
+        limit = rates[0].limit
+        label = f"{name} rate" + (f" (limit {limit:.2%})" if limit is not None else "")
+        row(label, [_percent(r.value) + (" OVER" if r.over else "") for r in rates])
+    width = max(len(label) for label, _ in rows)
+    sizes = [max(len(h), *(len(values[i]) for _, values in rows)) for i, h in enumerate(heads)]
+    lines = [title, "  ".join([" " * width, *(h.rjust(s) for h, s in zip(heads, sizes, strict=True))])]
+    for label, values in rows:
+        lines.append(
+            "  ".join([label.ljust(width), *(v.rjust(s) for v, s in zip(values, sizes, strict=True))])
+        )
+    if numbers.links:
+        lines.append("clicks per link (link scanners counted apart):")
+        for link in numbers.links:
+            name = link.url or "(link not in the frozen campaign)"
+            lines.append(f"  #{link.link}: {link.clicks} clicks, {link.scanners} scanner visits  {name}")
+    if numbers.opens_note:
+        lines.append(f"* {numbers.opens_note}")
+    return lines
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
 COMMANDS = [
     schedule_command,
     plan_command,
@@ -258,4 +336,5 @@ COMMANDS = [
     resume_command,
     cancel_command,
     status_command,
+    report_command,
 ]

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import state
 from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail
 from newsletter.campaigns.messages import campaign_headers
+from newsletter.campaigns.report import delivery_groups, reason_key, with_reasons
 from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
@@ -208,17 +208,9 @@ def send_now(session: Session, campaign: Campaign, now: datetime) -> Control:
     return Control(True, f"{campaign.slug}: wave {waiting[0].name!r} starts at the next tick")
 
 
-_PAST_DEADLINE = re.compile(r": next allowed [-0-9]+ [0-9:]+ UTC, after the deadline$")
-
-
 def progress(session: Session, campaign: Campaign) -> dict:
     """Counts per state per wave, the reasons of skips, deferrals and failures, and redemptions."""
-    rows = session.execute(
-        select(Wave.name, Delivery.state, Delivery.reason, func.count(), func.count(Delivery.redeemed_at))
-        .join(Delivery, Delivery.wave_id == Wave.id)
-        .where(Wave.campaign_id == campaign.id)
-        .group_by(Wave.name, Delivery.state, Delivery.reason)
-    ).all()
+    names = {w.id: w.name for w in campaign.waves}
     waves = {
         w.name: {
             "status": w.status.value,
@@ -229,19 +221,14 @@ def progress(session: Session, campaign: Campaign) -> dict:
         }
         for w in campaign.waves
     }
-    for name, row_state, reason, n, redeemed in rows:
-        wave = waves[name]
-        row_state = getattr(row_state, "value", row_state)
-        wave["states"][row_state] = wave["states"].get(row_state, 0) + n
-        wave["redemptions"] += redeemed
-        if reason and row_state in ("skipped", "deferred", "failed", "uncertain"):
-            # retry reasons carry the SMTP answer, skips past the deadline each person's next
-            # allowed time: group them by what they say, not by those details
-            if reason.startswith("retry"):
-                reason = reason.split(":")[0]
-            reason = _PAST_DEADLINE.sub(", next allowed after the deadline", reason)
-            key = f"{row_state}: {reason}"
-            wave["reasons"][key] = wave["reasons"].get(key, 0) + n
+    for row in delivery_groups(session, campaign.id):  # the same query as `campaign report`
+        wave = waves[names[row.wave_id]]
+        row_state = getattr(row.state, "value", row.state)
+        wave["states"][row_state] = wave["states"].get(row_state, 0) + row.n
+        wave["redemptions"] += row.redeemed
+        if row.reason and with_reasons(row_state):
+            key = f"{row_state}: {reason_key(row.reason)}"
+            wave["reasons"][key] = wave["reasons"].get(key, 0) + row.n
     return {
         "campaign": campaign.slug,
         "status": campaign.status.value,

@@ -1,0 +1,275 @@
+"""A campaign's numbers, per wave and in total: what was sent, what came back, and its rates.
+
+Two GROUP BY queries, whatever the campaign's size: one over the campaign's deliveries (by wave,
+state and reason, with the feedback summary columns counted alongside: ``ix_deliveries_work``
+starts with ``campaign_id``) and one over its click events (``ix_delivery_events_campaign``:
+campaign_id, kind, link, answered from the index). ``campaign status``, ``campaign report``
+and the dashboard read the same code. Rates are over delivered messages (the relay said 250);
+``None`` (shown "n/a") while nothing was delivered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from newsletter.campaigns.frozen import FrozenCampaign
+from newsletter.core.config import Settings
+from newsletter.models import Campaign, Delivery, DeliveryEvent, DeliveryState, SignalKind
+
+OPENS_NOTE = "opens are unreliable: Apple Mail Privacy Protection loads every image, so many are not people"
+#: skips past the deadline name each person's next allowed time: group them by what they say
+_PAST_DEADLINE = re.compile(r": next allowed [-0-9]+ [0-9:]+ UTC, after the deadline$")
+_WITH_REASON = ("skipped", "deferred", "failed", "uncertain")
+
+
+def delivery_groups(session: Session, campaign_id: int) -> list[Any]:
+    """The campaign's deliveries grouped by wave, state and reason, with the feedback counted."""
+    return session.execute(
+        select(
+            Delivery.wave_id,
+            Delivery.state,
+            Delivery.reason,
+            func.count().label("n"),
+            func.count(case((Delivery.bounce_kind == "hard", 1))).label("hard"),
+            func.count(case((Delivery.bounce_kind == "soft", 1))).label("soft"),
+            func.count(Delivery.complained_at).label("complained"),
+            func.count(Delivery.unsubscribed_at).label("unsubscribed"),
+            func.count(Delivery.opened_at).label("opened"),
+            func.count(Delivery.first_click_at).label("clicked"),
+            func.count(Delivery.redeemed_at).label("redeemed"),
+        )
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.wave_id, Delivery.state, Delivery.reason)
+    ).all()
+
+
+def reason_key(reason: str) -> str:
+    """A row's reason as it is counted: retries without the SMTP answer, skips without the time."""
+    if reason.startswith("retry"):
+        reason = reason.split(":")[0]
+    return _PAST_DEADLINE.sub(", next allowed after the deadline", reason)
+
+
+@dataclass(slots=True)
+class Rate:
+    """``count`` out of ``delivered``, and the limit that pauses the campaign (if there is one)."""
+
+    count: int
+    delivered: int
+    limit: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.count / self.delivered if self.delivered else None
+
+    @property
+    def over(self) -> bool:
+        return self.limit is not None and self.value is not None and self.value > self.limit
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "delivered": self.delivered,
+            "rate": self.value,
+            "limit": self.limit,
+            "over": self.over,
+        }
+
+
+@dataclass(slots=True)
+class Numbers:
+    """One wave's numbers, or the campaign's total."""
+
+    delivered: int = 0
+    queued: int = 0
+    sending: int = 0
+    failed: int = 0
+    uncertain: int = 0
+    #: reason -> rows
+    deferred: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    bounced_hard: int = 0
+    bounced_soft: int = 0
+    complained: int = 0
+    unsubscribed: int = 0
+    #: None when the campaign does not track opens
+    opens: int | None = None
+    unique_clicks: int = 0
+    redemptions: int = 0
+
+    def add(self, row, track_opens: bool) -> None:
+        kind = getattr(row.state, "value", row.state)
+        if kind in ("deferred", "skipped"):
+            reasons = getattr(self, kind)
+            key = reason_key(row.reason or "no reason given")
+            reasons[key] = reasons.get(key, 0) + row.n
+        elif kind == DeliveryState.SENT.value:
+            self.delivered += row.n
+        else:
+            setattr(self, kind, getattr(self, kind) + row.n)
+        self.bounced_hard += row.hard
+        self.bounced_soft += row.soft
+        self.complained += row.complained
+        self.unsubscribed += row.unsubscribed
+        self.unique_clicks += row.clicked
+        self.redemptions += row.redeemed
+        if track_opens:
+            self.opens = (self.opens or 0) + row.opened
+
+    def merge(self, other: Numbers) -> None:
+        for name in ("delivered", "queued", "sending", "failed", "uncertain", "bounced_hard"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in ("bounced_soft", "complained", "unsubscribed", "unique_clicks", "redemptions"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.opens is not None:
+            self.opens = (self.opens or 0) + other.opens
+        for name in ("deferred", "skipped"):
+            mine = getattr(self, name)
+            for key, n in getattr(other, name).items():
+                mine[key] = mine.get(key, 0) + n
+
+    def rates(self, settings: Settings) -> dict[str, Rate]:
+        return {
+            "bounce": Rate(self.bounced_hard, self.delivered, settings.max_bounce_rate),
+            "complaint": Rate(self.complained, self.delivered, settings.max_complaint_rate),
+            "unsubscribe": Rate(self.unsubscribed, self.delivered),
+            "click": Rate(self.unique_clicks, self.delivered),
+        }
+
+
+@dataclass(slots=True)
+class WaveReport:
+    name: str
+    status: str
+    send_at: str
+    numbers: Numbers
+
+
+@dataclass(slots=True)
+class LinkClicks:
+    """Clicks on one tracked link (people), and the link scanners' visits counted apart."""
+
+    link: int | None
+    url: str | None
+    clicks: int = 0
+    scanners: int = 0
+
+
+@dataclass(slots=True)
+class CampaignReport:
+    campaign: str
+    name: str
+    status: str
+    pause_reason: str | None
+    track_opens: bool
+    track_clicks: bool
+    waves: list[WaveReport]
+    total: Numbers
+    links: list[LinkClicks]
+    settings: Settings = field(repr=False)
+
+    @property
+    def opens_note(self) -> str | None:
+        return OPENS_NOTE if self.track_opens else None
+
+    def to_json(self) -> dict[str, Any]:
+        def numbers(n: Numbers) -> dict[str, Any]:
+            data = asdict(n)
+            if not self.track_opens:
+                data.pop("opens")
+            data["rates"] = {name: rate.to_json() for name, rate in n.rates(self.settings).items()}
+            return data
+
+        return {
+            "campaign": self.campaign,
+            "name": self.name,
+            "status": self.status,
+            "pause_reason": self.pause_reason,
+            "track_opens": self.track_opens,
+            "track_clicks": self.track_clicks,
+            "opens_note": self.opens_note,
+            "waves": [
+                {"name": w.name, "status": w.status, "send_at": w.send_at, **numbers(w.numbers)}
+                for w in self.waves
+            ],
+            "total": numbers(self.total),
+            "links": [asdict(link) for link in self.links],
+        }
+
+
+def report(session: Session, settings: Settings, campaign: Campaign) -> CampaignReport:
+    """The numbers of one scheduled campaign, per wave and in total."""
+    frozen = FrozenCampaign.of(campaign)
+    track_opens = _flag(frozen, campaign.compiled, "track_opens")
+    track_clicks = _flag(frozen, campaign.compiled, "track_clicks")
+    waves = {
+        w.id: WaveReport(
+            w.name, w.status.value, w.send_at.isoformat() + "Z", Numbers(opens=0 if track_opens else None)
+        )
+        for w in campaign.waves
+    }
+    for row in delivery_groups(session, campaign.id):
+        wave = waves.get(row.wave_id)
+        if wave is not None:
+            wave.numbers.add(row, track_opens)
+    total = Numbers(opens=0 if track_opens else None)
+    for wave in waves.values():
+        total.merge(wave.numbers)
+    return CampaignReport(
+        campaign=campaign.slug,
+        name=campaign.name,
+        status=campaign.status.value,
+        pause_reason=campaign.pause_reason,
+        track_opens=track_opens,
+        track_clicks=track_clicks,
+        waves=list(waves.values()),
+        total=total,
+        links=_links(session, campaign.id, _urls(frozen, campaign.compiled)),
+        settings=settings,
+    )
+
+
+def _links(session: Session, campaign_id: int, urls: list[str]) -> list[LinkClicks]:
+    """Clicks and scanner visits per link, from the events index alone."""
+    rows = session.execute(
+        select(DeliveryEvent.link, DeliveryEvent.kind, func.count())
+        .where(
+            DeliveryEvent.campaign_id == campaign_id,
+            DeliveryEvent.kind.in_([SignalKind.CLICK, SignalKind.SCANNER]),
+        )
+        .group_by(DeliveryEvent.link, DeliveryEvent.kind)
+    ).all()
+    links = {i: LinkClicks(i, url) for i, url in enumerate(urls)}
+    for link, kind, n in rows:
+        entry = links.setdefault(link, LinkClicks(link, _url(urls, link)))
+        if kind == SignalKind.CLICK:
+            entry.clicks += n
+        else:
+            entry.scanners += n
+    return sorted(links.values(), key=lambda e: (e.link is None, e.link or 0))
+
+
+# The tracked links and flags are added to the frozen campaign by the click-tracking work of
+# issue 12: read them defensively so that the report works with and without them.
+def _flag(frozen: FrozenCampaign, compiled: Mapping[str, Any] | None, name: str) -> bool:
+    return bool(getattr(frozen, name, None) or (compiled or {}).get(name))
+
+
+def _urls(frozen: FrozenCampaign, compiled: Mapping[str, Any] | None) -> list[str]:
+    links = getattr(frozen, "links", None) or (compiled or {}).get("links") or []
+    return [link if isinstance(link, str) else str((link or {}).get("url", "")) for link in links]
+
+
+def _url(urls: list[str], link: int | None) -> str | None:
+    return urls[link] if link is not None and 0 <= link < len(urls) else None
+
+
+def with_reasons(state_value: str) -> bool:
+    """Whether rows in this state carry a reason worth counting (``campaign status``)."""
+    return state_value in _WITH_REASON
