@@ -19,6 +19,7 @@ from newsletter.feedback.record import record
 from newsletter.feedback.signals import Signal
 from newsletter.models import Campaign, CampaignEvent, CampaignStatus, Delivery, DeliveryState, SignalKind
 from tests.sending_helpers import add_customer, now_floor, run_engine, write_campaign
+from tests.test_campaign_control_cli import lines, run
 
 VIPS = [f"vip{i}@example.com" for i in range(10)]
 OTHERS = [f"other{i}@example.com" for i in range(4)]
@@ -81,7 +82,7 @@ def campaign(runtime) -> Campaign:
         return row
 
 
-def test_complaints_pause_the_campaign_one_past_the_limit(sending):
+def test_complaints_pause_the_campaign_one_past_the_limit(sending, make_app):
     runtime = sending()
     ids = deliveries(runtime)
     assert campaign(runtime).status == CampaignStatus.SENDING
@@ -100,6 +101,8 @@ def test_complaints_pause_the_campaign_one_past_the_limit(sending):
         event = session.scalars(select(CampaignEvent).order_by(CampaignEvent.id.desc())).first()
     assert (event.from_status, event.to_status) == (CampaignStatus.SENDING, CampaignStatus.PAUSED)
     assert (event.actor, event.reason) == ("protection", reason)
+    status = run(make_app.apps[-1], "status", "test-sale")
+    assert status.exit_code == 0 and lines(status)[0] == f"test-sale: paused ({reason})"
 
     # Already paused: a further complaint leaves it alone (no second event, no error).
     assert signal(runtime, SignalKind.COMPLAINT, ids[3]).paused is None
