@@ -72,8 +72,13 @@ def db_upgrade(app: Flask, revision: str) -> None:
 @with_app
 def worker(app: Flask, burst: bool, queues: tuple[str, ...]) -> None:
     """Run an RQ worker with the app's configuration."""
+    from newsletter.mail.dkim import DKIMError, signer_for
     from newsletter.worker import run_worker
 
+    try:  # a configured key that cannot be used: one line now, not an error per message later
+        signer_for(app.settings)
+    except DKIMError as exc:
+        raise click.ClickException(str(exc)) from None
     ok = run_worker(app.extensions["newsletter"], list(queues) or None, burst=burst)
     sys.exit(0 if ok else 1)
 
