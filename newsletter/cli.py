@@ -18,6 +18,7 @@ import click
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
 from newsletter.customers.cli import customers
+from newsletter.feedback.dkim_cli import dkim, dns
 from newsletter.partners.cli import partners
 from newsletter.subscribers.cli import subscribers, suppressions
 
@@ -110,6 +111,8 @@ cli.add_command(suppressions)
 cli.add_command(customers)
 cli.add_command(partners)
 cli.add_command(campaign)
+cli.add_command(dkim)
+cli.add_command(dns)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -190,3 +190,34 @@ def signer_for(settings: Settings) -> Signer | None:
     if not domain:
         raise DKIMError("DKIM: no signing domain; set NEWSLETTER_DKIM_DOMAIN")
     return _signer(settings.dkim_selector, domain, settings.dkim_key_file)
+
+
+def public_record(key: Key) -> str:
+    """The DNS TXT value that publishes ``key``: ``v=DKIM1; k=rsa; p=...``."""
+    from cryptography.hazmat.primitives import serialization
+
+    public = key.private.public_key()
+    if key.algorithm == "rsa":  # RFC 6376: p= is the DER SubjectPublicKeyInfo
+        der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    else:  # RFC 8463: p= is the raw 32-byte public key
+        der = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return f"v=DKIM1; k={key.algorithm}; p={base64.b64encode(der).decode()}"
+
+
+def txt_strings(value: str) -> list[str]:
+    """A TXT value cut into the strings of at most 255 characters that DNS holds (RFC 1035)."""
+    return [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
+
+
+def generate_key(algorithm: str) -> bytes:
+    """A new private key as PEM (PKCS#8): RSA-2048 or Ed25519."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if algorithm == "rsa":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        private = ed25519.Ed25519PrivateKey.generate()
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
