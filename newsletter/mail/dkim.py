@@ -87,6 +87,8 @@ class Signer:
 
     def sign(self, data: bytes) -> bytes:
         """The message with its DKIM-Signature header(s) on top."""
+        if not data.endswith(b"\r\n"):  # as SMTP will send it: the verifier sees the last line ended
+            data += b"\r\n"
         split = data.find(b"\r\n\r\n")
         head, body = (data, b"") if split < 0 else (data[: split + 2], data[split + 4 :])
         fields = [f for f in _FIELDS.split(head.removesuffix(b"\r\n")) if f]
