@@ -224,3 +224,72 @@ def test_any_message_verifies(signer_and_records, subject, body):
     signer, records = signer_and_records
     text = f"From: a@store.example\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n" + "\r\n".join(body)
     assert verifies(signer.sign(text.encode()), records)
+
+
+class ZoneServer:
+    """A real DNS server on loopback UDP (dnspython's message codec) answering TXT from a dict."""
+
+    def __init__(self, records: dict[str, list[str]]):
+        import socket
+        import threading
+
+        self.records = records
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rcode
+        import dns.rdataclass
+        import dns.rdatatype
+        import dns.rrset
+
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            query = dns.message.from_wire(data)
+            reply = dns.message.make_response(query)
+            question = query.question[0]
+            name = question.name.to_text().rstrip(".")
+            if name in self.records:
+                texts = [" ".join(f'"{s}"' for s in dkim.txt_strings(v)) for v in self.records[name]]
+                reply.answer.append(dns.rrset.from_text(question.name, 300, "IN", "TXT", *texts))
+            else:
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+            self.sock.sendto(reply.to_wire(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_dns_check_reads_what_is_published(tmp_path):
+    instance = tmp_path / "instance"
+    name, value, _ = keygen(instance, "--selector", "news")
+    _, other, _ = keygen(tmp_path / "other", "--selector", "news")
+    server = ZoneServer(
+        {
+            "store.example": ["v=spf1 include:amazonses.com ~all", "google-site-verification=x"],
+            name: [value.decode()],
+        }
+    )
+    env = {
+        "NEWSLETTER_INSTANCE_PATH": str(instance),
+        "NEWSLETTER_SECRET_KEY": "s" * 32,
+        "NEWSLETTER_DKIM_SELECTOR": "news",
+    }
+    try:
+        ask = ["dns", "check", "--nameserver", f"127.0.0.1:{server.port}", "--timeout", "5"]
+        out = CliRunner().invoke(cli, ask, env=env).output
+        assert "published: v=spf1 include:amazonses.com ~all" in out
+        assert "published, matches the key" in out
+        assert out.rstrip().endswith("not published")  # no DMARC record yet
+        server.records[name] = [other.decode()]  # a stale record: another key
+        out = CliRunner().invoke(cli, ask, env=env).output
+        assert "published, but p= is NOT this key (signatures fail)" in out
+    finally:
+        server.close()
