@@ -293,3 +293,30 @@ def test_dns_check_reads_what_is_published(tmp_path):
         assert "published, but p= is NOT this key (signatures fail)" in out
     finally:
         server.close()
+
+
+def test_a_non_ascii_address_is_signed_and_sent_with_smtputf8(make_app, signup, work, tmp_path):
+    """The signing transport serialises a transactional message itself: SMTPUTF8 must still hold."""
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import Recorder, _free_port
+
+    instance = tmp_path / "instance"
+    name, value, _ = keygen(instance, "--selector", "news")
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=_free_port(), enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        make_app(
+            SMTP_URL=f"smtp://127.0.0.1:{controller.port}",
+            DKIM_SELECTOR="news",
+            DKIM_KEY_FILE=str(instance / "dkim" / "news.pem"),
+        )
+        signup("jörg@example.com", topics=["newsletter"])
+        work()
+        [(_sender, rcpts, raw)] = recorder.messages
+    finally:
+        controller.stop()
+    assert rcpts == ["jörg@example.com"]
+    assert "jörg@example.com".encode() in raw  # sent as UTF-8 (RFC 6532), not encoded words
+    assert verifies(raw, {name: value})
