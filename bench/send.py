@@ -1,6 +1,6 @@
 """Campaign sending throughput: real workers, PostgreSQL, Redis, and Postfix's smtp-sink as relay.
 
-    python bench/send.py [--subscribers 10000 100000] [--workers 2] [--capped 0.3]
+    python bench/send.py [--subscribers 10000 100000] [--workers 2] [--capped 0.3] [--dkim rsa|ed25519]
 
 For each size: seeds N confirmed subscribers, 30% of whom got another campaign 10 hours ago
 (so the store's 1-per-20h cap defers them), schedules an early-access sale built from
@@ -11,6 +11,11 @@ the wave's start (the first enqueue) to the last 250 reply, CPU seconds of the w
 reference measured in the same run: Postfix's ``smtp-source`` pushing the same number of
 same-size messages over K sessions into the same smtp-sink (the relay's and loopback's limit
 with no engine at all). Quiet hours are off (they depend on the hour the bench runs).
+
+``--dkim rsa`` runs each size twice, unsigned and DKIM-signed (RSA-2048; ``ed25519``: RSA and
+Ed25519 side by side), each next to its own reference, and prints the signing cost per
+message (worker CPU) and a micro-benchmark of signing one such message alone: the engine's
+signer (``cryptography``) against dkimpy's.
 """
 
 from __future__ import annotations
@@ -204,7 +209,7 @@ def seed(url: str, count: int, capped: float) -> None:
     engine.dispose()
 
 
-def message_size(url: str) -> int:
+def sample_message(url: str) -> bytes:
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
         compiled = conn.scalar(select(Campaign.compiled).where(Campaign.slug == SLUG))
@@ -226,7 +231,70 @@ def message_size(url: str) -> int:
         "preferences_url": link,
         "early_access_url": link,
     }
-    return len(personalise(skeleton, "reader1@bench.example", values, message_id="<bench@store.example>"))
+    return personalise(skeleton, "reader1@bench.example", values, message_id="<bench@store.example>")
+
+
+def write_keys(instance: Path, dkim: str) -> None:
+    """Keys for selector ``bench`` in the instance folder (RSA; with ``ed25519`` an Ed25519 key beside it)."""
+    from newsletter.mail.dkim import generate_key
+
+    folder = instance / "dkim"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench.pem").write_bytes(generate_key("rsa"))
+    if dkim == "ed25519":
+        (folder / "bench-ed25519.pem").write_bytes(generate_key("ed25519"))
+
+
+def sign_alone(instance: Path, message: bytes, rounds: int = 300) -> dict:
+    """ms to sign one message: the engine's signer, and dkimpy's sign() with the same RSA key."""
+    from newsletter.mail import dkim
+
+    key_file = instance / "dkim" / "bench.pem"
+    keys = [dkim.load_key(key_file, "bench")]
+    if dkim.ed25519_path(key_file).exists():
+        keys.append(dkim.load_key(dkim.ed25519_path(key_file), "bench-ed25519"))
+    ours = dkim.Signer("store.example", keys)
+
+    def timed(sign, n: int) -> float:
+        sign()
+        began = time.perf_counter()
+        for _ in range(n):
+            sign()
+        return (time.perf_counter() - began) / n * 1000
+
+    result = {"ours": timed(lambda: ours.sign(message), rounds)}
+    try:
+        import dkim as dkimpy  # a dev dependency: the tests' verifier
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:
+        return result
+    # dkimpy wants the traditional (PKCS#1) PEM and parses it on every call
+    pem = keys[0].private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    headers = [
+        b"from",
+        b"to",
+        b"subject",
+        b"date",
+        b"message-id",
+        b"list-unsubscribe",
+        b"list-unsubscribe-post",
+    ]
+    result["dkimpy"] = timed(
+        lambda: dkimpy.sign(
+            message,
+            b"bench",
+            b"store.example",
+            pem,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=headers,
+        ),
+        max(20, rounds // 10),
+    )
+    return result
 
 
 def run(cmd: list[str], env: dict) -> None:
@@ -254,7 +322,7 @@ def peak_rss_mb(pids: list[int]) -> float:
     return peak / 1024
 
 
-def bench(size: int, workers_count: int, capped: float) -> dict:
+def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="nl-bench-send-"))
     schema = f"nl_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
@@ -268,8 +336,8 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
     try:
         upgrade(url)
         seed(url, size, capped)
-        env = {
-            **os.environ,
+        env = {  # the bench's own NEWSLETTER_BENCH_* variables are no settings of the engine
+            **{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_BENCH_")},
             "NEWSLETTER_INSTANCE_PATH": str(tmp),
             "NEWSLETTER_SECRET_KEY": "bench-secret",
             "NEWSLETTER_DATABASE_URL": url,
@@ -280,6 +348,9 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
             "NEWSLETTER_TICK_INTERVAL": "1",
             "NEWSLETTER_BASE_URL": "https://store.example",
         }
+        if dkim:
+            write_keys(tmp, dkim)
+            env["NEWSLETTER_DKIM_SELECTOR"] = "bench"
         newsletter = str(Path(sys.executable).parent / "newsletter")
         run(
             [
@@ -291,7 +362,9 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
             env,
         )
         run([newsletter, "campaign", "send", SLUG, "--now"], env)
-        message_bytes = message_size(url)
+        message = sample_message(url)
+        message_bytes = len(message)
+        alone = sign_alone(tmp, message) if dkim else {}
 
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -373,6 +446,8 @@ def bench(size: int, workers_count: int, capped: float) -> dict:
         "cpu_per_1000": cpu / max(sent, 1) * 1000,
         "rss_mb": rss,
         "reference": reference,
+        "dkim": dkim,
+        "sign_alone": alone,
     }
 
 
@@ -381,19 +456,43 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, nargs="+", default=[10000, 100000])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--capped", type=float, default=0.3, help="share mailed 10 hours ago")
+    parser.add_argument(
+        "--dkim",
+        choices=["rsa", "ed25519"],
+        help="also run signed (rsa: RSA-2048; ed25519: RSA and Ed25519 side by side) and compare",
+    )
     args = parser.parse_args()
     print(f"{args.workers} workers, PostgreSQL, Redis, smtp-sink; aim: >= 1000/s and >= 50% of the limit")
     for size in args.subscribers:
-        r = bench(size, args.workers, args.capped)
-        print(
-            f"{r['subscribers']:>7} subscribers: {r['sent']} sent, {r['deferred']} deferred by the cap, "
-            f"{r['bytes']} bytes each\n"
-            f"    engine    {r['rate']:7.0f} emails/s (wave start to last 250), "
-            f"{r['cpu_per_1000']:.2f} CPU s per 1000, peak RSS {r['rss_mb']:.0f} MB per worker process\n"
-            f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink: "
-            f"ratio {r['rate'] / r['reference']:.2f}",
-            flush=True,
-        )
+        runs = [bench(size, args.workers, args.capped)]
+        if args.dkim:
+            runs.append(bench(size, args.workers, args.capped, args.dkim))
+        for r in runs:
+            label = (
+                f" DKIM-signed ({'RSA + Ed25519' if r['dkim'] == 'ed25519' else 'RSA-2048'})"
+                if r["dkim"]
+                else ""
+            )
+            print(
+                f"{r['subscribers']:>7} subscribers{label}: {r['sent']} sent, "
+                f"{r['deferred']} deferred by the cap, "
+                f"{r['bytes']} bytes each\n"
+                f"    engine    {r['rate']:7.0f} emails/s (wave start to last 250), "
+                f"{r['cpu_per_1000']:.2f} CPU s per 1000, peak RSS {r['rss_mb']:.0f} MB per worker process\n"
+                f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink: "
+                f"ratio {r['rate'] / r['reference']:.2f}",
+                flush=True,
+            )
+        if len(runs) == 2:
+            plain, signed = runs
+            alone = signed["sign_alone"]
+            print(
+                f"    signing: +{signed['cpu_per_1000'] - plain['cpu_per_1000']:.2f} ms worker CPU "
+                f"per message; {plain['rate']:.0f} -> {signed['rate']:.0f} emails/s; one "
+                f"{signed['bytes']}-byte message signed alone: {alone['ours']:.2f} ms (cryptography)"
+                + (f", {alone['dkimpy']:.2f} ms (dkimpy)" if "dkimpy" in alone else ""),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import click
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
 from newsletter.customers.cli import customers
+from newsletter.feedback.dkim_cli import dkim, dns
 from newsletter.partners.cli import partners
 from newsletter.subscribers.cli import subscribers, suppressions
 
@@ -72,8 +73,13 @@ def db_upgrade(app: Flask, revision: str) -> None:
 @with_app
 def worker(app: Flask, burst: bool, queues: tuple[str, ...]) -> None:
     """Run an RQ worker with the app's configuration."""
+    from newsletter.mail.dkim import DKIMError, signer_for
     from newsletter.worker import run_worker
 
+    try:  # a configured key that cannot be used: one line now, not an error per message later
+        signer_for(app.settings)
+    except DKIMError as exc:
+        raise click.ClickException(str(exc)) from None
     ok = run_worker(app.extensions["newsletter"], list(queues) or None, burst=burst)
     sys.exit(0 if ok else 1)
 
@@ -105,6 +111,8 @@ cli.add_command(suppressions)
 cli.add_command(customers)
 cli.add_command(partners)
 cli.add_command(campaign)
+cli.add_command(dkim)
+cli.add_command(dns)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -386,4 +386,6 @@ def load_settings(
         values["database_url"] = f"sqlite:///{Path(instance_path) / 'newsletter.sqlite3'}"
     if not values.get("outbox_dir"):
         values["outbox_dir"] = str(Path(instance_path) / "outbox")
+    if values.get("dkim_selector") and not values.get("dkim_key_file"):
+        values["dkim_key_file"] = str(Path(instance_path) / "dkim" / f"{values['dkim_selector']}.pem")
     return Settings(**values)

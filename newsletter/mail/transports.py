@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import mailbox
 import smtplib
 import ssl
@@ -13,6 +14,8 @@ from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from newsletter.core.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class TransportError(Exception):
@@ -271,8 +274,54 @@ def _dot_stuffed(data: bytes) -> bytes:
     return body + b".\r\n"
 
 
+class SigningTransport:
+    """Signs every message with DKIM (mail/dkim.py), then hands it to the transport below.
+
+    Campaign mail arrives as finished bytes per recipient; transactional mail as a message,
+    serialised here exactly as it goes out. A key that cannot be used (or a message that
+    cannot be signed) fails that message with a one-line TransportError, never a traceback:
+    temporary for the key (fix it and the retry goes out), permanent for the message.
+    """
+
+    def __init__(self, inner: Transport, settings: Settings):
+        from newsletter.mail import dkim
+
+        self.inner = inner
+        self._error: str | None = None
+        self._signer = None
+        try:
+            self._signer = dkim.signer_for(settings)
+        except dkim.DKIMError as exc:
+            self._error = str(exc)
+            log.error("%s", exc)
+
+    def _sign(self, data: bytes) -> bytes:
+        if self._signer is None:
+            raise TransportError(f"not sent: {self._error}", temporary=True)
+        try:
+            return self._signer.sign(data)
+        except ValueError as exc:
+            raise TransportError(f"cannot DKIM-sign the message: {exc}", temporary=False) from exc
+
+    def send(self, message: EmailMessage, envelope_from: str | None = None) -> None:
+        international = not all(a.isascii() for a in recipients_of(message) + [message.get("From", "")])
+        data = message.as_bytes(policy=message.policy.clone(linesep="\r\n", utf8=international))
+        sender = envelope_from or next(iter(a for _n, a in getaddresses(message.get_all("From", []))), "")
+        self.inner.send_raw(sender, recipients_of(message), self._sign(data))
+
+    def send_raw(self, envelope_from: str, recipients: list[str], data: bytes) -> None:
+        self.inner.send_raw(envelope_from, recipients, self._sign(data))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def make_transport(settings: Settings) -> Transport:
-    """The configured transport: SMTP when ``SMTP_URL`` is set, else the Maildir outbox."""
+    """The configured transport: SMTP when ``SMTP_URL`` is set, else the Maildir outbox;
+    signing with DKIM when ``DKIM_SELECTOR`` is set."""
+    inner: Transport
     if settings.smtp_url:
-        return SMTPTransport(settings.smtp_url, timeout=settings.smtp_timeout)
-    return MaildirTransport(settings.outbox_dir)
+        inner = SMTPTransport(settings.smtp_url, timeout=settings.smtp_timeout)
+    else:
+        inner = MaildirTransport(settings.outbox_dir)
+    return SigningTransport(inner, settings) if settings.dkim_selector else inner
