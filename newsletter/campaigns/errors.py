@@ -88,22 +88,11 @@ def count_error(session, settings, campaign, last: str, report) -> bool:
         return True
     if streak >= settings.pause_after_errors:
         reason = f"paused itself after {streak} consecutive send errors; last: {last}"[:1000]
-        try:
-            state.transition(
-                session,
-                campaign,
-                CampaignStatus.PAUSED,
-                reason=reason,
-                actor="worker",
-                only_from=(CampaignStatus.SENDING,),
-                pause_reason=reason,
-            )
-        except state.IllegalTransition as exc:
-            # paused or cancelled by someone else a moment ago: that decision stands; stop anyway
-            report.stopped = f"campaign {exc.current.value}"
-            return True
-        report.stopped = reason
-        log.warning("campaign %s: %s", campaign.slug, reason)
+        current = state.pause_itself(
+            session, campaign, reason, actor="worker", only_from=(CampaignStatus.SENDING,)
+        )
+        # paused or cancelled by someone else a moment ago: that decision stands; stop anyway
+        report.stopped = f"campaign {current.value}" if current else reason
         return True
     return False
 

@@ -9,6 +9,7 @@ Waves have their own small table; only the tick moves them (one tick at a time).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 
 from sqlalchemy import func, insert, select, update
@@ -24,6 +25,8 @@ from newsletter.models import (
     Wave,
     WaveStatus,
 )
+
+log = logging.getLogger(__name__)
 
 S = CampaignStatus
 #: status -> the statuses it may become; done and cancelled are final
@@ -87,6 +90,35 @@ def transition(
             return current
         # someone changed it between our read and our UPDATE: read again and judge again
     raise IllegalTransition(campaign.slug, current, to)
+
+
+def pause_itself(
+    session: Session,
+    campaign: Campaign,
+    reason: str,
+    *,
+    actor: str,
+    only_from: Collection[CampaignStatus] = ACTIVE_CAMPAIGN,
+) -> CampaignStatus | None:
+    """A campaign pausing on its own decision (send errors, protection), the reason in its status.
+
+    Returns None when it paused; else the status someone else moved it to a moment ago (paused or
+    cancelled by an operator): that decision stands. The caller commits.
+    """
+    try:
+        transition(
+            session,
+            campaign,
+            CampaignStatus.PAUSED,
+            reason=reason,
+            actor=actor,
+            only_from=only_from,
+            pause_reason=reason,
+        )
+    except IllegalTransition as exc:
+        return exc.current
+    log.warning("campaign %s: %s", campaign.slug, reason)
+    return None
 
 
 def record(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import state
 from newsletter.core.config import Settings
-from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryEvent, DeliveryState, SignalKind
+from newsletter.models import Campaign, Delivery, DeliveryEvent, DeliveryState, SignalKind
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +80,6 @@ def _delivered(session: Session, campaign_id: int, at_most: int) -> int:
 def _pause(session, campaign, name, plural, n, delivered, limit) -> str | None:
     rate = f"{name} rate {n / delivered:.2%} passed the {limit:.2%} limit"
     reason = f"{rate} ({n} {plural} in {delivered} delivered)"
-    try:
-        state.transition(
-            session,
-            campaign,
-            CampaignStatus.PAUSED,
-            reason=reason,
-            actor=ACTOR,
-            only_from=state.ACTIVE_CAMPAIGN,
-            pause_reason=reason,
-        )
-    except state.IllegalTransition:
+    if state.pause_itself(session, campaign, reason, actor=ACTOR) is not None:
         return None  # paused or cancelled a moment ago: that decision stands
-    log.warning("campaign %s: %s", campaign.slug, reason)
     return reason
