@@ -13,7 +13,6 @@ bounce or complaint: resuming is the operator's call, and the next signal is a f
 
 from __future__ import annotations
 
-import logging
 import math
 
 from sqlalchemy import distinct, func, select
@@ -22,8 +21,6 @@ from sqlalchemy.orm import Session
 from newsletter.campaigns import state
 from newsletter.core.config import Settings
 from newsletter.models import Campaign, Delivery, DeliveryEvent, DeliveryState, SignalKind
-
-log = logging.getLogger(__name__)
 
 ACTOR = "protection"
 
