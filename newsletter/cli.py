@@ -18,6 +18,7 @@ import click
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
 from newsletter.customers.cli import customers
+from newsletter.feedback.cli import bounces
 from newsletter.partners.cli import partners
 from newsletter.subscribers.cli import subscribers, suppressions
 
@@ -105,6 +106,7 @@ cli.add_command(suppressions)
 cli.add_command(customers)
 cli.add_command(partners)
 cli.add_command(campaign)
+cli.add_command(bounces)
 
 
 def main() -> None:  # pragma: no cover - console entry point
