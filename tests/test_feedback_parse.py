@@ -49,7 +49,9 @@ def test_every_sample_file_is_listed_with_its_source():
 @pytest.mark.parametrize("way", ["smtp", "import"])
 def test_each_sample_gives_its_signal_naming_the_verp_row(name, way):
     what, kind, code = EXPECTED[name]
-    envelope = [VERP] if way == "smtp" else []  # an import reads Delivered-To/X-Original-To/To (or the original)
+    envelope = (
+        [VERP] if way == "smtp" else []
+    )  # an import reads Delivered-To/X-Original-To/To (or the original)
     done = parse(report(name), SETTINGS, source=way, envelope_to=envelope)
     assert done.what == what, done.reason
     if kind is None:
@@ -64,7 +66,9 @@ def test_each_sample_gives_its_signal_naming_the_verp_row(name, way):
         assert signal.recipient is None  # Original-Rcpt-To is never used
 
 
-@pytest.mark.parametrize("name", ["postfix-user-unknown.eml", "gmail-user-unknown.eml", "exim-user-unknown.eml"])
+@pytest.mark.parametrize(
+    "name", ["postfix-user-unknown.eml", "gmail-user-unknown.eml", "exim-user-unknown.eml"]
+)
 def test_without_a_verp_tag_the_original_message_id_names_the_row(name):
     plain = report(name, verp_address="bounces@store.example")
     [signal] = parse(plain, SETTINGS, envelope_to=["bounces@store.example"]).signals

@@ -36,8 +36,11 @@ def messages(path: Path) -> Iterator[tuple[str, bytes]]:
             yield from messages(item)
     elif _is_mbox(path):
         box = mailbox.mbox(path, factory=None, create=False)
-        for number, key in enumerate(box.keys(), 1):
-            yield f"{path}#{number}", box.get_bytes(key)
+        try:
+            for number, key in enumerate(box.keys(), 1):
+                yield f"{path}#{number}", box.get_bytes(key)
+        finally:
+            box.close()
     else:
         with path.open("rb") as handle:
             yield str(path), handle.read(MAX_SIZE + 1)  # more than the limit: refused, never read whole

@@ -112,7 +112,7 @@ def _parse(raw: bytes, settings: Settings, source: str, envelope_to: list[str]) 
     if feedback is not None:
         return _arf(msg, feedback, settings, source, envelope_to)
     if _is_auto_reply(msg, strong_only=True):
-        return _ignored("auto-reply / out-of-office: not a bounce", "auto-reply")
+        return _ignored("out-of-office or other auto-reply: not a bounce", "auto-reply")
     return _other_bounce(msg, settings, source, envelope_to)
 
 

@@ -29,7 +29,9 @@ def take_report(
     """Parse one raw report and record what it says in one transaction; database errors propagate."""
     report = parse(raw, settings, source=source, envelope_to=envelope_to)
     if not report.signals:
-        return Outcome("refused" if report.refused else "ignored", f"{report.what}: {report.reason}")
+        status = "refused" if report.refused else "ignored"
+        detail = report.reason if report.what == status else f"{report.what}: {report.reason}"
+        return Outcome(status, detail)
     with sessions() as session:
         done = [record(session, settings, signal) for signal in report.signals]
         session.commit()
