@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import mailbox
+import os
+import signal
 import smtplib
+import socket
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -16,7 +20,7 @@ from newsletter.feedback.server import make_server
 from newsletter.models import Delivery, DeliveryEvent, SignalKind, Suppression, SuppressionReason
 from tests.conftest import _free_port
 from tests.feedback_helpers import send_campaign, wait_for
-from tests.test_cli import env_for
+from tests.test_cli import NEWSLETTER, env_for
 
 
 @pytest.fixture
@@ -180,3 +184,39 @@ def test_import_of_eml_files_refuses_a_huge_one_without_reading_it_whole(sent, t
     assert "1 recorded" in result.stdout and "1 refused" in result.stdout
     assert "huge.eml: refused: too large" in result.stderr
     assert counts(runtime) == (1, 1)
+
+
+def test_the_serve_command_receives_until_stopped(sent, tmp_path):
+    app, runtime, deliveries = sent
+    ann = deliveries["ann@example.com"]
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+        **env_for(app),
+        "NEWSLETTER_BOUNCE_ADDRESS": "bounces@store.example",
+    }
+    server = subprocess.Popen(
+        [NEWSLETTER, "bounces", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: server.poll() is not None or _listening(port), what="bounces serve to listen")
+        assert server.poll() is None, server.communicate()[1]
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail("", [ann.verp_address], ann.report("gmail-user-unknown.eml"))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=30)
+    assert server.returncode == 0, err
+    assert "recorded: bounce_hard 5.1.1 on delivery" in err  # one log line per report
+    with runtime.sessions() as session:
+        assert session.get(Delivery, ann.ref.row_id).bounce_kind == "hard"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
