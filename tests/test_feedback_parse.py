@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from newsletter.core.config import Settings
 from newsletter.feedback.parse import MAX_SIZE, classify, parse
@@ -143,3 +145,21 @@ def test_a_report_that_is_not_a_failure_is_no_signal():
 )
 def test_classify_keeps_hard_for_the_address_and_soft_for_the_rest(code, diagnostic, kind):
     assert classify(code, diagnostic) == kind
+
+
+SOURCES = [report(name) for name in sorted(EXPECTED)]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(SOURCES),
+    st.integers(min_value=0, max_value=6000),
+    st.binary(max_size=64),
+    st.integers(min_value=0, max_value=6000),
+)
+def test_cut_or_corrupted_reports_never_raise_and_refuse_in_one_line(raw, cut, junk, at):
+    """Any sample cut short or with bytes spliced in: a Report, never an exception."""
+    broken = raw[:cut] if cut < len(raw) else raw[:at] + junk + raw[at:]
+    done = parse(broken, SETTINGS, envelope_to=[VERP])
+    assert "\n" not in done.reason
+    assert all(s.verp == REF for s in done.signals)  # whatever survives names only the signed row

@@ -155,7 +155,7 @@ def _arf(msg: Message, part: Message, settings: Settings, source: str, envelope_
     original = _original(msg)
     agent = _one_line(_text(fields.get("user-agent")))[:300] or None
     at = _when(fields.get("arrival-date") or fields.get("received-date"))
-    report = _signal(
+    return _signal(
         "complaint",
         SignalKind.COMPLAINT,
         msg,
@@ -168,7 +168,6 @@ def _arf(msg: Message, part: Message, settings: Settings, source: str, envelope_
         None,
         at=at,
     )
-    return report
 
 
 def _other_bounce(msg: Message, settings: Settings, source: str, envelope_to: list[str]) -> Report:
