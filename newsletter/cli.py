@@ -31,9 +31,8 @@ if TYPE_CHECKING:  # annotations only: importing Flask here would slow down ever
 def cli() -> None:
     """newsletter: an opt-in email marketing engine for online stores."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # flufl.bounce logs every detector it runs, aiosmtpd ("mail.log") every connection: bounces serve
-    # logs one line per report instead
-    for noisy in ("alembic", "werkzeug", "flufl.bounce", "mail.log"):
+    # aiosmtpd ("mail.log") logs every connection: bounces serve logs one line per report instead
+    for noisy in ("alembic", "werkzeug", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

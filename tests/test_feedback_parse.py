@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -101,6 +103,7 @@ TRUNCATED = report("postfix-user-unknown.eml")[:-200]
         (b"\xff\xfe\x00garbage\x80\x81" * 50, "not an email message"),
         (TRUNCATED, "truncated"),
         (b"Subject: x\r\n" + b"a" * (MAX_SIZE + 1), "too large"),
+        (b"Subject: no sender\r\nX-Failed-Recipients: a@example.com\r\n\r\n550 5.1.1", "no From header"),
         (b"From: shop@example.com\r\nSubject: hello\r\n\r\nJust a question about my order.", "not a bounce"),
         (
             b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n"
@@ -108,15 +111,18 @@ TRUNCATED = report("postfix-user-unknown.eml")[:-200]
             "without a per-recipient block",
         ),
         (
-            "Content-Type: text/plain; charset=x-unknown-8\r\nX-Failed-Recipients: ann@example.com\r\n\r\n"
+            "From: MAILER-DAEMON@mx.example.org\r\nContent-Type: text/plain; charset=x-unknown-8\r\n"
+            "X-Failed-Recipients: ann@example.com\r\n\r\n"
             "550 5.1.1 Ã¼ñknown\r\n".encode("latin-1"),
             "names no message",
         ),
     ],
 )
-def test_bad_input_is_a_one_line_refusal_and_no_signal(raw, reason):
+def test_bad_input_is_a_one_line_refusal_and_no_signal(raw, reason, caplog):
+    caplog.set_level(logging.DEBUG)
     done = parse(raw, SETTINGS, envelope_to=["bounces@store.example"])
     assert done.signals == () and reason in done.reason and "\n" not in done.reason
+    assert not [r for r in caplog.records if r.exc_info and r.levelno > logging.DEBUG]  # no traceback
 
 
 def test_a_report_that_is_not_a_failure_is_no_signal():

@@ -40,6 +40,9 @@ from newsletter.mail import verp
 from newsletter.models.feedback import SignalKind
 
 log = logging.getLogger(__name__)
+# flufl.bounce logs every detector it runs, and a traceback when one trips over odd input before
+# raising (which parse() turns into a refusal): neither belongs in the engine's log
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 #: the largest report read (bounces carry the original message; 10 MB is plenty)
 MAX_SIZE = 10 * 1024 * 1024
@@ -174,6 +177,8 @@ def _other_bounce(msg: Message, settings: Settings, source: str, envelope_to: li
     """Not a DSN: flufl.bounce's detectors (Exim, qmail, Postfix, ... text formats), then our codes."""
     from flufl.bounce import all_failures
 
+    if not _text(msg.get("from")).strip():  # every MTA names itself; some detectors need it
+        return _ignored("not a bounce or feedback report (no From header)")
     temporary, permanent = all_failures(msg)
     if permanent:
         body = _body_text(msg)
