@@ -31,9 +31,9 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
-## make test-quick: the edit-test loop (SQLite only, no browser)
+## make test-quick: the edit-test loop (SQLite only, no browser, no Postfix)
 test-quick: $(STAMP)
-	$(BIN)/pytest $(XDIST) -m "not browser" --db sqlite $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "not browser and not postfix" --db sqlite $(PYTEST_ARGS)
 
 ## make run: gunicorn on :8000 and one worker, for real use
 run: $(STAMP)

@@ -18,6 +18,7 @@ import click
 from newsletter.campaigns.cli import campaign
 from newsletter.cli_support import with_app
 from newsletter.customers.cli import customers
+from newsletter.feedback.cli import bounces
 from newsletter.feedback.dkim_cli import dkim, dns
 from newsletter.partners.cli import partners
 from newsletter.subscribers.cli import subscribers, suppressions
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # annotations only: importing Flask here would slow down ever
 def cli() -> None:
     """newsletter: an opt-in email marketing engine for online stores."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "werkzeug"):
+    # aiosmtpd ("mail.log") logs every connection: bounces serve logs one line per report instead
+    for noisy in ("alembic", "werkzeug", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -113,6 +115,7 @@ cli.add_command(partners)
 cli.add_command(campaign)
 cli.add_command(dkim)
 cli.add_command(dns)
+cli.add_command(bounces)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -1,0 +1,86 @@
+"""Helpers for the bounce tests: sample reports filled in with our message, a sent campaign, waiting."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+from newsletter.campaigns import scheduling
+from newsletter.core import clock
+from newsletter.mail import verp
+from newsletter.mail.verp import VerpRef
+from newsletter.models import Delivery
+from tests.sending_helpers import now_floor, run_engine, write_campaign
+
+SAMPLES = Path(__file__).parent / "data" / "feedback"
+
+
+def sample(name: str, *, verp_address: str, recipient: str, message_id: str, fbl: str = "") -> bytes:
+    """A sample report with our message's VERP address, recipient and Message-ID filled in."""
+    text = (SAMPLES / name).read_text("utf-8")
+    date = format_datetime(clock.now().replace(tzinfo=None) - timedelta(minutes=1))
+    for key, value in {
+        "VERP": verp_address,
+        "RECIPIENT": recipient,
+        "MESSAGE_ID": message_id,
+        "FBL": fbl or "bounces@store.example",
+        "DATE": date,
+    }.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One delivery of the campaign: its envelope sender (VERP), the tag's reference, its Message-ID."""
+
+    address: str
+    verp_address: str
+    ref: VerpRef
+    message_id: str
+
+    def report(self, name: str, **overrides) -> bytes:
+        values = {
+            "verp_address": self.verp_address,
+            "recipient": self.address,
+            "message_id": self.message_id,
+            **overrides,
+        }
+        return sample(name, **values)
+
+
+def send_campaign(runtime, make_subscriber, smtp_sink, work, tmp_path, addresses) -> dict[str, Sent]:
+    """A campaign sent to ADDRESSES through the smtp_sink; what each delivery is known by."""
+    for address in addresses:
+        make_subscriber(address, topics=("early-access",))
+    folder = write_campaign(tmp_path, waves=[("all", "all", now_floor() - timedelta(minutes=1))])
+    with runtime.sessions() as session:
+        scheduling.schedule(session, runtime.settings, folder)
+        session.commit()
+    run_engine(runtime, work)
+    envelopes = smtp_sink.take_envelopes()
+    assert len(envelopes) == len(addresses)
+    sent = {}
+    with runtime.sessions() as session:
+        for sender, rcpts, _message in envelopes:
+            ref = verp.read(runtime.settings, sender)
+            message_id = session.scalar(select(Delivery.message_id).where(Delivery.id == ref.row_id))
+            sent[rcpts[0]] = Sent(rcpts[0], sender, ref, message_id)
+    return sent
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "the condition"):
+    """Poll CONDITION until it returns something truthy (returned), or fail after TIMEOUT seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
