@@ -100,7 +100,8 @@ def test_a_tracked_campaigns_links_redirect_to_their_targets_and_count_per_link(
     assert "/o/" not in html_of(ann)  # no pixel unless track_opens
     with app.extensions["newsletter"].sessions() as session:
         frozen = FrozenCampaign.of(session.scalar(select(Campaign)))
-    assert frozen.track_clicks and list(frozen.links) == TARGETS
+    assert frozen.track_clicks and list(frozen.links) == TARGETS and not frozen.track_opens
+    assert frozen.email_for(None).links == (0, 1) and FrozenCampaign.from_json(frozen.to_json()) == frozen
 
     client = app.test_client()
     clock.travel(timedelta(minutes=10))  # a person, reading the mail later
