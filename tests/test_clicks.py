@@ -386,3 +386,16 @@ def test_validate_points_at_a_track_key_that_is_not_a_boolean(tmp_path):
     assert source is not None and not source.track_clicks and not source.track_opens
     good = write_files(tmp_path, TOML + "track_clicks = true\n", MJML, slug="good")
     assert load_campaign(good, problems := []).track_clicks and problems == []
+
+
+def test_campaign_validate_reports_a_bad_track_clicks_at_its_place(app, tmp_path):
+    from tests.campaign_helpers import MJML, TOML
+    from tests.campaign_helpers import write_campaign as write_files
+    from tests.test_campaign_cli import run
+
+    folder = write_files(tmp_path, 'track_clicks = "yes"\n' + TOML, MJML)
+    result = run(app, "validate", str(folder))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{folder}/campaign.toml:1:16: track_clicks must be true or false (without quotes), got 'yes'"
+    ]
