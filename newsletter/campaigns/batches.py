@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import redis
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns import caps, errors, state
+from newsletter.campaigns import caps, errors, state, tracking
 from newsletter.campaigns.decisions import decide
 from newsletter.campaigns.frozen import FrozenCampaign
 from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
@@ -48,16 +48,24 @@ def skeletons_for(campaign: Campaign, frozen: FrozenCampaign | None = None) -> d
     return result
 
 
-def personal_values(settings: Settings, campaign: Campaign, recipient: Recipient) -> dict[str, str]:
+def personal_values(
+    settings: Settings, campaign: Campaign, recipient: Recipient, *, tracked: bool = False
+) -> dict[str, str]:
+    """One recipient's values; ``tracked``: the campaign tracks clicks or opens (one token per message)."""
     who = _Who(recipient.subscriber_id, recipient.email_hash)
     values = {
         "first_name": recipient.first_name or "",
         "email": recipient.email,
-        "unsubscribe_url": links.unsubscribe_url(settings, who, topic=campaign.topic_slug),
+        # the campaign in the link: an unsubscribe through it counts against this campaign
+        "unsubscribe_url": links.unsubscribe_url(
+            settings, who, topic=campaign.topic_slug, campaign_id=campaign.id
+        ),
         "preferences_url": links.preferences_url(settings, who),
     }
     if campaign.sale_url:
         values["early_access_url"] = links.early_access_url(settings, who, campaign.id)
+    if tracked:
+        values.update(tracking.personal_urls(settings, campaign.id, recipient.delivery_id))
     return values
 
 
@@ -102,6 +110,7 @@ def send_batch(
 
     frozen = FrozenCampaign.of(campaign)
     skeletons = skeletons_for(campaign, frozen)
+    tracked = frozen.track_clicks or frozen.track_opens
     limiter = RateLimiter(conn, settings.send_rate)
     ledger = Ledger(session, campaign.topic_slug, token)
     errors_since_success = 0
@@ -134,7 +143,7 @@ def send_batch(
             message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
             stop = None
             try:
-                values = personal_values(settings, campaign, recipient)
+                values = personal_values(settings, campaign, recipient, tracked=tracked)
                 data = personalise(skeleton, recipient.email, values, message_id=message_id)
             except Exception as exc:  # noqa: BLE001 - one person's data must not stop the slice
                 stop = errors.on_bad_message(

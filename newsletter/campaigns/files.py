@@ -19,7 +19,19 @@ CAMPAIGN_FILE = "campaign.toml"
 MJML_FILE = "email.mjml"
 TEXT_FILE = "email.txt"
 
-TOP_KEYS = {"name", "subject", "preheader", "from", "topic", "deliver_by", "send_at", "sale", "wave"}
+TOP_KEYS = {
+    "name",
+    "subject",
+    "preheader",
+    "from",
+    "topic",
+    "deliver_by",
+    "send_at",
+    "sale",
+    "wave",
+    "track_clicks",
+    "track_opens",
+}
 SALE_KEYS = {"url", "public_at", "ends_at"}
 WAVE_KEYS = {"name", "audience", "send_at"}
 IMPLICIT_WAVE = "all"
@@ -81,6 +93,10 @@ class CampaignSource:
     waves: list[WaveSource]
     mjml: str  #: email.mjml source
     text: str | None  #: email.txt source, if the folder has one
+    #: links go through /c/<token>/<n> (counted); off unless the file says so
+    track_clicks: bool = False
+    #: a 1x1 image at /o/<token> (opens; unreliable since Apple's Mail Privacy Protection)
+    track_opens: bool = False
     locations: Locations = field(repr=False, default_factory=lambda: Locations(""))
 
 
@@ -156,6 +172,14 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             self.error(f"{key} must be a non-empty string", key, table, index)
             return None
+        return value
+
+    def flag(self, data: dict, key: str) -> bool:
+        """A true/false key, false when absent."""
+        value = data.get(key, False)
+        if not isinstance(value, bool):
+            self.error(f"{key} must be true or false (without quotes), got {value!r}", key)
+            return False
         return value
 
     def time(
@@ -268,6 +292,7 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         read.error(f"from must be an address like 'Store <news@store.example>', got {sender!r}", "from")
     topic = read.text(data, "topic", required=True)
     deliver_by = read.time(data, "deliver_by", required=False)
+    track_clicks, track_opens = read.flag(data, "track_clicks"), read.flag(data, "track_opens")
 
     sale = None
     if "sale" in data:
@@ -300,6 +325,8 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         waves=waves,
         mjml=mjml,
         text=text,
+        track_clicks=track_clicks,
+        track_opens=track_opens,
         locations=locations,
     )
 

@@ -30,15 +30,20 @@ class FrozenEmail:
     slots: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: headers of the wave's email; values may hold slot tokens (the unsubscribe URL)
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: the tracked links this email holds: indices into ``FrozenCampaign.links`` (click tracking)
+    links: tuple[int, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "subject": self.subject,
             "html": self.html,
             "text": self.text,
             "slots": {token: list(slot) for token, slot in self.slots.items()},
             "headers": dict(self.headers),
         }
+        if self.links:
+            data["links"] = list(self.links)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FrozenEmail:
@@ -48,6 +53,7 @@ class FrozenEmail:
             text=data["text"],
             slots={token: tuple(slot) for token, slot in (data.get("slots") or {}).items()},
             headers=dict(data.get("headers") or {}),
+            links=tuple(data.get("links") or ()),
         )
 
 
@@ -62,18 +68,30 @@ class FrozenCampaign:
     files: Mapping[str, str] = field(default_factory=dict)
     #: wave name (or ALL_WAVES) -> its email
     waves: Mapping[str, FrozenEmail] = field(default_factory=dict)
+    #: campaign.toml's track_clicks and track_opens (rows frozen before them: off)
+    track_clicks: bool = False
+    track_opens: bool = False
+    #: the tracked links' targets; ``/c/<token>/<n>`` redirects to ``links[n]`` and nowhere else
+    links: tuple[str, ...] = ()
 
     def email_for(self, wave_name: str | None) -> FrozenEmail:
         """The wave's own email, or the one all waves share."""
         return self.waves.get(wave_name or ALL_WAVES) or self.waves[ALL_WAVES]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "sender": self.sender,
             "envelope_from": self.envelope_from,
             "files": dict(self.files),
             "waves": {name: email.to_json() for name, email in self.waves.items()},
         }
+        # written only when on, so an untracked campaign's row keeps the shape it always had
+        if self.track_clicks:
+            data["track_clicks"] = True
+            data["links"] = list(self.links)
+        if self.track_opens:
+            data["track_opens"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FrozenCampaign:
@@ -83,6 +101,9 @@ class FrozenCampaign:
             envelope_from=data.get("envelope_from") or parseaddr(sender)[1],
             files=dict(data.get("files") or {}),
             waves={name: FrozenEmail.from_json(email) for name, email in (data.get("waves") or {}).items()},
+            track_clicks=bool(data.get("track_clicks")),
+            track_opens=bool(data.get("track_opens")),
+            links=tuple(data.get("links") or ()),
         )
 
     @classmethod

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns import state
+from newsletter.campaigns import state, tracking
 from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail
 from newsletter.campaigns.messages import campaign_headers
@@ -96,20 +96,27 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         session.flush()
 
     sender = source.sender or settings.from_
+    emails = {
+        (name or ALL_WAVES): FrozenEmail(
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            slots=email.slots,
+            headers=campaign_headers(source, site, name),
+        )
+        for name, email in report.emails.items()
+    }
+    links: tuple[str, ...] = ()
+    if source.track_clicks or source.track_opens:
+        emails, links = tracking.apply(emails, clicks=source.track_clicks, opens=source.track_opens)
     frozen = FrozenCampaign(
         sender=sender,
         envelope_from=parseaddr(sender)[1],
         files=file_hashes(folder),
-        waves={
-            (name or ALL_WAVES): FrozenEmail(
-                subject=email.subject,
-                html=email.html,
-                text=email.text,
-                slots=email.slots,
-                headers=campaign_headers(source, site, name),
-            )
-            for name, email in report.emails.items()
-        },
+        waves=emails,
+        track_clicks=source.track_clicks,
+        track_opens=source.track_opens,
+        links=links,
     )
     sale = source.sale
     deadline = as_utc(sale.public_at) if sale else (as_utc(source.deliver_by) if source.deliver_by else None)

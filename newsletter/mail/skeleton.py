@@ -24,8 +24,16 @@ from urllib.parse import quote
 from newsletter.core import clock
 from newsletter.mail.message import check_header_value, domain_of
 
-#: the personal values a sender passes to ``personalise``
-VALUE_NAMES = ("first_name", "email", "unsubscribe_url", "preferences_url", "early_access_url")
+#: the personal values a sender passes to ``personalise`` (click_url, open_url: tracked campaigns)
+VALUE_NAMES = (
+    "first_name",
+    "email",
+    "unsubscribe_url",
+    "preferences_url",
+    "early_access_url",
+    "click_url",
+    "open_url",
+)
 #: where a token sits decides how its value is escaped
 CONTEXTS = ("html", "attr", "url", "query", "text", "header")
 #: a token: only URL-unreserved characters, so Jinja, MJML, premailer and QP leave it alone.

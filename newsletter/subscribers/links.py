@@ -35,9 +35,17 @@ def confirm_url(settings: Settings, subscriber: Subscriber, request_id: int | No
     return f"{_base(settings)}/confirm/{token}"
 
 
-def unsubscribe_url(settings: Settings, subscriber: Subscriber, topic: str | None = None) -> str:
-    """The unsubscribe link; with ``topic`` its page offers "only this topic" first."""
-    extra = {"t": topic} if topic else {}
+def unsubscribe_url(
+    settings: Settings, subscriber: Subscriber, topic: str | None = None, campaign_id: int | None = None
+) -> str:
+    """The unsubscribe link; with ``topic`` its page offers "only this topic" first.
+
+    ``campaign_id`` (``c``): the campaign whose email carries the link, so that an unsubscribe
+    through it is counted on that campaign's delivery (``attribution.py``).
+    """
+    extra: dict[str, Any] = {"t": topic} if topic else {}
+    if campaign_id is not None:
+        extra["c"] = campaign_id
     token = make_token(settings, Purpose.UNSUBSCRIBE, _payload(subscriber, **extra))
     return f"{_base(settings)}/unsubscribe/{token}"
 

@@ -10,7 +10,7 @@ from flask import Response, current_app, render_template, request
 from wtforms import SelectChoice
 
 from newsletter.models import Frequency, SubscriberStatus
-from newsletter.subscribers import links, preferences, sharing
+from newsletter.subscribers import attribution, links, preferences, sharing
 from newsletter.subscribers.data_rights import erase, export_data
 from newsletter.subscribers.forms import EraseForm, PreferencesForm, UnsubscribeForm
 from newsletter.subscribers.tokens import Purpose, TokenError
@@ -171,7 +171,11 @@ def unsubscribe(token: str):
     # One-click leaves everything: a mailbox's "unsubscribe" button means "stop writing to me".
     scoped = topic if (not one_click and topic and request.form.get("scope") == "topic") else None
     source = "rfc8058:one-click" if one_click else "web:unsubscribe"
-    preferences.unsubscribe(db(), subscriber, request_info(source), topic=scoped.slug if scoped else None)
+    changed = preferences.unsubscribe(
+        db(), subscriber, request_info(source), topic=scoped.slug if scoped else None
+    )
+    if changed and isinstance(payload.get("c"), int):  # the link of a campaign's email
+        attribution.count_unsubscribe(db(), subscriber, payload["c"], how=source)
     db().commit()
     return render_template(
         "web/unsubscribed.html",
