@@ -390,3 +390,28 @@ def test_a_mailgun_event_we_do_not_act_on_is_acknowledged(sent):
     body["event-data"]["event"] = "opened"
     answer = post(app, "/webhooks/mailgun", body)
     assert answer.status_code == 200 and answer.json["message"] == "nothing to record"
+
+
+def test_nested_brackets_and_odd_urls_get_a_400_or_403_not_a_500(sent):
+    app, rows = sent
+    sender, _delivery = rows["ann@example.com"]
+    _refused(app, b"[" * 200_000, 400, "not JSON")
+    _refused(app, b"[" * 200_000, 400, "not JSON", path="/webhooks/mailgun")
+    message = ses_event("ses-bounce-notification.json", sender)
+    for url in ("https://[sns.us-east-1.amazonaws.com/x", "https://sns.us-east-1.amazonaws.com:x/"):
+        _refused(app, sns_envelope(message, SigningCertURL=url), 403, "SigningCertURL")
+
+
+def test_without_redis_mailgun_tokens_are_not_remembered_but_event_ids_still_are(sent, make_app):
+    app, rows = sent
+    sender, delivery = rows["bob@example.com"]
+    no_redis = make_app(
+        BOUNCE_ADDRESS="bounces@store.example",
+        MAILGUN_SIGNING_KEY=MAILGUN_KEY,
+        REDIS_URL="redis://127.0.0.1:1/0",
+    )
+    body = mailgun_body("mailgun-failed-permanent.json", sender, delivery.message_id)
+    assert post(no_redis, "/webhooks/mailgun", body).json["recorded"] == 1
+    replay = post(no_redis, "/webhooks/mailgun", body)  # the token cannot be checked: the id can
+    assert replay.status_code == 200 and replay.json["duplicate"] == 1
+    assert _state(app)[0] == 1

@@ -66,8 +66,12 @@ def fetch_https(url: str) -> bytes:
 
 def aws_url(url: Any, what: str) -> str:
     """The URL if it is https on an SNS host of AWS; otherwise refused (a forger's own server)."""
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme != "https" or not _HOST.fullmatch(parts.hostname or "") or parts.port:
+    try:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        port = parts.port if parts else None
+    except ValueError:  # "https://[x" or a port that is no number
+        parts = port = None
+    if parts is None or parts.scheme != "https" or not _HOST.fullmatch(parts.hostname or "") or port:
         raise Refused(f"{what} is not an https URL on sns.<region>.amazonaws.com")
     return url
 

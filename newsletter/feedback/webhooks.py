@@ -44,7 +44,7 @@ def _json_body():
         return json.loads(data.decode("utf-8")), None
     except UnicodeDecodeError:
         return None, ("the body is not UTF-8", 400)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a body of nested brackets
         return None, ("the body is not JSON", 400)
 
 
@@ -90,7 +90,7 @@ def ses_webhook():
     try:
         event = json.loads(message["Message"])
         signals = ses.signals(settings, event, message["MessageId"])
-    except ValueError:
+    except (ValueError, RecursionError):
         return _answer("Message is not JSON", 400)
     except ses.Malformed as exc:
         return _answer(str(exc), 400)
