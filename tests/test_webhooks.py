@@ -415,3 +415,26 @@ def test_without_redis_mailgun_tokens_are_not_remembered_but_event_ids_still_are
     replay = post(no_redis, "/webhooks/mailgun", body)  # the token cannot be checked: the id can
     assert replay.status_code == 200 and replay.json["duplicate"] == 1
     assert _state(app)[0] == 1
+
+
+def test_an_undetermined_bounce_is_soft_and_a_published_delivery_is_informational(sent):
+    app, rows = sent
+    sender, delivery = rows["ann@example.com"]
+    bounce = json.loads(ses_event("ses-bounce-notification.json", sender))
+    bounce["bounce"]["bounceType"] = "Undetermined"
+    assert post(app, "/webhooks/ses", sns_envelope(json.dumps(bounce))).json["recorded"] == 1
+    published = {
+        "eventType": "Delivery",
+        "mail": bounce["mail"],
+        "delivery": {"recipients": ["ann@example.com"], "smtpResponse": "250 2.6.0 Message received"},
+    }
+    assert post(app, "/webhooks/ses", sns_envelope(json.dumps(published))).json["recorded"] == 1
+    ignored = {"eventType": "Open", "mail": bounce["mail"], "open": {}}
+    assert (
+        post(app, "/webhooks/ses", sns_envelope(json.dumps(ignored))).json["message"] == "nothing to record"
+    )
+    with app.extensions["newsletter"].sessions() as session:
+        kinds = session.scalars(select(DeliveryEvent.kind).order_by(DeliveryEvent.id)).all()
+        assert kinds == [SignalKind.BOUNCE_SOFT, SignalKind.DELIVERED]
+        assert session.get(Delivery, delivery.id).bounce_kind == "soft"
+        assert session.scalar(select(func.count(Suppression.id))) == 0
