@@ -438,3 +438,16 @@ def test_an_undetermined_bounce_is_soft_and_a_published_delivery_is_informationa
         assert kinds == [SignalKind.BOUNCE_SOFT, SignalKind.DELIVERED]
         assert session.get(Delivery, delivery.id).bounce_kind == "soft"
         assert session.scalar(select(func.count(Suppression.id))) == 0
+
+
+def test_control_characters_in_provider_fields_are_cleaned_not_a_database_error(sent):
+    app, rows = sent
+    sender, delivery = rows["bob@example.com"]
+    body = mailgun_body("mailgun-failed-permanent.json", "", "unused")
+    body["event-data"]["message"]["headers"]["message-id"] = delivery.message_id.strip("<>") + "\x00"
+    body["event-data"]["recipient"] = "bob@example.com\x00"
+    body["event-data"]["delivery-status"]["message"] = "No\x00 Such User"
+    answer = post(app, "/webhooks/mailgun", body)
+    assert answer.status_code == 200 and answer.json["recorded"] == 1
+    with app.extensions["newsletter"].sessions() as session:
+        assert "No  Such User" in session.scalar(select(DeliveryEvent.diagnostic))

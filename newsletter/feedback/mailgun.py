@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from newsletter.core.config import Settings
+from newsletter.feedback.ses import text
 from newsletter.feedback.signals import Signal
 from newsletter.mail import verp
 from newsletter.models import SignalKind
@@ -85,10 +86,10 @@ def release_token(conn: redis.Redis, token: str) -> None:
 def signal(settings: Settings, event: dict) -> Signal | None:
     """The signal one event carries, or None for events we do not act on (opened, accepted...)."""
     name = event.get("event")
-    event_id = event.get("id")
+    event_id = text(event.get("id"), 255) if isinstance(event.get("id"), str) else None
     if not isinstance(name, str):
         raise Refused("event-data.event is missing", 400)
-    if not isinstance(event_id, str) or not event_id:
+    if not event_id:
         raise Refused("event-data.id is missing", 400)
     if name == "failed":
         kind = _FAILED.get(event.get("severity"))
@@ -113,9 +114,9 @@ def signal(settings: Settings, event: dict) -> Signal | None:
         kind,
         SOURCE,
         verp=ref,
-        message_id=None if ref else (message_id.strip() or None if message_id else None),
-        recipient=str(event.get("recipient") or "")[:320] or None,
-        status_code=str(code)[:16] if code not in (None, "") else None,
-        diagnostic="; ".join(parts)[:2000] or None,
+        message_id=None if ref else text(message_id, 998),
+        recipient=text(event.get("recipient"), 320),
+        status_code=text(code, 16),
+        diagnostic=text("; ".join(parts), 2000),
         provider_event_id=event_id,
     )

@@ -19,6 +19,15 @@ SOURCE = "webhook:ses"
 _BOUNCE = {"Permanent": SignalKind.BOUNCE_HARD, "Transient": SignalKind.BOUNCE_SOFT}
 
 
+def text(value: Any, limit: int) -> str | None:
+    """A provider's string as we store it: no NUL or other control characters (PostgreSQL
+    refuses NUL), at most ``limit`` characters; None when nothing is left."""
+    if value is None or value == "":
+        return None
+    cleaned = "".join(ch if ch >= " " or ch in "\t" else " " for ch in str(value)).strip()
+    return cleaned[:limit] or None
+
+
 class Malformed(Exception):
     """The SES event lacks a field we need; the message names it."""
 
@@ -26,10 +35,10 @@ class Malformed(Exception):
 def _message_id(mail: dict) -> str | None:
     for header in mail.get("headers") or ():
         if isinstance(header, dict) and str(header.get("name", "")).lower() == "message-id":
-            return str(header.get("value") or "") or None
+            return text(header.get("value"), 998)
     common = mail.get("commonHeaders")
     value = common.get("messageId") if isinstance(common, dict) else None
-    return value if isinstance(value, str) and value else None
+    return text(value, 998) if isinstance(value, str) else None
 
 
 def _list(value: Any, name: str) -> list[dict]:
@@ -51,6 +60,7 @@ def signals(settings: Settings, event: Any, sns_message_id: str) -> list[Signal]
     source = mail.get("source")
     ref = verp.read(settings, source) if isinstance(source, str) else None
     message_id = None if ref else _message_id(mail)
+    event_id = text(sns_message_id, 200) or "?"
     found: list[tuple[SignalKind, dict, str | None, str | None]] = []
     if kind == "Bounce":
         bounce = event.get("bounce")
@@ -83,10 +93,10 @@ def signals(settings: Settings, event: Any, sns_message_id: str) -> list[Signal]
             SOURCE,
             verp=ref,
             message_id=message_id,
-            recipient=str(entry.get("emailAddress") or "")[:320] or None,
-            status_code=str(status)[:16] if status else None,
-            diagnostic=str(note)[:2000] if note else None,
-            provider_event_id=sns_message_id if i == 0 else f"{sns_message_id}:{i}",
+            recipient=text(entry.get("emailAddress"), 320),
+            status_code=text(status, 16),
+            diagnostic=text(note, 2000),
+            provider_event_id=event_id if i == 0 else f"{event_id}:{i}",
         )
         for i, (signal_kind, entry, status, note) in enumerate(found)
     ]
