@@ -32,6 +32,7 @@ def _register_blueprints(app: Flask) -> None:
     from newsletter.early_access import api as early_access_api  # noqa: F401  (routes on the store API)
     from newsletter.early_access import views as early_access_views  # noqa: F401  (public routes)
     from newsletter.feedback.views import bp as tracking_bp
+    from newsletter.feedback.webhooks import bp as webhooks_bp
     from newsletter.partners.api import bp as partners_api_bp
     from newsletter.subscribers import manage  # noqa: F401  (routes on the public blueprint)
     from newsletter.subscribers.views import bp as public_bp
@@ -42,4 +43,5 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(tracking_bp)  # /c/<token>/<n> and /o/<token>: GET only
     app.register_blueprint(csrf.exempt(partners_api_bp))  # signed requests, no cookies
     app.register_blueprint(api_bp)
+    app.register_blueprint(csrf.exempt(webhooks_bp))  # signed by the provider, no cookies
     csrf.exempt(api_bp)  # bearer token, no cookies: nothing for a forged request to ride on

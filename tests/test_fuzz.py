@@ -160,7 +160,12 @@ def header_value(value: str) -> str:
 @pytest.fixture
 def fuzz_app(make_app, make_subscriber, runtime):
     app = make_app(
-        API_TOKEN=API_TOKEN, STORE_ID="store-b", SIGNUP_RATE_LIMIT="1000000/60", CONFIRMATIONS_PER_ADDRESS=0
+        API_TOKEN=API_TOKEN,
+        STORE_ID="store-b",
+        SIGNUP_RATE_LIMIT="1000000/60",
+        CONFIRMATIONS_PER_ADDRESS=0,
+        SNS_TOPIC_ARNS="arn:aws:sns:us-east-1:123456789012:fuzz",  # the webhooks on, not a 404
+        MAILGUN_SIGNING_KEY="fuzz-mailgun-key-" + "m" * 20,
     )
     with app.app_context():
         with runtime.sessions() as session:

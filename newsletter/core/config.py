@@ -284,6 +284,11 @@ class Settings:
     sns_topic_arns: tuple[str, ...] = _setting(
         _list, "", "Amazon SNS topics whose SES notifications /webhooks/ses accepts, comma-separated"
     )
+    sns_cert_dir: str = _setting(
+        _str,
+        "",
+        "SNS signing certificates by URL hash (one placed there is trusted); default: instance/sns-certs",
+    )
     mailgun_signing_key: str = _setting(
         _token, "", "Mailgun's HTTP webhook signing key; empty: /webhooks/mailgun off", secret=True
     )
