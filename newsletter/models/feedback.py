@@ -29,7 +29,11 @@ class SignalKind(enum.StrEnum):
 
 
 class DeliveryEvent(Base):
-    """One signal about one sent message (append-only)."""
+    """One signal about one sent message.
+
+    Append-only, with one exception: when a burst of hits shows a link scanner, the earlier
+    hits of that message already stored as ``click`` become ``scanner`` (feedback/clicks.py).
+    """
 
     __tablename__ = "delivery_events"
     __table_args__ = (
