@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from newsletter.campaigns.cli import campaign
+from newsletter.campaigns.codes_cli import codes
 from newsletter.cli_support import with_app
 from newsletter.customers.cli import customers
 from newsletter.feedback.cli import bounces
@@ -113,6 +114,7 @@ cli.add_command(suppressions)
 cli.add_command(customers)
 cli.add_command(partners)
 cli.add_command(campaign)
+cli.add_command(codes)
 cli.add_command(dkim)
 cli.add_command(dns)
 cli.add_command(bounces)

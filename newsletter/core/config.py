@@ -229,6 +229,12 @@ class Settings:
         "HMAC key of early-access codes (share it with the store); empty: derived from SECRET_KEY",
         secret=True,
     )
+    reward_code_secret: str = _setting(
+        _token,
+        "",
+        "HMAC key of generated reward codes (share it with the store); empty: derived from SECRET_KEY",
+        secret=True,
+    )
     early_access_code_minutes: int = _setting(
         _int, 15, "minutes an early-access code is valid after the click"
     )

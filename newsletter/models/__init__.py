@@ -6,6 +6,7 @@ from newsletter.models.campaigns import (
     CampaignStatus,
     Delivery,
     DeliveryState,
+    RewardCode,
     Wave,
     WaveStatus,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "DeliveryEvent",
     "Delivery",
     "DeliveryState",
+    "RewardCode",
     "Wave",
     "WaveStatus",
     "Frequency",

@@ -123,7 +123,32 @@ class Delivery(Base):
     first_click_at: Mapped[datetime | None]
     opened_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
+    #: the personal reward code this message carries ([reward] in campaign.toml), set before sending
+    reward_code: Mapped[str | None] = mapped_column(String(200))
+    #: the store reported the reward code used (POST /api/codes/redeemed; pool codes: reward_codes too)
+    reward_redeemed_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
+
+
+class RewardCode(Base):
+    """One code of a pool the store made (``newsletter codes import``), handed out once.
+
+    ``delivery_id`` is unique: one code per message, and a code never goes to two messages.
+    """
+
+    __tablename__ = "reward_codes"
+    __table_args__ = (UniqueConstraint("pool", "code"), Index("ix_reward_codes_free", "pool", "delivery_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool: Mapped[str] = mapped_column(String(100))
+    code: Mapped[str] = mapped_column(String(200))
+    loaded_at: Mapped[datetime] = mapped_column(default=clock.now)
+    delivery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="SET NULL"), unique=True
+    )
+    assigned_at: Mapped[datetime | None]
+    #: the store reported the code used (POST /api/codes/redeemed)
+    redeemed_at: Mapped[datetime | None]
 
 
 class CampaignEvent(Base):
