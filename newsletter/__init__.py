@@ -28,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> App:
 
 def _register_blueprints(app: Flask) -> None:
     """The features' pages and API routes (web/ sets the app up and knows no feature)."""
+    from newsletter.campaigns import api as campaigns_api  # noqa: F401  (routes on the store API)
     from newsletter.customers import api as customers_api  # noqa: F401  (routes on the store API)
     from newsletter.early_access import api as early_access_api  # noqa: F401  (routes on the store API)
     from newsletter.early_access import views as early_access_views  # noqa: F401  (public routes)

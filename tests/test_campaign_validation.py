@@ -44,7 +44,7 @@ def only(folder, warnings=False):
     return found[0]
 
 
-@pytest.mark.parametrize("slug", ["spring-sale", "monthly-newsletter"])
+@pytest.mark.parametrize("slug", ["spring-sale", "monthly-newsletter", "vip-thank-you"])
 def test_the_examples_are_valid(slug):
     report = validate_campaign(EXAMPLES / slug, SITE, NOW)
     assert report.ok and not report.warnings, [str(p) for p in report.problems]

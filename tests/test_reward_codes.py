@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+import re
+from datetime import date, timedelta
 
+import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from newsletter.campaigns import rewards
+from newsletter.campaigns import batches, rewards, scheduling
 from newsletter.cli import cli
-from newsletter.models import RewardCode
+from newsletter.core import clock
+from newsletter.mail.transports import make_transport
+from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, RewardCode
 from tests.test_cli import env_for
 
 
@@ -69,3 +73,271 @@ def test_generated_code_verifies_and_an_altered_one_does_not(app):
         "",
     ):
         assert rewards.verify_code(settings, altered, date(2030, 1, 1)).status == "unknown", altered
+
+
+# --- end to end: a real send over SMTP on loopback -------------------------------------------
+
+NO_CAPS = {"MARKETING_CAPS": "", "QUIET_HOURS": ""}
+REWARD_MJML = """{% extends "base.mjml" %}
+{% block content %}
+<mj-section background-color="#ffffff" padding="0 24px">
+  <mj-column>
+    <mj-text>Hello {{ subscriber.first_name or "there" }}, your code: {{ reward.code }}</mj-text>
+    <mj-text>Valid until {{ reward.expires or "the end of the year" }}.</mj-text>
+  </mj-column>
+</mj-section>
+{% endblock %}
+"""
+
+
+def reward_campaign(tmp_path, reward: str, slug: str = "vip-gift"):
+    from tests.sending_helpers import now_floor, write_campaign
+
+    folder = write_campaign(
+        tmp_path, waves=[("all", "all", now_floor() + timedelta(minutes=1))], topic="newsletter", slug=slug
+    )
+    (folder / "email.mjml").write_text(REWARD_MJML, "utf-8")
+    with open(folder / "campaign.toml", "a", encoding="utf-8") as handle:
+        handle.write("\n[reward]\n" + reward + "\n")
+    return folder
+
+
+def code_in(message) -> str:
+    body = message.get_body(("plain",)).get_content()
+    return re.search(r"your code: (\S+)", body).group(1)
+
+
+def load_pool(runtime, pool: str, codes: list[str]) -> None:
+    with runtime.sessions() as session:
+        rewards.import_codes(session, pool, "\n".join(codes))
+        session.commit()
+
+
+def test_pool_codes_go_once_per_person_and_per_code_across_a_real_send(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(BATCH_SIZE="3", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    people = [f"p{i}@example.com" for i in range(7)]
+    for email in people:
+        make_subscriber(email, topics=("newsletter",))
+    load_pool(runtime, "gift", [f"GIFT-{i:03}" for i in range(10)])
+    schedule(runtime, reward_campaign(tmp_path, 'pool = "gift"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    messages = smtp_sink.take()
+    assert sorted(str(m["To"]) for m in messages) == sorted(people)
+    sent_codes = [code_in(m) for m in messages]
+    assert len(set(sent_codes)) == 7 and all(c.startswith("GIFT-") for c in sent_codes)
+    with runtime.sessions() as session:
+        ledger = dict(session.execute(select(Delivery.reward_code, Delivery.subscriber_id)).all())
+        assigned = dict(
+            session.execute(
+                select(RewardCode.code, RewardCode.delivery_id).where(RewardCode.delivery_id.is_not(None))
+            ).all()
+        )
+        by_delivery = dict(session.execute(select(Delivery.id, Delivery.reward_code)).all())
+    assert set(ledger) == set(sent_codes) and len(assigned) == 7
+    assert all(by_delivery[d] == code for code, d in assigned.items())
+
+
+def test_a_dry_pool_pauses_the_campaign_before_anybody_gets_an_email_without_a_code(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(BATCH_SIZE="10", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(5):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "small", ["ONE", "TWO", "THREE"])
+    campaign_id = schedule(runtime, reward_campaign(tmp_path, 'pool = "small"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    messages = smtp_sink.take()
+    assert sorted(code_in(m) for m in messages) == ["ONE", "THREE", "TWO"]
+    with runtime.sessions() as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign.status == CampaignStatus.PAUSED
+        assert campaign.pause_reason.startswith("reward pool small ran dry")
+        waiting = session.scalars(select(Delivery).where(Delivery.reward_code.is_(None))).all()
+        assert len(waiting) == 2 and {d.state for d in waiting} == {DeliveryState.QUEUED}
+
+    # more codes, resume: the two get theirs, nobody gets a second email
+    load_pool(runtime, "small", ["FOUR", "FIVE"])
+    with runtime.sessions() as session:
+        scheduling.resume(session, session.get(Campaign, campaign_id))
+        session.commit()
+    run_engine(runtime, work)
+    assert sorted(code_in(m) for m in smtp_sink.take()) == ["FIVE", "FOUR"]
+
+
+def test_a_retried_batch_sends_the_same_code(make_app, make_subscriber, smtp_sink, work, tmp_path):
+    """A batch that assigned codes then died (rows put back to queued) sends each row its first code."""
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(3):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "gift", ["A1", "A2", "A3", "A4", "A5", "A6"])
+    campaign_id = schedule(runtime, reward_campaign(tmp_path, 'pool = "gift"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    first = {str(m["To"]): code_in(m) for m in smtp_sink.take()}
+    assert len(set(first.values())) == 3
+    # as if the relay's 250 was lost: the rows go back to queued and are sent again
+    with runtime.sessions() as session:
+        session.execute(update(Delivery).values(state=DeliveryState.QUEUED, sent_at=None, claim_token=None))
+        session.execute(update(Campaign).values(status=CampaignStatus.SENDING))
+        ids = session.scalars(select(Delivery.id)).all()
+        session.commit()
+        transport = make_transport(runtime.settings)
+        try:
+            report = batches.send_batch(
+                session,
+                runtime.redis,
+                runtime.settings,
+                transport,
+                campaign_id,
+                min(ids),
+                max(ids),
+                session.commit,
+            )
+        finally:
+            transport.close()
+    assert report.sent == 3
+    again = {str(m["To"]): code_in(m) for m in smtp_sink.take()}
+    assert again == first
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).where(RewardCode.delivery_id.is_not(None))) == 3
+
+
+def test_generated_codes_are_sent_and_verified_by_the_api(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(API_TOKEN="store-token-0123456789", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(2):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    schedule(runtime, reward_campaign(tmp_path, 'prefix = "VIP"\nexpires_in = "30d"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    messages = smtp_sink.take()
+    codes = [code_in(m) for m in messages]
+    assert len(set(codes)) == 2 and all(c.startswith("VIP-") for c in codes)
+    expires = (clock.now() + timedelta(days=30)).date()
+    assert f"{expires.day} {expires:%B %Y}" in messages[0].get_body(("plain",)).get_content()
+
+    client = app.test_client()
+    auth = {"Authorization": "Bearer store-token-0123456789"}
+    answer = client.get(f"/api/codes/verify?code={codes[0]}", headers=auth)
+    assert answer.status_code == 200 and answer.json["status"] == "valid"
+    altered = codes[0][:-1] + ("A" if codes[0][-1] != "A" else "B")
+    assert client.get(f"/api/codes/verify?code={altered}", headers=auth).json["status"] == "unknown"
+    assert client.get("/api/codes/verify?code=x").status_code == 401
+    assert client.get("/api/codes/verify", headers=auth).status_code == 400
+    clock.travel(timedelta(days=31))
+    assert client.get(f"/api/codes/verify?code={codes[0]}", headers=auth).json["status"] == "expired"
+
+    # the store reports a redemption: once, however often it says so
+    for _ in range(2):
+        answer = client.post("/api/codes/redeemed", json={"code": codes[0]}, headers=auth)
+        assert answer.status_code == 200
+    assert answer.json["status"] == "already redeemed"
+    assert client.post("/api/codes/redeemed", json={"code": "NOPE"}, headers=auth).json["status"] == "unknown"
+    assert client.post("/api/codes/redeemed", json={}, headers=auth).status_code == 400
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).where(Delivery.reward_redeemed_at.is_not(None))) == 1
+
+
+def test_pool_redemption_is_idempotent_and_counted_in_the_report(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from newsletter.campaigns import report as campaign_report
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(API_TOKEN="store-token-0123456789", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(2):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "gift", ["G1", "G2", "G3"])
+    campaign_id = schedule(runtime, reward_campaign(tmp_path, 'pool = "gift"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    code = code_in(smtp_sink.take()[0])
+    client = app.test_client()
+    auth = {"Authorization": "Bearer store-token-0123456789"}
+    statuses = [
+        client.post("/api/codes/redeemed", json={"code": code}, headers=auth).json["status"] for _ in range(3)
+    ]
+    assert statuses == ["redeemed", "already redeemed", "already redeemed"]
+    # a pool code nobody was given is not a redemption
+    assert client.post("/api/codes/redeemed", json={"code": "G3"}, headers=auth).json["status"] == "unknown"
+    with runtime.sessions() as session:
+        numbers = campaign_report.reward_counts(session, campaign_id)
+    assert numbers == {"assigned": 2, "redeemed": 1}
+
+
+# --- [reward] in campaign.toml ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reward", "expected"),
+    [
+        ('pool = "Bad Name"', "8:8: pool must be a pool name (a-z, 0-9, - and _), got 'Bad Name'"),
+        ('prefix = "vip"\nexpires_in = "30d"', "8:10: prefix must be 1 to 20 of A-Z and 0-9, got 'vip'"),
+        ('prefix = "VIP"\nexpires_in = "30 days"', '9:14: expires_in must be a number of days like "30d"'),
+        ('prefix = "VIP"', "7:1: missing required key 'expires_in' in [reward]"),
+        (
+            'pool = "gift"\nprefix = "VIP"',
+            "8:8: [reward] takes either pool or prefix and expires_in, not both",
+        ),
+        ('pool = "gift"\ncolour = "red"', "9:1: unknown key 'colour' in [reward]"),
+    ],
+)
+def test_a_bad_reward_table_is_reported_at_file_line_col(tmp_path, reward, expected):
+    from newsletter.campaigns.validation import validate_campaign
+    from tests.campaign_helpers import MJML, NOW, SITE, TOML, write_campaign
+
+    folder = write_campaign(tmp_path, TOML + "\n[reward]\n" + reward + "\n", MJML)
+    errors = [str(p) for p in validate_campaign(folder, SITE, NOW).errors]
+    assert len(errors) == 1 and errors[0].startswith(f"{folder}/campaign.toml:{expected}"), errors
+
+
+def test_the_reward_is_frozen_at_scheduling(runtime, tmp_path):
+    from newsletter.campaigns.frozen import FrozenCampaign, FrozenReward
+    from tests.sending_helpers import now_floor, write_campaign
+
+    folder = write_campaign(
+        tmp_path, waves=[("all", "all", now_floor() + timedelta(hours=1))], topic="newsletter"
+    )
+    (folder / "email.mjml").write_text(REWARD_MJML, "utf-8")
+    with open(folder / "campaign.toml", "a", encoding="utf-8") as handle:
+        handle.write('\n[reward]\nprefix = "VIP"\nexpires_in = "30d"\n')
+    with runtime.sessions() as session:
+        campaign = scheduling.schedule(session, runtime.settings, folder)
+        session.commit()
+        frozen = FrozenCampaign.of(campaign)
+    assert frozen.reward == FrozenReward(prefix="VIP", expires_in_days=30)
+    assert FrozenCampaign.from_json(frozen.to_json()) == frozen
+
+
+def test_plan_shows_codes_needed_against_codes_available(app, runtime, make_subscriber, tmp_path):
+    for i in range(4):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "gift", ["G1", "G2", "G3"])
+    folder = reward_campaign(tmp_path, 'pool = "gift"')
+    app.config["CAMPAIGNS_DIR"] = str(tmp_path)
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder)], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    assert "reward codes: 4 needed, 3 free in pool gift: 1 SHORT, the campaign would pause" in result.output

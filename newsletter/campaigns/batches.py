@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import redis
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns import caps, errors, state, tracking
+from newsletter.campaigns import caps, errors, rewards, state, tracking
 from newsletter.campaigns.decisions import decide
 from newsletter.campaigns.frozen import FrozenCampaign
 from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
@@ -49,9 +49,15 @@ def skeletons_for(campaign: Campaign, frozen: FrozenCampaign | None = None) -> d
 
 
 def personal_values(
-    settings: Settings, campaign: Campaign, recipient: Recipient, *, tracked: bool = False
+    settings: Settings,
+    campaign: Campaign,
+    recipient: Recipient,
+    *,
+    tracked: bool = False,
+    reward_code: str | None = None,
 ) -> dict[str, str]:
-    """One recipient's values; ``tracked``: the campaign tracks clicks or opens (one token per message)."""
+    """One recipient's values; ``tracked``: the campaign tracks clicks or opens (one token per message);
+    ``reward_code``: the code assigned to this delivery ([reward])."""
     who = _Who(recipient.subscriber_id, recipient.email_hash)
     values = {
         "first_name": recipient.first_name or "",
@@ -66,6 +72,10 @@ def personal_values(
         values["early_access_url"] = links.early_access_url(settings, who, campaign.id)
     if tracked:
         values.update(tracking.personal_urls(settings, campaign.id, recipient.delivery_id))
+    if reward_code is not None:
+        values["reward_code"] = reward_code
+        expires = rewards.expiry_of(reward_code)
+        values["reward_expires"] = f"{expires.day} {expires:%B %Y}" if expires else ""
     return values
 
 
@@ -106,9 +116,24 @@ def send_batch(
 
     recipients = load_recipients(session, campaign, token)
     to_send = decide(session, conn, settings, campaign, recipients, now, report)
+    frozen = FrozenCampaign.of(campaign)
+    codes: dict[int, str] = {}
+    if frozen.reward and to_send:
+        # in the transaction that decides the batch, before any message: a retry finds the same codes
+        codes, without = rewards.assign(session, settings, frozen.reward, to_send, now)
+        if without:
+            # nobody gets this email without their code: those rows wait, the campaign pauses
+            release(session, conn, without, DeliveryState.QUEUED)
+            state.pause_itself(
+                session,
+                campaign,
+                f"reward pool {frozen.reward.pool} ran dry: {len(without)} recipients without a code "
+                "(import more with newsletter codes import, then resume)",
+                actor="rewards",
+            )
+            to_send = [r for r in to_send if r.delivery_id in codes]
     commit()
 
-    frozen = FrozenCampaign.of(campaign)
     skeletons = skeletons_for(campaign, frozen)
     tracked = frozen.track_clicks or frozen.track_opens
     limiter = RateLimiter(conn, settings.send_rate)
@@ -143,7 +168,13 @@ def send_batch(
             message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
             stop = None
             try:
-                values = personal_values(settings, campaign, recipient, tracked=tracked)
+                values = personal_values(
+                    settings,
+                    campaign,
+                    recipient,
+                    tracked=tracked,
+                    reward_code=codes.get(recipient.delivery_id),
+                )
                 data = personalise(skeleton, recipient.email, values, message_id=message_id)
             except Exception as exc:  # noqa: BLE001 - one person's data must not stop the slice
                 stop = errors.on_bad_message(

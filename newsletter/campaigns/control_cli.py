@@ -77,7 +77,9 @@ def schedule_command(app: Flask, path: str, reschedule: bool) -> None:
 @with_app
 def plan_command(app: Flask, path: str, as_json: bool) -> None:
     """Per wave: audience, suppressed, sent at once, deferred and skipped (and why). Sends nothing."""
+    from newsletter.campaigns import rewards
     from newsletter.campaigns.files import as_utc
+    from newsletter.campaigns.frozen import FrozenCampaign
     from newsletter.campaigns.planning import PlannedWave, plan
     from newsletter.campaigns.scheduling import find
     from newsletter.campaigns.site import site_context, topics_from_db
@@ -96,6 +98,8 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
                 PlannedWave(w.name, w.audience, w.send_at) for w in campaign.waves if w.started_at is None
             ]
             topic, deadline, campaign_id = campaign.topic_slug, campaign.deadline, campaign.id
+            reward = FrozenCampaign.of(campaign).reward
+            pool = reward.pool if reward else None
         else:
             report = validate_campaign(
                 _folder(app, path), site_context(runtime.settings, topics_from_db(session)), clock.now()
@@ -105,12 +109,14 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             source = report.campaign
             waves = [PlannedWave(w.name, w.audience, as_utc(w.send_at)) for w in source.waves]
             topic, campaign_id = source.topic, None
+            reward, pool = source.reward, source.reward.pool if source.reward else None
             deadline = (
                 as_utc(source.sale.public_at)
                 if source.sale
                 else (as_utc(source.deliver_by) if source.deliver_by else None)
             )
         plans = plan(session, runtime.settings, topic, waves, deadline, campaign_id)
+        free = rewards.free_codes(session, pool) if pool else None
     if as_json:
         # times as in `status --json`: ISO 8601, UTC
         rows = [{**p.__dict__, "send_at": p.send_at.isoformat() + "Z"} for p in plans]
@@ -125,6 +131,13 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             click.echo(f"  {n} deferred ({why}), sent later before the deadline")
         for why, n in sorted(p.skipped.items()):
             click.echo(f"  {n} skipped ({why}): the deadline comes first")
+    if reward is not None:
+        needed = sum(p.now + sum(p.deferred.values()) for p in plans)
+        if pool is None:
+            click.echo(f"reward codes: {needed} needed, generated (no pool to run dry)")
+        else:
+            short = f": {needed - free} SHORT, the campaign would pause" if needed > free else ""
+            click.echo(f"reward codes: {needed} needed, {free} free in pool {pool}{short}")
 
 
 @click.command("send")
@@ -319,6 +332,9 @@ def _report_lines(numbers) -> list[str]:
         for link in numbers.links:
             name = link.url or "(link not in the frozen campaign)"
             lines.append(f"  #{link.link}: {link.clicks} clicks, {link.scanners} scanner visits  {name}")
+    if numbers.reward_codes is not None:
+        codes = numbers.reward_codes
+        lines.append(f"reward codes: {codes['assigned']} assigned, {codes['redeemed']} redeemed")
     if numbers.opens_note:
         lines.append(f"* {numbers.opens_note}")
     return lines

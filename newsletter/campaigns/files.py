@@ -31,7 +31,9 @@ TOP_KEYS = {
     "wave",
     "track_clicks",
     "track_opens",
+    "reward",
 }
+REWARD_KEYS = {"pool", "prefix", "expires_in"}
 SALE_KEYS = {"url", "public_at", "ends_at"}
 WAVE_KEYS = {"name", "audience", "send_at"}
 IMPLICIT_WAVE = "all"
@@ -71,6 +73,15 @@ class Sale:
 
 
 @dataclass(frozen=True)
+class RewardSource:
+    """``[reward]``: a code of the store's pool, or a generated code (prefix, days valid)."""
+
+    pool: str | None = None
+    prefix: str | None = None
+    expires_in_days: int | None = None
+
+
+@dataclass(frozen=True)
 class WaveSource:
     name: str
     audience: str
@@ -97,6 +108,8 @@ class CampaignSource:
     track_clicks: bool = False
     #: a 1x1 image at /o/<token> (opens; unreliable since Apple's Mail Privacy Protection)
     track_opens: bool = False
+    #: each recipient gets a personal code ([reward]); None: no code
+    reward: RewardSource | None = None
     locations: Locations = field(repr=False, default_factory=lambda: Locations(""))
 
 
@@ -151,7 +164,7 @@ class _Reader:
         self.problems.append(Problem(self.file, line, col, message))
 
     def unknown(self, data: dict, allowed: set[str], table: str = "", index: int = 0) -> None:
-        where = f"[{table}]" if table == "sale" else "[[wave]]" if table else "campaign.toml"
+        where = f"[{table}]" if table in ("sale", "reward") else "[[wave]]" if table else "campaign.toml"
         for key in data:
             if key not in allowed:
                 self.error(
@@ -166,7 +179,7 @@ class _Reader:
         value = data.get(key)
         if value is None:
             if required:
-                where = f" in [{table}]" if table == "sale" else " in [[wave]]" if table else ""
+                where = f" in [{table}]" if table in ("sale", "reward") else " in [[wave]]" if table else ""
                 self.error(f"missing required key {key!r}{where}", key, table, index)
             return None
         if not isinstance(value, str) or not value.strip():
@@ -309,6 +322,7 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
             if url and public_at and ends_at:
                 sale = Sale(url, public_at, ends_at)
 
+    reward = _reward(data, read)
     waves = _waves(data, read)
     if not (name and subject and topic):
         return None
@@ -327,6 +341,7 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         text=text,
         track_clicks=track_clicks,
         track_opens=track_opens,
+        reward=reward,
         locations=locations,
     )
 
@@ -357,3 +372,43 @@ def _waves(data: dict[str, Any], read: _Reader) -> list[WaveSource]:
         if name and audience and send_at:
             waves.append(WaveSource(name, audience, send_at))
     return waves
+
+
+_POOL = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+_PREFIX = re.compile(r"[A-Z0-9]{1,20}")
+_DAYS = re.compile(r"([1-9][0-9]{0,3})d")
+
+
+def _reward(data: dict[str, Any], read: _Reader) -> RewardSource | None:
+    """``[reward]``: ``pool = "NAME"``, or ``prefix`` and ``expires_in`` ("30d") for generated codes."""
+    if "reward" not in data:
+        return None
+    if not isinstance(data["reward"], dict):
+        read.error("reward must be a table: [reward]", "reward")
+        return None
+    table = data["reward"]
+    read.unknown(table, REWARD_KEYS, "reward")
+    if "pool" in table:
+        if "prefix" in table or "expires_in" in table:
+            read.error("[reward] takes either pool or prefix and expires_in, not both", "pool", "reward")
+            return None
+        pool = read.text(table, "pool", "reward", required=True)
+        if pool is None:
+            return None
+        if not _POOL.fullmatch(pool):
+            read.error(f"pool must be a pool name (a-z, 0-9, - and _), got {pool!r}", "pool", "reward")
+            return None
+        return RewardSource(pool=pool)
+    prefix = read.text(table, "prefix", "reward", required=True)
+    expires_in = read.text(table, "expires_in", "reward", required=True)
+    if prefix is not None and not _PREFIX.fullmatch(prefix):
+        read.error(f"prefix must be 1 to 20 of A-Z and 0-9, got {prefix!r}", "prefix", "reward")
+        prefix = None
+    days = _DAYS.fullmatch(expires_in) if expires_in is not None else None
+    if expires_in is not None and days is None:
+        read.error(
+            f'expires_in must be a number of days like "30d", got {expires_in!r}', "expires_in", "reward"
+        )
+    if prefix is None or days is None:
+        return None
+    return RewardSource(prefix=prefix, expires_in_days=int(days.group(1)))

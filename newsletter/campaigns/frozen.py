@@ -58,6 +58,28 @@ class FrozenEmail:
 
 
 @dataclass(frozen=True, slots=True)
+class FrozenReward:
+    """``[reward]`` as scheduled: a pool's name, or a generated code's prefix and days valid."""
+
+    pool: str | None = None
+    prefix: str = ""
+    expires_in_days: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        if self.pool is not None:
+            return {"pool": self.pool}
+        return {"prefix": self.prefix, "expires_in_days": self.expires_in_days}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> FrozenReward | None:
+        if not data:
+            return None
+        if data.get("pool"):
+            return cls(pool=data["pool"])
+        return cls(prefix=data["prefix"], expires_in_days=int(data["expires_in_days"]))
+
+
+@dataclass(frozen=True, slots=True)
 class FrozenCampaign:
     """A campaign as scheduled: its sender, its files' hashes and the email of each wave."""
 
@@ -73,6 +95,8 @@ class FrozenCampaign:
     track_opens: bool = False
     #: the tracked links' targets; ``/c/<token>/<n>`` redirects to ``links[n]`` and nowhere else
     links: tuple[str, ...] = ()
+    #: campaign.toml's [reward]: every recipient gets a code of their own (None: no codes)
+    reward: FrozenReward | None = None
 
     def email_for(self, wave_name: str | None) -> FrozenEmail:
         """The wave's own email, or the one all waves share."""
@@ -91,6 +115,8 @@ class FrozenCampaign:
             data["links"] = list(self.links)
         if self.track_opens:
             data["track_opens"] = True
+        if self.reward:
+            data["reward"] = self.reward.to_json()
         return data
 
     @classmethod
@@ -104,6 +130,7 @@ class FrozenCampaign:
             track_clicks=bool(data.get("track_clicks")),
             track_opens=bool(data.get("track_opens")),
             links=tuple(data.get("links") or ()),
+            reward=FrozenReward.from_json(data.get("reward")),
         )
 
     @classmethod

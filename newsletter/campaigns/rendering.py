@@ -127,6 +127,13 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
         "sale": {"url": sale.url, "public_at": sale.public_at, "ends_at": sale.ends_at} if sale else None,
         "store": {"name": site.store_name, "postal_address": site.postal_address, "url": site.base_url},
         "wave": {"name": wave.name, "send_at": wave.send_at},
+        # the recipient's own code, assigned before sending ([reward]); None without one
+        "reward": {
+            "code": PersonalValue(slot_token("reward_code")),
+            "expires": PersonalValue(slot_token("reward_expires")),
+        }
+        if source.reward
+        else None,
     }
 
 

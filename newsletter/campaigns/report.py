@@ -173,6 +173,8 @@ class CampaignReport:
     total: Numbers
     links: list[LinkClicks]
     settings: Settings = field(repr=False)
+    #: [reward] campaigns: codes assigned to deliveries and redeemed at the store (None: no codes)
+    reward_codes: dict[str, int] | None = None
 
     @property
     def opens_note(self) -> str | None:
@@ -200,6 +202,7 @@ class CampaignReport:
             ],
             "total": numbers(self.total),
             "links": [asdict(link) for link in self.links],
+            "reward_codes": self.reward_codes,
         }
 
 
@@ -232,7 +235,18 @@ def report(session: Session, settings: Settings, campaign: Campaign) -> Campaign
         total=total,
         links=_links(session, campaign.id, _urls(frozen, campaign.compiled)),
         settings=settings,
+        reward_codes=reward_counts(session, campaign.id) if frozen.reward else None,
     )
+
+
+def reward_counts(session: Session, campaign_id: int) -> dict[str, int]:
+    """Reward codes assigned to the campaign's deliveries, and how many the store reported redeemed."""
+    assigned, redeemed = session.execute(
+        select(func.count(Delivery.reward_code), func.count(Delivery.reward_redeemed_at)).where(
+            Delivery.campaign_id == campaign_id
+        )
+    ).one()
+    return {"assigned": assigned, "redeemed": redeemed}
 
 
 def _links(session: Session, campaign_id: int, urls: list[str]) -> list[LinkClicks]:

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from newsletter.campaigns.frozen import FrozenReward
 from newsletter.core import clock
 from newsletter.core.config import Settings
 from newsletter.models import Delivery, RewardCode
@@ -180,6 +181,15 @@ def verify_code(settings: Settings, code: str, today: date) -> Check:
     return Check("expired" if expires < today else "valid", expires, delivery_id)
 
 
+def expiry_of(code: str) -> date | None:
+    """The expiry day written in a generated code (None for a pool code)."""
+    match = _GENERATED.match(code)
+    try:
+        return datetime.strptime(match.group("expires"), "%Y%m%d").date() if match else None
+    except ValueError:
+        return None
+
+
 # --- redemptions ----------------------------------------------------------------------------
 
 
@@ -226,7 +236,7 @@ def redeem(session: Session, settings: Settings, code: str, now: datetime) -> st
 
 
 def assign(
-    session: Session, settings: Settings, reward: Reward, recipients: list, now: datetime
+    session: Session, settings: Settings, reward: FrozenReward, recipients: list, now: datetime
 ) -> tuple[dict[int, str], list]:
     """Give each recipient its code, in the caller's transaction: (delivery id -> code, those left without).
 
@@ -240,7 +250,7 @@ def assign(
     codes = {i: c for i, c in held.items() if c}
     wanting = [r for r in recipients if r.delivery_id not in codes]
     if reward.pool is None:
-        expires = (now + reward.expires_in).date()
+        expires = (now + timedelta(days=reward.expires_in_days)).date()
         for r in wanting:
             codes[r.delivery_id] = make_code(settings, reward.prefix, r.delivery_id, expires)
     else:
@@ -286,25 +296,3 @@ def assign(
                 .execution_options(synchronize_session=False)
             )
     return codes, [r for r in recipients if r.delivery_id not in codes]
-
-
-@dataclass(frozen=True)
-class Reward:
-    """campaign.toml's ``[reward]`` as frozen: a pool name, or a generated code's prefix and lifetime."""
-
-    pool: str | None = None
-    prefix: str = ""
-    expires_in: timedelta = timedelta(0)
-
-    def to_json(self) -> dict:
-        if self.pool is not None:
-            return {"pool": self.pool}
-        return {"prefix": self.prefix, "expires_in_days": self.expires_in.days}
-
-    @classmethod
-    def from_json(cls, data: dict | None) -> Reward | None:
-        if not data:
-            return None
-        if data.get("pool"):
-            return cls(pool=data["pool"])
-        return cls(prefix=data["prefix"], expires_in=timedelta(days=int(data["expires_in_days"])))

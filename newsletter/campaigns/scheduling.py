@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import state, tracking
 from newsletter.campaigns.files import as_utc
-from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail
+from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail, FrozenReward
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.report import delivery_groups, reason_key, with_reasons
 from newsletter.campaigns.site import site_context, topics_from_db
@@ -117,6 +117,13 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         track_clicks=source.track_clicks,
         track_opens=source.track_opens,
         links=links,
+        reward=FrozenReward(
+            pool=source.reward.pool,
+            prefix=source.reward.prefix or "",
+            expires_in_days=source.reward.expires_in_days or 0,
+        )
+        if source.reward
+        else None,
     )
     sale = source.sale
     deadline = as_utc(sale.public_at) if sale else (as_utc(source.deliver_by) if source.deliver_by else None)

@@ -65,6 +65,8 @@ def sample_values(site: SiteContext) -> dict[str, str]:
         "unsubscribe_url": f"{site.base_url}/unsubscribe/preview-" + "x" * 90,
         "preferences_url": f"{site.base_url}/preferences/preview-" + "x" * 90,
         "early_access_url": f"{site.base_url}/early-access/preview-" + "x" * 90,
+        "reward_code": "VIP-1234567-20300131-ABCDEFGHIJKLMNOP",
+        "reward_expires": "31 January 2030",
     }
 
 

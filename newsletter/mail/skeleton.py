@@ -33,6 +33,8 @@ VALUE_NAMES = (
     "early_access_url",
     "click_url",
     "open_url",
+    "reward_code",
+    "reward_expires",
 )
 #: where a token sits decides how its value is escaped
 CONTEXTS = ("html", "attr", "url", "query", "text", "header")

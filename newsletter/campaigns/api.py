@@ -1,0 +1,33 @@
+"""The store's reward code routes: GET /api/codes/verify, POST /api/codes/redeemed (bearer token)."""
+
+from __future__ import annotations
+
+from flask import current_app, jsonify, request
+
+from newsletter.campaigns import rewards
+from newsletter.core import clock
+from newsletter.web import db
+from newsletter.web.api import bp, error
+
+
+@bp.get("/codes/verify")
+def verify_code():
+    """Is this generated reward code genuine, and still valid? ``valid``, ``expired`` or ``unknown``."""
+    code = request.args.get("code", "")
+    if not code.strip():
+        return error(400, "pass the code as ?code=...")
+    check = rewards.verify_code(current_app.settings, code, clock.now().date())
+    return jsonify(status=check.status, expires=check.expires.isoformat() if check.expires else None)
+
+
+@bp.post("/codes/redeemed")
+def code_redeemed():
+    """The store says a customer used their code: recorded once, however often it is said."""
+    body = request.get_json(silent=True)
+    code = body.get("code") if isinstance(body, dict) else None
+    if not isinstance(code, str) or not code.strip() or len(code) > rewards.MAX_CODE:
+        return error(400, 'send JSON {"code": "..."}')
+    session = db()
+    status = rewards.redeem(session, current_app.settings, code, clock.now())
+    session.commit()
+    return jsonify(status=status)
