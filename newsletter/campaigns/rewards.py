@@ -32,8 +32,6 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _GENERATED = re.compile(
     r"^(?P<prefix>[A-Z0-9]+)-(?P<delivery>[0-9]+)-(?P<expires>[0-9]{8})-(?P<mac>[A-Z2-7]{16})$"
 )
-PREFIX = re.compile(r"^[A-Z0-9]{1,20}$")
-_DURATION = re.compile(r"^([1-9][0-9]{0,3})d$")
 
 
 # --- pools ----------------------------------------------------------------------------------
@@ -132,12 +130,6 @@ def free_codes(session: Session, pool: str) -> int:
 
 
 # --- generated codes ------------------------------------------------------------------------
-
-
-def parse_duration(text: str) -> timedelta | None:
-    """``"30d"`` -> 30 days; None if it is not that shape."""
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    return timedelta(days=int(match.group(1))) if match else None
 
 
 def secret(settings: Settings) -> bytes:
