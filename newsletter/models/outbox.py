@@ -25,6 +25,7 @@ class OutboxKind(enum.StrEnum):
     CONFIRM = "confirm"  #: "please confirm your subscription"
     ALREADY_SUBSCRIBED = "already_subscribed"  #: an active subscriber signed up again
     PARTNER_INVITE = "partner_invite"  #: consent came from a partner store: please confirm with us
+    WELCOME = "welcome"  #: sent once per subscriber, after their first confirmation
 
 
 class OutboxEmail(Base):

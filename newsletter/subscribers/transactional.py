@@ -14,9 +14,17 @@ from newsletter.mail import verp
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport, TransportError
-from newsletter.models import OutboxEmail, OutboxKind, PartnerInvitation, Subscriber
+from newsletter.models import (
+    OutboxEmail,
+    OutboxKind,
+    PartnerInvitation,
+    Subscriber,
+    SubscriberStatus,
+    SubscriptionStatus,
+    Topic,
+)
 from newsletter.models.outbox import MAX_ATTEMPTS
-from newsletter.subscribers import links
+from newsletter.subscribers import links, suppression
 from newsletter.subscribers.signup import request_for_outbox
 
 log = logging.getLogger(__name__)
@@ -54,7 +62,15 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
     if outbox is None or outbox.sent_at is not None or outbox.failed_at is not None:
         return None
     subscriber = session.get(Subscriber, outbox.subscriber_id)
+    if outbox.kind == OutboxKind.WELCOME:
+        refusal = welcome_refusal(session, subscriber)
+        if refusal is not None:
+            give_up(outbox, refusal)
+            session.commit()
+            return None
     extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
+    if outbox.kind == OutboxKind.WELCOME:
+        extra = welcome_context(session, subscriber)
     if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
         extra["request_id"] = request_for_outbox(session, outbox)
     message = build_for(settings, outbox.kind, subscriber, **extra)
@@ -80,6 +96,25 @@ def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
     """What a partner invitation says about where the consent came from."""
     invitation = session.get(PartnerInvitation, outbox_id)
     return {"partner": invitation.partner_name if invitation else "a partner store"}
+
+
+def welcome_refusal(session: Session, subscriber: Subscriber | None) -> str | None:
+    """Why a welcome must not go out now (checked when sending: a bounce may have come since)."""
+    if subscriber is None or subscriber.status != SubscriberStatus.ACTIVE:
+        return "not sent: no longer subscribed"
+    blocked = suppression.find(session, subscriber.email_hash)
+    if blocked is not None:
+        return f"not sent: suppressed ({blocked.reason.value})"
+    return None
+
+
+def welcome_context(session: Session, subscriber: Subscriber) -> dict:
+    """What the welcome says: the topics the person gets (as named on the form) and how often."""
+    active = {s.topic_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.ACTIVE}
+    topics = [
+        t.name for t in session.scalars(select(Topic).order_by(Topic.position, Topic.id)) if t.id in active
+    ]
+    return {"topics": topics, "frequency": subscriber.frequency.value}
 
 
 def give_up(outbox: OutboxEmail, reason: str) -> None:
