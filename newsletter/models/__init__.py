@@ -14,6 +14,7 @@ from newsletter.models.customers import Customer
 from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
+from newsletter.models.store_events import StoreEvent
 from newsletter.models.subscribers import (
     Frequency,
     PartnerShare,
@@ -50,6 +51,7 @@ __all__ = [
     "ConsentEvent",
     "OutboxEmail",
     "OutboxKind",
+    "StoreEvent",
     "Subscriber",
     "SubscriberStatus",
     "Subscription",
