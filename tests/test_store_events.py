@@ -11,7 +11,17 @@ from sqlalchemy import func, select
 from newsletter.campaigns import caps
 from newsletter.cli import cli
 from newsletter.core import clock
-from newsletter.models import OutboxEmail, StoreEvent, Subscriber, Suppression, SuppressionReason
+from newsletter.feedback.record import record
+from newsletter.feedback.signals import Signal
+from newsletter.mail import verp
+from newsletter.models import (
+    OutboxEmail,
+    SignalKind,
+    StoreEvent,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+)
 from newsletter.models.subscribers import address_hash
 from tests.test_cli import env_for
 
@@ -229,3 +239,38 @@ def test_cli_sends_a_jsonl_file_all_or_nothing(api, work, smtp_sink, tmp_path):
     assert result.output.count('"status": "queued"') == 2
     work()
     assert len(smtp_sink.take()) == 2
+
+
+@pytest.mark.parametrize("kind", [SignalKind.BOUNCE_HARD, SignalKind.COMPLAINT])
+def test_a_bounce_or_complaint_of_store_mail_suppresses_its_address(make_app, work, smtp_sink, kind):
+    app = make_app(API_TOKEN=TOKEN, BOUNCE_ADDRESS="bounces@store.example")
+    runtime = app.extensions["newsletter"]
+    post(app.test_client(), DELAYED)
+    work()
+    [(sender, _rcpts, _message)] = smtp_sink.take_envelopes()
+    with runtime.sessions() as session:
+        done = record(
+            session, runtime.settings, Signal(kind, "smtp", verp=verp.read(runtime.settings, sender))
+        )
+        session.commit()
+        assert done.suppressed in (SuppressionReason.BOUNCED, SuppressionReason.COMPLAINED)
+    again = post(app.test_client(), {**DELAYED, "event_id": "evt-later"})
+    assert again.get_json()["status"] == "suppressed"
+
+
+def test_erasing_a_subscriber_erases_the_store_events_about_their_address(api, work, smtp_sink):
+    from newsletter.subscribers.consent import RequestInfo
+    from newsletter.subscribers.data_rights import erase
+
+    runtime = runtime_of(api)
+    post(api, [DELAYED, {**DELAYED, "event_id": "other", "email": "bob@example.com"}])
+    work()
+    assert len(smtp_sink.take()) == 2
+    with runtime.sessions() as session:
+        ann = Subscriber(email="Ann@example.com", email_hash=address_hash("ann@example.com"), status="active")
+        session.add(ann)
+        session.flush()
+        erase(session, ann, RequestInfo(ip=None, user_agent=None, source="cli"))
+        session.commit()
+        assert session.scalars(select(StoreEvent.email)).all() == ["bob@example.com"]
+        assert session.scalar(select(func.count(OutboxEmail.id))) == 1
