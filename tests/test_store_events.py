@@ -274,3 +274,31 @@ def test_erasing_a_subscriber_erases_the_store_events_about_their_address(api, w
         session.commit()
         assert session.scalars(select(StoreEvent.email)).all() == ["bob@example.com"]
         assert session.scalar(select(func.count(OutboxEmail.id))) == 1
+
+
+def test_store_mail_files_carry_no_marketing(api, tmp_path, monkeypatch):
+    from newsletter.mail import templates
+    from newsletter.store_events.check import problems
+
+    settings = api.application.settings
+    assert problems(settings) == []
+    result = CliRunner().invoke(cli, ["events", "check"], env=env_for(api.application))
+    assert result.exit_code == 0 and "no marketing content" in result.output
+    # An edited thank-you that sneaks in an early-access link and a sale is refused, by file.
+    edited = tmp_path / "email"
+    edited.mkdir()
+    for path in (templates.TEMPLATES / "email").iterdir():
+        (edited / path.name).write_text(path.read_text())
+    thanks = edited / "order_placed.txt"
+    thanks.write_text(thanks.read_text() + "\nOur winter sale: https://x.example/early-access/abc\n")
+    monkeypatch.setattr(templates, "TEMPLATES", tmp_path)
+    templates.email_environment.cache_clear()
+    try:
+        found = problems(settings)
+    finally:
+        monkeypatch.undo()
+        templates.email_environment.cache_clear()
+    assert found == [
+        "templates/email/order_placed.txt: marketing in store mail: 'sale'",
+        "templates/email/order_placed.txt: marketing in store mail: '/early-access/'",
+    ]

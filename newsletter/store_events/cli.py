@@ -50,6 +50,20 @@ def events_send(app: Flask, jsonl_file: str) -> None:
     click.echo(f"events: {len(results)} applied", err=True)
 
 
+@events.command("check")
+@with_app
+def events_check(app: Flask) -> None:
+    """Render every store email with a sample event; refuse marketing in them (early access, sales)."""
+    from newsletter.store_events.check import problems
+
+    found = problems(app.settings)
+    for problem in found:
+        click.echo(problem, err=True)
+    if found:
+        sys.exit(1)
+    click.echo("store mail: every kind renders, no marketing content")
+
+
 @events.command("schema")
 def events_schema() -> None:
     """Print the JSON Schema of one store event."""
