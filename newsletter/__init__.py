@@ -35,6 +35,7 @@ def _register_blueprints(app: Flask) -> None:
     from newsletter.feedback.views import bp as tracking_bp
     from newsletter.feedback.webhooks import bp as webhooks_bp
     from newsletter.partners.api import bp as partners_api_bp
+    from newsletter.store_events import api as store_events_api  # noqa: F401  (routes on the store API)
     from newsletter.subscribers import manage  # noqa: F401  (routes on the public blueprint)
     from newsletter.subscribers.views import bp as public_bp
     from newsletter.web import csrf

@@ -22,6 +22,7 @@ from newsletter.customers.cli import customers
 from newsletter.feedback.cli import bounces
 from newsletter.feedback.dkim_cli import dkim, dns
 from newsletter.partners.cli import partners
+from newsletter.store_events.cli import events
 from newsletter.subscribers.cli import subscribers, suppressions
 
 if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
@@ -112,6 +113,7 @@ def demo(keep_going: bool) -> None:
 cli.add_command(subscribers)
 cli.add_command(suppressions)
 cli.add_command(customers)
+cli.add_command(events)
 cli.add_command(partners)
 cli.add_command(campaign)
 cli.add_command(codes)

@@ -26,6 +26,9 @@ def test_invited_person_confirms_at_the_partner_store_in_a_browser(
         a.work()
         [mail] = smtp_sink.take()
         assert a.follow_confirm(mail).status_code == 200
+        a.work()
+        [welcome] = smtp_sink.take()
+        assert "Welcome" in welcome["Subject"]
 
     out = tmp_path / "a-to-b.jsonl"
     assert a.cli("partners", "export", "store-b", "--out", str(out)).exit_code == 0
@@ -62,6 +65,9 @@ def test_invited_person_confirms_at_the_partner_store_in_a_browser(
         events = list(session.scalars(select(ConsentEvent).order_by(ConsentEvent.id)))
     assert [e.action for e in events] == ["partner_imported", "confirmed"]
     assert events[0].details["partner"] == "store-a" and "Chrome" in events[1].user_agent
+    b.work()
+    [welcome] = smtp_sink.take()  # confirmed from the invitation: welcomed by B
+    assert welcome["To"] == "ann@example.com" and "Welcome" in welcome["Subject"]
     # Re-importing the same file after the confirmation invites nobody.
     again = b.cli("partners", "import", "store-a", str(out))
     assert "  invited: 0" in again.output and "  skipped, already subscribed: 1" in again.output

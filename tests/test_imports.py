@@ -115,6 +115,9 @@ def test_import_with_and_without_evidence(app, client, runtime, work, smtp_sink,
     assert mail["To"] == "bob@example.com"
     link = confirm_link(mail).replace("https://newsletter.test", "")
     client.post(link, data={"csrf_token": csrf_token(client.get(link).get_data(as_text=True))})
+    work()
+    [welcome] = smtp_sink.take()  # he confirmed: welcomed (the imported-with-evidence are not)
+    assert welcome["To"] == "bob@example.com" and "Welcome" in welcome["Subject"]
     with runtime.sessions() as session:
         assert by_email(session, "bob@example.com").status == "active"
         events_before = session.scalar(select(func.count(ConsentEvent.id)))

@@ -38,12 +38,16 @@ def write(path, chunks):
     return path
 
 
-def grant_at(store, smtp_sink, email, partners=("store-b",), first_name="Ann"):
-    """A person signs up at ``store`` ticking the partner, and confirms from the email."""
+def grant_at(store, smtp_sink, email, partners=("store-b",), first_name="Ann", welcomed=True):
+    """A person signs up at ``store`` ticking the partner, and confirms from the email (then gets
+    the welcome, unless ``welcomed`` is False: a returning person is welcomed only once)."""
     assert store.signup(email, partners=partners, first_name=first_name).status_code == 200
     store.work()
     [mail] = smtp_sink.take()
     assert store.follow_confirm(mail).status_code == 200
+    store.work()
+    welcomes = smtp_sink.take()
+    assert [(m["To"], "Welcome" in m["Subject"]) for m in welcomes] == ([(email, True)] if welcomed else [])
 
 
 def contact(email, first_name="Ann", to="store-b", given_at="2026-11-01T10:00:00Z", **extra):
@@ -167,7 +171,8 @@ def test_signup_checkbox_is_off_names_the_partner_and_grants_only_on_confirmatio
     # Someone ticking the box for an already active address changes nothing.
     a.signup("ann@example.com", partners=["store-b"])
     a.work()
-    [notice] = smtp_sink.take()
+    welcome, notice = sorted(smtp_sink.take(), key=lambda m: "already" in m["Subject"].lower())
+    assert "Welcome" in welcome["Subject"]  # after the confirmation above
     assert "already" in notice["Subject"].lower()
 
 
@@ -282,6 +287,11 @@ def test_import_invites_once_and_our_opt_outs_win(stores, smtp_sink, tmp_path):
         assert ann.status == "active" and {s.topic.slug: s.status for s in ann.subscriptions} == {
             "newsletter": "active"
         }
+    # Confirmed from a partner's invitation: welcomed by B like anyone who confirms.
+    b.work()
+    [welcome] = smtp_sink.take()
+    assert welcome["To"] == "ann@example.com" and "Welcome" in welcome["Subject"]
+    assert "Store B" in welcome["Subject"] and "/preferences/" in welcome.get_body(("plain",)).get_content()
 
     # A month later the file is too old; a fresh export of an active person is left alone.
     clock.travel(timedelta(days=31))
@@ -673,7 +683,7 @@ def test_a_returning_person_can_tick_a_partner_when_signing_up_again(stores, smt
         ann = session.scalar(select(Subscriber))
         preferences.unsubscribe(session, ann, RequestInfo(None, None, "test"))
         session.commit()
-    grant_at(a, smtp_sink, "ann@example.com", partners=["store-b"])
+    grant_at(a, smtp_sink, "ann@example.com", partners=["store-b"], welcomed=False)
     with a.runtime.sessions() as session:
         assert session.scalar(select(Subscriber.status)) == "active"
         assert session.scalar(select(PartnerShare.granted)) is True

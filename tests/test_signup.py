@@ -86,6 +86,10 @@ def test_signup_sends_one_confirmation_which_confirms_only_on_post(client, signu
     assert request_event.wording_version and len(request_event.wording_hash) == 64
     assert confirm_event.ip == "198.51.100.9" and confirm_event.user_agent == "Mail client browser"
 
+    work()
+    [welcome] = smtp_sink.take()  # the welcome after the confirmation (tests/test_welcome.py)
+    assert "Welcome" in welcome["Subject"]
+
     # A replay changes nothing and adds nothing to the ledger.
     again = client.post(path_of(link), data={"csrf_token": csrf_token(page.get_data(as_text=True))})
     assert again.status_code == 200
@@ -109,7 +113,8 @@ def test_same_answer_for_new_pending_and_active_addresses(client, signup, runtim
 
     assert same(first) == same(pending) == same(active)
     work()
-    [notice] = smtp_sink.take()
+    welcome, notice = sorted(smtp_sink.take(), key=lambda m: "already subscribed" in m["Subject"])
+    assert "Welcome" in welcome["Subject"]
     assert "already subscribed" in notice["Subject"]
     assert "/confirm/" not in notice.get_body(("plain",)).get_content()
 

@@ -131,8 +131,10 @@ def test_a_strangers_signup_of_a_pending_address_changes_nothing_until_confirmed
     # An active subscriber is not rewritten either.
     signup("ann@example.com", topics=["early-access"], first_name="Mallory", ip="192.0.2.99")
     work()
-    [notice] = smtp_sink.take()
+    welcome, notice = sorted(smtp_sink.take(), key=lambda m: "already subscribed" in m["Subject"])
+    assert "Welcome" in welcome["Subject"] and "Hello Ann," in welcome.get_body(("plain",)).get_content()
     assert "already subscribed" in notice["Subject"] and "Mallory" not in notice.as_string()
+    assert "Mallory" not in welcome.as_string()
     assert subscriber(runtime, "ann@example.com").first_name == "Ann"
     assert topics_of(runtime, "ann@example.com") == {"newsletter": "active"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
 #: the layers every feature may use; they use no feature
 INFRASTRUCTURE = ("core", "models", "mail", "web")
-FEATURES = ("subscribers", "customers", "campaigns", "partners", "early_access", "feedback")
+FEATURES = ("subscribers", "customers", "campaigns", "partners", "early_access", "feedback", "store_events")
 #: the composition root: the app factory, the command line, the worker (and the old job paths)
 TOP_LEVEL = {"newsletter", "__main__", "cli", "cli_support", "demo", "worker", "jobs"}
 

@@ -214,6 +214,9 @@ class Settings:
     confirmations_per_address: int = _setting(
         _int, 3, "confirmation emails per address per 24 hours, whatever the IP"
     )
+    welcome_email: bool = _setting(
+        _bool, True, "send a welcome email (topics, frequency, preferences link) once, after confirmation"
+    )
     check_deliverability: bool = _setting(
         _bool, False, "look up the domain's MX records at signup (needs DNS)"
     )

@@ -24,7 +24,16 @@ from newsletter.core.vocabulary import SuppressionReason
 from newsletter.feedback import protection
 from newsletter.feedback.signals import Signal
 from newsletter.mail import verp
-from newsletter.models import ConsentAction, Delivery, DeliveryEvent, OutboxEmail, SignalKind, Subscriber
+from newsletter.models import (
+    ConsentAction,
+    Delivery,
+    DeliveryEvent,
+    OutboxEmail,
+    SignalKind,
+    StoreEvent,
+    Subscriber,
+)
+from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import suppression
 from newsletter.subscribers.consent import RequestInfo, record_event
 
@@ -115,6 +124,10 @@ def record(session: Session, settings: Settings, signal: Signal) -> Recorded:
         log.info("feedback %s from %s names no message of ours; ignored", signal.kind.value, signal.source)
         return Recorded(unmatched=True)
     email_hash = session.scalar(select(Subscriber.email_hash).where(Subscriber.id == target.subscriber_id))
+    if email_hash is None and target.outbox is not None and target.outbox.store_event_id is not None:
+        # store mail goes to the event's address, not to a subscriber: that address is suppressed
+        store_event = session.get(StoreEvent, target.outbox.store_event_id)
+        email_hash = address_hash(store_event.email) if store_event else None
     delivery = target.delivery
     at = signal.at or clock.now()
     event = DeliveryEvent(
@@ -203,12 +216,13 @@ def _suppress(
             if target.delivery
             else {"outbox_id": target.outbox.id}
         )
-        record_event(
-            session,
-            target.subscriber_id,
-            ConsentAction.COMPLAINED,
-            RequestInfo(ip=None, user_agent=signal.user_agent, source=f"complaint:{signal.source}"),
-            details=details,
-        )
+        if target.subscriber_id is not None:  # store mail has no subscriber, hence no ledger
+            record_event(
+                session,
+                target.subscriber_id,
+                ConsentAction.COMPLAINED,
+                RequestInfo(ip=None, user_agent=signal.user_agent, source=f"complaint:{signal.source}"),
+                details=details,
+            )
         return SuppressionReason.COMPLAINED
     return None

@@ -15,6 +15,7 @@ from newsletter.models.customers import Customer
 from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
+from newsletter.models.store_events import StoreEvent
 from newsletter.models.subscribers import (
     Frequency,
     PartnerShare,
@@ -52,6 +53,7 @@ __all__ = [
     "ConsentEvent",
     "OutboxEmail",
     "OutboxKind",
+    "StoreEvent",
     "Subscriber",
     "SubscriberStatus",
     "Subscription",

@@ -25,6 +25,27 @@ class OutboxKind(enum.StrEnum):
     CONFIRM = "confirm"  #: "please confirm your subscription"
     ALREADY_SUBSCRIBED = "already_subscribed"  #: an active subscriber signed up again
     PARTNER_INVITE = "partner_invite"  #: consent came from a partner store: please confirm with us
+    WELCOME = "welcome"  #: sent once per subscriber, after their first confirmation
+    # Store mail (newsletter.store_events): to the address in the store's event, no subscriber needed.
+    ORDER_PLACED = "order_placed"  #: thank you for your order
+    ORDER_SHIPPED = "order_shipped"  #: your order is on its way
+    ORDER_DELAYED = "order_delayed"  #: your order is late: what happened, the new date, what you can do
+    ORDER_CANCELLED = "order_cancelled"  #: your order is cancelled
+    ITEM_OUT_OF_STOCK = "item_out_of_stock"  #: sorry, an item is out of stock; the alternatives
+    BACK_IN_STOCK = "back_in_stock"  #: the item you asked about is back
+
+
+#: Kinds sent to a store event's address (``store_event_id``), not to a subscriber.
+STORE_KINDS = frozenset(
+    {
+        OutboxKind.ORDER_PLACED,
+        OutboxKind.ORDER_SHIPPED,
+        OutboxKind.ORDER_DELAYED,
+        OutboxKind.ORDER_CANCELLED,
+        OutboxKind.ITEM_OUT_OF_STOCK,
+        OutboxKind.BACK_IN_STOCK,
+    }
+)
 
 
 class OutboxEmail(Base):
@@ -37,7 +58,8 @@ class OutboxEmail(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[OutboxKind] = mapped_column(enum_type(OutboxKind, 40))
-    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    #: None for store mail (STORE_KINDS): the customer need not be a subscriber, and is not made one
+    subscriber_id: Mapped[int | None] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     #: set by the worker that took it; a stale claim is taken over by the sweep
     claimed_at: Mapped[datetime | None]
@@ -54,3 +76,5 @@ class OutboxEmail(Base):
     failed_at: Mapped[datetime | None]
     #: the RQ job carrying the row when it is not the row's own ``outbox-<id>`` (a batch of invitations)
     job_id: Mapped[str | None] = mapped_column(String(64))
+    #: store mail: the event whose address and details the email carries
+    store_event_id: Mapped[int | None] = mapped_column(ForeignKey("store_events.id", ondelete="CASCADE"))

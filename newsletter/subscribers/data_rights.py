@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
@@ -19,6 +19,7 @@ from newsletter.models import (
     OutboxEmail,
     PartnerShare,
     SignupRequest,
+    StoreEvent,
     Subscriber,
     SubscriberStatus,
     Subscription,
@@ -127,6 +128,10 @@ def erase(session: Session, subscriber: Subscriber, request: RequestInfo) -> Non
     session.execute(delete(SignupRequest).where(SignupRequest.subscriber_id == sid))
     session.execute(delete(OutboxEmail).where(OutboxEmail.subscriber_id == sid))
     session.execute(delete(Customer).where(Customer.email_hash == subscriber.email_hash))
+    # The store's events about this address (orders, back-in-stock requests) and their mail.
+    store_events = select(StoreEvent.id).where(func.lower(StoreEvent.email) == subscriber.email.lower())
+    session.execute(delete(OutboxEmail).where(OutboxEmail.store_event_id.in_(store_events)))
+    session.execute(delete(StoreEvent).where(StoreEvent.id.in_(store_events)))
     # The one sanctioned change to the ledger: its network identity is pseudonymised.
     session.execute(
         update(ConsentEvent)

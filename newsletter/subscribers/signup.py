@@ -288,9 +288,19 @@ class Confirmation(enum.StrEnum):
 
 
 def confirm(
-    session: Session, subscriber: Subscriber, asked: ConsentEvent | None, request: RequestInfo
+    session: Session,
+    subscriber: Subscriber,
+    asked: ConsentEvent | None,
+    request: RequestInfo,
+    *,
+    settings: Settings | None = None,
+    dispatch=None,
 ) -> Confirmation:
-    """Confirm the request ``asked`` (from ``request_of_link``): its topics and name become the person's."""
+    """Confirm the request ``asked`` (from ``request_of_link``): its topics and name become the person's.
+
+    With ``settings`` (and ``welcome_email`` on), the welcome email's outbox row is written in
+    this transaction; ``dispatch(outbox_id)`` runs after the commit.
+    """
     if asked is None:
         return Confirmation.ALREADY if subscriber.status == SubscriberStatus.ACTIVE else Confirmation.CLOSED
     if suppression.blocks_opt_in(suppression.find(session, subscriber.email_hash)):
@@ -324,7 +334,39 @@ def confirm(
     record_event(session, subscriber.id, ConsentAction.CONFIRMED, request, topics=activated, details=details)
     grant_requested_shares(session, subscriber, request)  # partners ticked on the signup form
     session.flush()
+    if settings is not None and settings.welcome_email:
+        _add_welcome(session, subscriber, asked.id, dispatch)
     return Confirmation.CONFIRMED
+
+
+def _add_welcome(session: Session, subscriber: Subscriber, request_event_id: int, dispatch) -> None:
+    """Queue the welcome email unless this subscriber ever had one (once per person, ever).
+
+    The subscriber's row is locked first (PostgreSQL), so two confirmations at the same
+    instant cannot both see "no welcome yet"; SQLite serialises writers anyway.
+    """
+    session.execute(select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update())
+    had_one = session.scalar(
+        select(OutboxEmail.id)
+        .where(OutboxEmail.subscriber_id == subscriber.id, OutboxEmail.kind == OutboxKind.WELCOME)
+        .limit(1)
+    )
+    if had_one is not None:
+        return
+    outbox_id = session.execute(
+        insert(OutboxEmail)
+        .values(
+            kind=OutboxKind.WELCOME,
+            subscriber_id=subscriber.id,
+            created_at=clock.now(),
+            attempts=0,
+            request_event_id=request_event_id,
+            mailbox_hash=None,  # not a confirmation request: it must not eat the mailbox's daily cap
+        )
+        .returning(OutboxEmail.id)
+    ).scalar_one()
+    if dispatch is not None:
+        on_commit(session, lambda: dispatch(outbox_id))
 
 
 def resend_confirmation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from email.utils import parseaddr
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
@@ -14,9 +15,21 @@ from newsletter.mail import verp
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport, TransportError
-from newsletter.models import OutboxEmail, OutboxKind, PartnerInvitation, Subscriber
-from newsletter.models.outbox import MAX_ATTEMPTS
-from newsletter.subscribers import links
+from newsletter.models import (
+    OutboxEmail,
+    OutboxKind,
+    PartnerInvitation,
+    StoreEvent,
+    Subscriber,
+    SubscriberStatus,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    Topic,
+)
+from newsletter.models.outbox import MAX_ATTEMPTS, STORE_KINDS
+from newsletter.models.subscribers import address_hash
+from newsletter.subscribers import links, suppression
 from newsletter.subscribers.signup import request_for_outbox
 
 log = logging.getLogger(__name__)
@@ -53,11 +66,21 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
     outbox = session.get(OutboxEmail, outbox_id)
     if outbox is None or outbox.sent_at is not None or outbox.failed_at is not None:
         return None
-    subscriber = session.get(Subscriber, outbox.subscriber_id)
-    extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
-    if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
-        extra["request_id"] = request_for_outbox(session, outbox)
-    message = build_for(settings, outbox.kind, subscriber, **extra)
+    if outbox.kind in STORE_KINDS:
+        event = session.get(StoreEvent, outbox.store_event_id)
+        if event is None or store_address_suppressed(session, event.email):
+            give_up(outbox, "the address bounced or complained" if event else "the store event is gone")
+            session.commit()
+            return None
+        message = build_store_mail(settings, outbox.kind, event)
+    else:
+        subscriber = session.get(Subscriber, outbox.subscriber_id)
+        refusal = welcome_refusal(session, subscriber) if outbox.kind == OutboxKind.WELCOME else None
+        if refusal is not None:
+            give_up(outbox, refusal)
+            session.commit()
+            return None
+        message = build_subscriber_mail(session, settings, outbox, subscriber)
     try:
         transport.send(message, envelope_from=verp.return_path(settings, verp.OUTBOX, outbox.id))
     except Exception as exc:
@@ -76,10 +99,60 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
     return outbox.message_id
 
 
+def build_subscriber_mail(session: Session, settings: Settings, outbox: OutboxEmail, subscriber: Subscriber):
+    extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
+    if outbox.kind == OutboxKind.WELCOME:
+        extra = welcome_context(session, subscriber)
+    if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
+        extra["request_id"] = request_for_outbox(session, outbox)
+    return build_for(settings, outbox.kind, subscriber, **extra)
+
+
+#: fields a store event may leave out (the templates test them; any other missing one is an error)
+STORE_OPTIONAL = ("first_name", "order_url", "tracking_url", "reason", "alternatives", "url")
+
+
+def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent):
+    """Store mail: the event's details, to the event's address; no marketing links in it."""
+    context = {
+        "store": settings.store_name,
+        "postal_address": settings.postal_address,
+        "contact": parseaddr(settings.from_)[1] or settings.from_,  # replies reach the store too
+        "event": {**dict.fromkeys(STORE_OPTIONAL), **event.payload},
+    }
+    subject, text, html = render_transactional(kind.value, **context)
+    return build_message(sender=settings.from_, to=event.email, subject=subject, text=text, html=html)
+
+
+def store_address_suppressed(session: Session, email: str) -> bool:
+    """Store mail reaches people whatever their marketing choices, never a bounced or complaining address."""
+    reason = session.scalar(select(Suppression.reason).where(Suppression.email_hash == address_hash(email)))
+    return reason in (SuppressionReason.BOUNCED, SuppressionReason.COMPLAINED)
+
+
 def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
     """What a partner invitation says about where the consent came from."""
     invitation = session.get(PartnerInvitation, outbox_id)
     return {"partner": invitation.partner_name if invitation else "a partner store"}
+
+
+def welcome_refusal(session: Session, subscriber: Subscriber | None) -> str | None:
+    """Why a welcome must not go out now (checked when sending: a bounce may have come since)."""
+    if subscriber is None or subscriber.status != SubscriberStatus.ACTIVE:
+        return "not sent: no longer subscribed"
+    blocked = suppression.find(session, subscriber.email_hash)
+    if blocked is not None:
+        return f"not sent: suppressed ({blocked.reason.value})"
+    return None
+
+
+def welcome_context(session: Session, subscriber: Subscriber) -> dict:
+    """What the welcome says: the topics the person gets (as named on the form) and how often."""
+    active = {s.topic_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.ACTIVE}
+    topics = [
+        t.name for t in session.scalars(select(Topic).order_by(Topic.position, Topic.id)) if t.id in active
+    ]
+    return {"topics": topics, "frequency": subscriber.frequency.value}
 
 
 def give_up(outbox: OutboxEmail, reason: str) -> None:

@@ -109,7 +109,14 @@ def confirm(token: str):
     if not form.validate_on_submit():
         return render_template("web/confirm.html", form=form, token=token, already=False), 400
     asked = signup.request_of_link(db(), subscriber, payload)
-    outcome = signup.confirm(db(), subscriber, asked, request_info("web:confirm"))
+    outcome = signup.confirm(
+        db(),
+        subscriber,
+        asked,
+        request_info("web:confirm"),
+        settings=current_app.settings,
+        dispatch=partial(send_transactional, runtime()),
+    )
     db().commit()
     if outcome == signup.Confirmation.CLOSED:
         return _link_closed()

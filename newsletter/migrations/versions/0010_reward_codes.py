@@ -1,7 +1,7 @@
 """reward codes: pools of codes the store made, and the code each delivery carries
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-01
 
 Adds ``reward_codes`` (a pool's codes, each assigned to at most one delivery) and
@@ -11,8 +11,8 @@ Adds ``reward_codes`` (a pool's codes, each assigned to at most one delivery) an
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

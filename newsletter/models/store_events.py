@@ -1,0 +1,28 @@
+"""Events the store sends (orders, stock): one row per store event id, so a retry is answered the same."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from newsletter.core import clock
+from newsletter.core.db import Base
+
+
+class StoreEvent(Base):
+    __tablename__ = "store_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: the store's own id for the event; unique, so a retried event is found, not applied again
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    #: the customer's address as the store gave it (the person need not be a subscriber)
+    email: Mapped[str] = mapped_column(String(320))
+    #: the event as received (validated): what the email says, and a request's evidence
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: what the API answered for this event, answered again to a retry
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)

@@ -1,0 +1,1 @@
+"""Store events (orders, stock) in, store mail out through the transactional outbox."""
