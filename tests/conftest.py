@@ -91,7 +91,13 @@ def pytest_configure(config):
 
 
 #: The slowest files go first, so that no worker starts one of them when the rest is done.
-HEAVY_FIRST = ["test_sending_crash.py", "test_browser_", "test_fuzz.py", "test_caps.py"]
+HEAVY_FIRST = [
+    "test_sending_crash.py",
+    "test_reward_codes_crash.py",
+    "test_browser_",
+    "test_fuzz.py",
+    "test_caps.py",
+]
 
 
 def _weight(item) -> int:
