@@ -17,16 +17,13 @@ end of the HTML. The routes live in ``newsletter.feedback.views``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import html as html_escaping
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
 
 from newsletter.campaigns.frozen import FrozenEmail
+from newsletter.core import tags
 from newsletter.core.config import Settings
 from newsletter.mail.skeleton import SLOT, slot_token
 
@@ -37,6 +34,8 @@ _OPEN_SLOT = slot_token(OPEN_URL, "url")
 _ANCHOR = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
 _HREF = re.compile(r"""(\shref\s*=\s*)(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _WEB = re.compile(r"https?://[^\s/?#]+", re.IGNORECASE)
+#: its own key: a click token is never a valid VERP tag (mail/verp.py), nor the reverse
+_PURPOSE = "click"
 _TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-z]{1,13})-([a-z2-7]{16})")
 PIXEL = (
     f'<img src="{_OPEN_SLOT}" width="1" height="1" alt="" '
@@ -98,31 +97,10 @@ class TrackedRef:
     delivery_id: int
 
 
-@lru_cache(maxsize=8)
-def _key(secret: str) -> bytes:
-    # a key of its own: a click token is never a valid VERP tag (mail/verp.py), nor the reverse
-    return hashlib.sha256(b"newsletter click\x00" + secret.encode()).digest()
-
-
-def _mac(secret: str, body: str) -> str:
-    digest = hmac.new(_key(secret), body.encode(), hashlib.sha256).digest()[:10]
-    return base64.b32encode(digest).decode().lower()
-
-
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        number, rest = divmod(number, 36)
-        out = digits[rest] + out
-        if not number:
-            return out
-
-
 def make_token(settings: Settings, campaign_id: int, delivery_id: int) -> str:
     """One delivery's token, e.g. ``2x-1k2-7hq3mzx0b4rta9cq`` (one HMAC per message)."""
-    body = f"{_base36(campaign_id)}-{_base36(delivery_id)}"
-    return f"{body}-{_mac(settings.secret_key, body)}"
+    body = f"{tags.base36(campaign_id)}-{tags.base36(delivery_id)}"
+    return f"{body}-{tags.sign(settings, _PURPOSE, body)}"
 
 
 def read_token(settings: Settings, token: str) -> TrackedRef | None:
@@ -131,11 +109,9 @@ def read_token(settings: Settings, token: str) -> TrackedRef | None:
     if match is None:
         return None
     campaign, delivery, mac = match.groups()
-    body = f"{campaign}-{delivery}"
-    for secret in (settings.secret_key, *settings.secret_key_fallbacks):
-        if hmac.compare_digest(_mac(secret, body), mac):
-            return TrackedRef(int(campaign, 36), int(delivery, 36))
-    return None
+    if not tags.verifies(settings, _PURPOSE, f"{campaign}-{delivery}", mac):
+        return None
+    return TrackedRef(int(campaign, 36), int(delivery, 36))
 
 
 def personal_urls(settings: Settings, campaign_id: int, delivery_id: int) -> dict[str, str]:

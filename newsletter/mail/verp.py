@@ -9,17 +9,15 @@ nothing: it cannot make the engine suppress somebody else.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 
+from newsletter.core import tags
 from newsletter.core.config import Settings
 
 DELIVERY = "d"  #: a campaign delivery row (deliveries.id)
 OUTBOX = "o"  #: a transactional email (outbox_emails.id)
+_PURPOSE = "verp"
 _TAG = re.compile(r"([do])([0-9a-z]{1,13})-([a-z2-7]{16})")
 
 
@@ -31,30 +29,10 @@ class VerpRef:
     row_id: int
 
 
-@lru_cache(maxsize=8)
-def _key(secret: str) -> bytes:
-    return hashlib.sha256(b"newsletter verp\x00" + secret.encode()).digest()
-
-
-def _mac(secret: str, body: str) -> str:
-    digest = hmac.new(_key(secret), body.encode(), hashlib.sha256).digest()[:10]
-    return base64.b32encode(digest).decode().lower()
-
-
-def _base36(number: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        number, rest = divmod(number, 36)
-        out = digits[rest] + out
-        if not number:
-            return out
-
-
 def tag(settings: Settings, kind: str, row_id: int) -> str:
     """The signed tag of one row, e.g. ``d1k2-7hq3mzx0b4rta9cq``."""
-    body = f"{kind}{_base36(row_id)}"
-    return f"{body}-{_mac(settings.secret_key, body)}"
+    body = f"{kind}{tags.base36(row_id)}"
+    return f"{body}-{tags.sign(settings, _PURPOSE, body)}"
 
 
 def return_path(settings: Settings, kind: str, row_id: int) -> str | None:
@@ -72,8 +50,6 @@ def read(settings: Settings, address: str) -> VerpRef | None:
     if match is None:
         return None
     kind, number, mac = match.groups()
-    body = f"{kind}{number}"
-    for secret in (settings.secret_key, *settings.secret_key_fallbacks):
-        if hmac.compare_digest(_mac(secret, body), mac):
-            return VerpRef(kind, int(number, 36))
-    return None
+    return (
+        VerpRef(kind, int(number, 36)) if tags.verifies(settings, _PURPOSE, f"{kind}{number}", mac) else None
+    )
