@@ -255,6 +255,9 @@ def test_generated_codes_are_sent_and_verified_by_the_api(
     assert answer.json["status"] == "already redeemed"
     assert client.post("/api/codes/redeemed", json={"code": "NOPE"}, headers=auth).json["status"] == "unknown"
     assert client.post("/api/codes/redeemed", json={}, headers=auth).status_code == 400
+    nested = b"[" * 100_000 + b"]" * 100_000  # json.loads would recurse past Python's limit: a 400, not a 500
+    answer = client.post("/api/codes/redeemed", data=nested, content_type="application/json", headers=auth)
+    assert answer.status_code == 400
     with runtime.sessions() as session:
         assert session.scalar(select(func.count()).where(Delivery.reward_redeemed_at.is_not(None))) == 1
 

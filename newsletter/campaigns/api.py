@@ -7,7 +7,7 @@ from flask import current_app, jsonify, request
 from newsletter.campaigns import rewards
 from newsletter.core import clock
 from newsletter.web import db
-from newsletter.web.api import bp, error
+from newsletter.web.api import BadJson, bp, error, json_body
 
 
 @bp.get("/codes/verify")
@@ -23,7 +23,10 @@ def verify_code():
 @bp.post("/codes/redeemed")
 def code_redeemed():
     """The store says a customer used their code: recorded once, however often it is said."""
-    body = request.get_json(silent=True)
+    try:
+        body = json_body(request.get_data(cache=False))
+    except BadJson:
+        body = None
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or not code.strip() or len(code) > rewards.MAX_CODE:
         return error(400, 'send JSON {"code": "..."}')

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import jsonify, request
 
 from newsletter.customers import records as customers
 from newsletter.web import db
-from newsletter.web.api import bp, error
+from newsletter.web.api import BadJson, bp, error, json_body
 
 #: Records per POST /api/customers; more is a 413 (send several requests).
 MAX_RECORDS = 10_000
@@ -21,11 +19,9 @@ def post_customers():
     """Upsert a JSON list of customer records; answers counts and per-record errors."""
     request.max_content_length = MAX_BODY
     try:
-        records = json.loads(request.get_data(cache=False))
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "the body must be JSON: a list of customer records")
-    except RecursionError:  # json.loads recurses once per level of nesting
-        return error(400, "the body nests too deeply: send a flat list of customer records")
+        records = json_body(request.get_data(cache=False))
+    except BadJson as exc:
+        return error(400, f"{exc}: a flat list of customer records")
     if not isinstance(records, list):
         return error(400, "the body must be a JSON list of customer records")
     if len(records) > MAX_RECORDS:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
@@ -17,6 +19,23 @@ def error(status: int, message: str, **headers: str):
     response = jsonify(error=message)
     response.headers.update(headers)
     return response, status
+
+
+class BadJson(ValueError):
+    """A request body that is not JSON, or nests too deeply to read."""
+
+
+def json_body(data: bytes) -> Any:
+    """The body as JSON, or :class:`BadJson` with a one-line reason (never a RecursionError).
+
+    json.loads recurses once per level of nesting: ``[[[[...`` a few thousand deep would be a 500.
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise BadJson("the body must be JSON") from None
+    except RecursionError:
+        raise BadJson("the body nests too deeply") from None
 
 
 def _digest(text: str) -> bytes:
