@@ -7,7 +7,6 @@ naming no message of ours is still a 200 (the body says so), so the provider sto
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC
 from pathlib import Path
@@ -20,6 +19,7 @@ from newsletter.feedback import mailgun, ses, sns
 from newsletter.feedback.record import record
 from newsletter.feedback.signals import Signal
 from newsletter.web import db, runtime
+from newsletter.web.api import BadJson, json_body
 
 log = logging.getLogger(__name__)
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -41,10 +41,10 @@ def _json_body():
     if len(data) > MAX_BODY:
         return None, (f"the body is larger than {MAX_BODY // 1024} KB", 413)
     try:
-        return json.loads(data.decode("utf-8")), None
+        return json_body(data.decode("utf-8")), None
     except UnicodeDecodeError:
         return None, ("the body is not UTF-8", 400)
-    except (ValueError, RecursionError):  # RecursionError: a body of nested brackets
+    except BadJson:  # not JSON, or a body of nested brackets
         return None, ("the body is not JSON", 400)
 
 
@@ -88,9 +88,9 @@ def ses_webhook():
     except sns.Refused as exc:
         return _answer(str(exc), exc.status)
     try:
-        event = json.loads(message["Message"])
+        event = json_body(message["Message"])
         signals = ses.signals(settings, event, message["MessageId"])
-    except (ValueError, RecursionError):
+    except ValueError:  # BadJson, or a value in the event that does not parse
         return _answer("Message is not JSON", 400)
     except ses.Malformed as exc:
         return _answer(str(exc), 400)

@@ -25,7 +25,7 @@ class BadJson(ValueError):
     """A request body that is not JSON, or nests too deeply to read."""
 
 
-def json_body(data: bytes) -> Any:
+def json_body(data: bytes | str) -> Any:
     """The body as JSON, or :class:`BadJson` with a one-line reason (never a RecursionError).
 
     json.loads recurses once per level of nesting: ``[[[[...`` a few thousand deep would be a 500.
