@@ -386,7 +386,8 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
                         .group_by(Delivery.state)
                     ).all()
                 )
-            if states and not states.get(DeliveryState.QUEUED) and not states.get(DeliveryState.SENDING):
+            busy = (DeliveryState.QUEUED, DeliveryState.CLAIMED, DeliveryState.SENDING)
+            if states and not any(states.get(state) for state in busy):
                 break
             if time.monotonic() - started > 1800:
                 raise SystemExit(f"not done after 30 minutes: {states}")

@@ -202,12 +202,12 @@ def run_chaos(make_app, database_url, tmp_path, campaigns: list[str], total: int
     }
 
     def settled() -> bool:
-        """Every wave started and no row left to send now (queued, sending, or deferred and due)."""
+        """Every wave started and no row left to send now (queued, claimed, sending, or deferred and due)."""
         with runtime.sessions() as session:
             waiting = session.scalar(select(func.count()).where(Campaign.status == CampaignStatus.SCHEDULED))
             open_now = session.scalar(
                 select(func.count()).where(
-                    Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.SENDING])
+                    Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.CLAIMED, DeliveryState.SENDING])
                     | ((Delivery.state == DeliveryState.DEFERRED) & (Delivery.send_after <= clock.now()))
                 )
             )

@@ -1,7 +1,9 @@
 """One batch: claim its rows, decide caps, send in id order, and record each message in the ledger.
 
-A slice marks each row ``sent`` before the next SMTP transaction starts, so a dead worker
-leaves at most one row of its claim that may have reached the relay unmarked (recovery.py).
+A slice's rows are ``claimed`` while it decides caps and ``sending`` once those decisions are
+committed; it marks each row ``sent`` before the next SMTP transaction starts, so a dead worker
+leaves at most one row of its claim that may have reached the relay unmarked, its lowest
+``sending`` row, and none if it died deciding (recovery.py).
 One recipient whose message cannot be built or handed over fails alone; the slice goes on.
 """
 
@@ -16,7 +18,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps, errors, rewards, state, tracking
-from newsletter.campaigns.decisions import decide
+from newsletter.campaigns.decisions import decide, start_sending
 from newsletter.campaigns.frozen import FrozenCampaign
 from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
 from newsletter.campaigns.rate import RateLimiter
@@ -115,7 +117,7 @@ def send_batch(
     last_beat = time.monotonic()
 
     recipients = load_recipients(session, campaign, token)
-    to_send = decide(session, conn, settings, campaign, recipients, now, report)
+    to_send = decide(session, conn, settings, campaign, recipients, token, now, report)
     frozen = FrozenCampaign.of(campaign)
     codes: dict[int, str] = {}
     if frozen.reward and to_send:
@@ -132,6 +134,12 @@ def send_batch(
                 actor="rewards",
             )
             to_send = [r for r in to_send if r.delivery_id in codes]
+    if not start_sending(session, token, to_send):
+        # Taken for dead while deciding (a stall past the stale limit): the rows, and any cap
+        # places taken for them since, belong to their next owner; this batch writes nothing.
+        session.rollback()
+        report.stopped = "claim lost"
+        return report
     commit()
 
     skeletons = skeletons_for(campaign, frozen)

@@ -1,6 +1,8 @@
 """A batch's decisions before sending: skip, defer (quiet hours, pause, caps) or reserve a cap place.
 
-All the batch's cap checks and reservations go to Redis in one pipeline of Lua calls.
+All the batch's cap checks and reservations go to Redis in one pipeline of Lua calls. The
+decisions touch only rows the batch still holds (``claimed`` under its token): a batch taken
+for dead after a stall writes nothing over the rows' next owner.
 """
 
 from __future__ import annotations
@@ -8,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import redis
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
-from newsletter.campaigns.ledger import BatchReport, Recipient, mark
+from newsletter.campaigns.ledger import BatchReport, Recipient
 from newsletter.core.config import Settings
 from newsletter.models import Campaign, Delivery, DeliveryState
 from newsletter.subscribers import suppression
@@ -24,10 +26,14 @@ def decide(
     settings: Settings,
     campaign: Campaign,
     recipients: list[Recipient],
+    token: str,
     now: datetime,
     report: BatchReport,
 ) -> list[Recipient]:
-    """Skip, defer or reserve a cap place for every claimed recipient; the ones to send now."""
+    """Skip, defer or reserve a cap place for every claimed recipient; the ones to send now.
+
+    The rows decided here stay ``claimed`` until ``start_sending`` commits them as ``sending``.
+    """
     policy = caps.Policy.from_settings(settings)
     deadline = campaign.deadline
     longest = max([w for _, w in policy.rules] + [30 * 86400])
@@ -69,19 +75,46 @@ def decide(
         else:
             skipped.setdefault(verdict.reason, []).append(recipient.delivery_id)
 
+    owned = (Delivery.claim_token == token) & (Delivery.state == DeliveryState.CLAIMED)
     for reason, ids in skipped.items():
-        mark(session, ids, state=DeliveryState.SKIPPED, reason=reason[:300])
+        session.execute(
+            update(Delivery)
+            .where(owned, Delivery.id.in_(ids))
+            .values(state=DeliveryState.SKIPPED, reason=reason[:300])
+            .execution_options(synchronize_session=False)
+        )
         report.skipped += len(ids)
         report.reasons[reason] = report.reasons.get(reason, 0) + len(ids)
-    if deferred:  # one executemany (ORM bulk UPDATE by primary key), not one statement per row
-        session.execute(
-            update(Delivery),
-            [
-                {"id": delivery_id, "state": DeliveryState.DEFERRED, "send_after": at, "reason": why}
-                for delivery_id, at, why in deferred
-            ],
+    if deferred:  # one executemany, not one statement per row
+        session.connection().execute(
+            update(Delivery.__table__)
+            .where(Delivery.__table__.c.id == bindparam("row_id"), owned)
+            .values(state=DeliveryState.DEFERRED, send_after=bindparam("at"), reason=bindparam("why")),
+            [{"row_id": delivery_id, "at": at, "why": why} for delivery_id, at, why in deferred],
         )
     for _, _, why in deferred:
         report.reasons[why] = report.reasons.get(why, 0) + 1
     report.deferred += len(deferred)
     return to_send
+
+
+def start_sending(session: Session, token: str, to_send: list[Recipient]) -> bool:
+    """Mark the batch's rows to send ``sending`` (committed by the caller with the decisions).
+
+    False if the batch no longer holds them all (taken back as dead after a stall): then the
+    caller rolls its decisions back and sends nothing.
+    """
+    ids = [r.delivery_id for r in to_send]
+    promoted = 0
+    for start in range(0, len(ids), 500):  # bounded IN lists
+        promoted += session.execute(
+            update(Delivery)
+            .where(
+                Delivery.claim_token == token,
+                Delivery.state == DeliveryState.CLAIMED,
+                Delivery.id.in_(ids[start : start + 500]),
+            )
+            .values(state=DeliveryState.SENDING)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return promoted == len(ids)

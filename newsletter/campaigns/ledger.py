@@ -75,7 +75,7 @@ def claim(session: Session, campaign_id: int, first_id: int, last_id: int, now: 
         update(Delivery)
         .where(Delivery.campaign_id == campaign_id, Delivery.id.between(first_id, last_id), ready(now))
         .values(
-            state=DeliveryState.SENDING, claimed_at=now, claim_token=token, attempts=Delivery.attempts + 1
+            state=DeliveryState.CLAIMED, claimed_at=now, claim_token=token, attempts=Delivery.attempts + 1
         )
         .execution_options(synchronize_session=False)
     )
@@ -104,7 +104,7 @@ def load_recipients(session: Session, campaign: Campaign, token: str) -> list[Re
             & (topic_active == SubscriptionStatus.ACTIVE.value),
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .where(Delivery.claim_token == token, Delivery.state == DeliveryState.SENDING)
+        .where(Delivery.claim_token == token, Delivery.state == DeliveryState.CLAIMED)
         .order_by(Delivery.id)
     ).all()
     return [Recipient(*row) for row in rows]

@@ -16,44 +16,54 @@ from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState
 def recover_stale_claims(
     session: Session, conn: redis.Redis, now: datetime, stale_after: int
 ) -> dict[str, int]:
-    """Hand back the rows of batches whose worker died: the lowest still-sending row is uncertain.
+    """Hand back the rows of batches whose worker died; the lowest ``sending`` row is uncertain.
 
-    The uncertain row keeps (or gets) its cap place: it counts as a send. Every row handed
-    back gives its place back, whether the worker died after reserving it or before its
-    decisions were committed; otherwise the person would be capped by a message never sent.
-    The places go back before the caller commits, so no new claim can have taken them yet.
+    A batch's rows are ``claimed`` while it decides caps and ``sending`` once those decisions
+    are committed, so a worker that died deciding sent nothing: all its rows go back. One that
+    died sending may have handed its lowest ``sending`` row to the relay unmarked: that row is
+    uncertain and keeps (or gets) its cap place, since it counts as a send. Every row handed
+    back gives its place back, or the person would be capped by a message never sent. The
+    places go back before the caller commits, so no new claim can have taken them yet.
     """
-    tokens = session.execute(
-        select(Delivery.claim_token, func.min(Delivery.id), func.min(Delivery.claimed_at))
-        .where(Delivery.state == DeliveryState.SENDING)
+    held = (DeliveryState.CLAIMED, DeliveryState.SENDING)
+    claims = session.execute(
+        select(Delivery.claim_token, func.min(Delivery.claimed_at))
+        .where(Delivery.state.in_(held))
         .group_by(Delivery.claim_token)
     ).all()
     recovered = {"uncertain": 0, "requeued": 0}
-    for token, lowest_id, claimed_at in tokens:
+    for token, claimed_at in claims:
         alive = token is not None and conn.exists(f"nl:claim:{token}")
         if alive or claimed_at > now - timedelta(seconds=stale_after):
             continue
+        mine = (Delivery.claim_token == token) if token is not None else Delivery.claim_token.is_(None)
         uncertain = session.execute(
             update(Delivery)
-            .where(Delivery.id == lowest_id)
+            .where(
+                Delivery.id
+                == select(func.min(Delivery.id))
+                .where(mine, Delivery.state == DeliveryState.SENDING)
+                .scalar_subquery()
+            )
             .values(
                 state=DeliveryState.UNCERTAIN,
                 sent_at=claimed_at,
                 reason="worker died during the SMTP transaction: maybe delivered once, not retried",
             )
-            .returning(Delivery.subscriber_id)
+            .returning(Delivery.id, Delivery.subscriber_id)
             .execution_options(synchronize_session=False)
-        ).scalar_one()
+        ).one_or_none()
         moved = session.execute(
             update(Delivery)
-            .where(Delivery.claim_token == token, Delivery.state == DeliveryState.SENDING)
+            .where(mine, Delivery.state.in_(held))
             .values(state=DeliveryState.QUEUED, claim_token=None)
             .returning(Delivery.id, Delivery.subscriber_id)
             .execution_options(synchronize_session=False)
         ).all()
-        caps.hold(conn, uncertain, caps.member_for(lowest_id), claimed_at)
+        if uncertain is not None:
+            caps.hold(conn, uncertain.subscriber_id, caps.member_for(uncertain.id), claimed_at)
+            recovered["uncertain"] += 1
         caps.release_many(conn, ((subscriber_id, caps.member_for(id_)) for id_, subscriber_id in moved))
-        recovered["uncertain"] += 1
         recovered["requeued"] += len(moved)
     return recovered
 

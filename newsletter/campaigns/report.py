@@ -105,6 +105,8 @@ class Numbers:
 
     def add(self, row, track_opens: bool) -> None:
         kind = getattr(row.state, "value", row.state)
+        if kind == DeliveryState.CLAIMED.value:
+            kind = DeliveryState.SENDING.value  # a batch holds it either way
         if kind in ("deferred", "skipped"):
             reasons = getattr(self, kind)
             key = reason_key(row.reason or "no reason given")

@@ -169,7 +169,7 @@ def move_wave(session: Session, wave: Wave, to: WaveStatus, **values) -> bool:
 
 
 def finish_if_done(session: Session, campaign: Campaign) -> bool:
-    """DONE once every wave started and no row is queued, sending or deferred."""
+    """DONE once every wave started and no row is queued, claimed, sending or deferred."""
     if campaign.status != S.SENDING:
         return False
     if any(w.status == WaveStatus.WAITING for w in campaign.waves):
@@ -177,7 +177,9 @@ def finish_if_done(session: Session, campaign: Campaign) -> bool:
     open_rows = session.scalar(
         select(func.count()).where(
             Delivery.campaign_id == campaign.id,
-            Delivery.state.in_([DeliveryState.QUEUED, DeliveryState.SENDING, DeliveryState.DEFERRED]),
+            Delivery.state.in_(
+                [DeliveryState.QUEUED, DeliveryState.CLAIMED, DeliveryState.SENDING, DeliveryState.DEFERRED]
+            ),
         )
     )
     if open_rows:

@@ -29,7 +29,8 @@ class WaveStatus(enum.StrEnum):
 
 class DeliveryState(enum.StrEnum):
     QUEUED = "queued"  #: selected, waiting for a batch job
-    SENDING = "sending"  #: a worker holds it right now
+    CLAIMED = "claimed"  #: a batch took it and is deciding caps: nothing of it has been sent
+    SENDING = "sending"  #: a batch decided to send it and holds its cap place: goes out in id order
     SENT = "sent"  #: the relay answered 250
     DEFERRED = "deferred"  #: a cap or quiet hours: waits until send_after
     SKIPPED = "skipped"  #: will not be sent: reason says why (unsubscribed, capped past deadline, ...)
