@@ -45,7 +45,7 @@ class SubscribeForm(FlaskForm):
 
 
 class JoinForm(FlaskForm):
-    """An order invitation's page: the person ticks topics (none pre-ticked) and joins; the token is in the URL."""
+    """An order invitation's page: the person ticks topics (none pre-ticked) and joins."""
 
     topics = CheckboxesField("What would you like to hear about?", choices=[])
 
