@@ -97,7 +97,8 @@ class Invitation:
 def read(session: Session, settings: Settings, token: str) -> Invitation:
     """The invitation a join link names, or TokenError (tampered, expired, or erased since: ``gone``)."""
     payload = read_token(settings, Purpose.ORDER_INVITE, token, links.max_age(settings, Purpose.ORDER_INVITE))
-    row = session.get(OrderInvitation, payload.get("i")) if isinstance(payload, dict) else None
+    wanted = payload.get("i") if isinstance(payload, dict) else None
+    row = session.get(OrderInvitation, wanted) if isinstance(wanted, int) else None
     event = session.get(StoreEvent, row.store_event_id) if row and row.store_event_id else None
     if row is None or event is None or row.email_hash[:16] != payload.get("h"):
         raise TokenError("the person this link was made for is no longer on file", gone=True)
