@@ -217,6 +217,12 @@ class Settings:
     welcome_email: bool = _setting(
         _bool, True, "send a welcome email (topics, frequency, preferences link) once, after confirmation"
     )
+    order_invitation: bool = _setting(
+        _bool,
+        True,
+        "a first order's thank-you invites a non-subscriber to the newsletter once, by a link "
+        "they must confirm on our page (never subscribes them)",
+    )
     check_deliverability: bool = _setting(
         _bool, False, "look up the domain's MX records at signup (needs DNS)"
     )

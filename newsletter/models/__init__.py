@@ -15,7 +15,7 @@ from newsletter.models.customers import Customer
 from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
-from newsletter.models.store_events import StoreEvent
+from newsletter.models.store_events import OrderInvitation, StoreEvent
 from newsletter.models.subscribers import (
     Frequency,
     PartnerShare,
@@ -53,6 +53,7 @@ __all__ = [
     "ConsentEvent",
     "OutboxEmail",
     "OutboxKind",
+    "OrderInvitation",
     "StoreEvent",
     "Subscriber",
     "SubscriberStatus",

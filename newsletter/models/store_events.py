@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, String
+from sqlalchemy import JSON, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.core import clock
@@ -26,3 +26,22 @@ class StoreEvent(Base):
     #: what the API answered for this event, answered again to a retry
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class OrderInvitation(Base):
+    """The one newsletter invitation an address ever gets with a thank-you for its first order.
+
+    Keyed by the address hash, so "once per address, ever" is a unique constraint; erasure deletes it
+    (the erasure's suppression entry then keeps the address from being invited again).
+    """
+
+    __tablename__ = "order_invitations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: ``address_hash`` of the invited address
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the order_placed event whose thank-you carries the invitation; None once that event is gone
+    store_event_id: Mapped[int | None] = mapped_column(ForeignKey("store_events.id", ondelete="SET NULL"))
+    invited_at: Mapped[datetime] = mapped_column(default=clock.now)
+    #: when the person joined through the link (their own click on the page, never the email itself)
+    accepted_at: Mapped[datetime | None]

@@ -25,7 +25,12 @@ def post_events():
         batch = parse_body(request.get_data(cache=False))
         if len(batch.events) > MAX_EVENTS:
             return error(413, f"at most {MAX_EVENTS} events per request (got {len(batch.events)})")
-        results = apply(db(), batch.events, partial(send_transactional, current_app.extensions["newsletter"]))
+        results = apply(
+            db(),
+            current_app.settings,
+            batch.events,
+            partial(send_transactional, current_app.extensions["newsletter"]),
+        )
     except BadEvents as exc:
         db().rollback()
         return jsonify(error=str(exc)[:2000], problems=exc.problems[:100]), 400

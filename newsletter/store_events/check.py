@@ -30,6 +30,10 @@ SAMPLE = {
 }
 
 
+#: the thank-you is checked with its one-time newsletter invitation, which must not sell either
+INVITE = {OutboxKind.ORDER_PLACED: "https://news.example/join/sample"}
+
+
 def problems(settings: Settings) -> list[str]:
     """``templates/email/<kind>.<ext>[:line]: reason`` for every store mail file that is not fit to send."""
     from newsletter.subscribers.transactional import build_store_mail
@@ -38,7 +42,7 @@ def problems(settings: Settings) -> list[str]:
     for kind in sorted(STORE_KINDS):
         event = StoreEvent(kind=kind.value, email=SAMPLE["email"], payload={**SAMPLE, "kind": kind.value})
         try:
-            message = build_store_mail(settings, OutboxKind(kind), event)
+            message = build_store_mail(settings, OutboxKind(kind), event, invite_url=INVITE.get(kind))
         except TemplateSyntaxError as exc:
             found.append(f"templates/email/{exc.name}:{exc.lineno}: {exc.message}")
             continue

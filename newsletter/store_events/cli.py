@@ -34,7 +34,7 @@ def events_send(app: Flask, jsonl_file: str) -> None:
         with open(jsonl_file, encoding="utf-8-sig") as handle:
             batch = parse_lines(handle.read().splitlines())
         with runtime.sessions() as session:
-            results = apply(session, batch, partial(send_transactional, runtime))
+            results = apply(session, app.settings, batch, partial(send_transactional, runtime))
             session.commit()
     except UnicodeDecodeError as exc:
         raise click.ClickException(

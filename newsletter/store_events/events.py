@@ -14,10 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.core.db import on_commit
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import OutboxEmail, OutboxKind, StoreEvent
 from newsletter.store_events.schema import SCHEMA
+from newsletter.subscribers import order_invitation
 from newsletter.subscribers.transactional import store_address_suppressed
 
 #: kinds that only record something (a request to be told); every other kind mails the customer
@@ -102,13 +104,15 @@ def validate(events: list[Any]) -> None:
         raise BadEvents(problems)
 
 
-def apply(session: Session, events: list[dict[str, Any]], dispatch: Callable[[int], object]) -> list[dict]:
+def apply(
+    session: Session, settings: Settings, events: list[dict[str, Any]], dispatch: Callable[[int], object]
+) -> list[dict]:
     """Validate, then record every new event and its email in the session's transaction (the caller
     commits); a retried event id gets its first answer back and sends nothing."""
     validate(events)
     for attempt in range(3):
         try:
-            return _apply(session, events, dispatch)
+            return _apply(session, settings, events, dispatch)
         except IntegrityError:  # another request stored one of these ids meanwhile: it is a retry now
             session.rollback()
             if attempt == 2:
@@ -116,7 +120,7 @@ def apply(session: Session, events: list[dict[str, Any]], dispatch: Callable[[in
     raise AssertionError("unreachable")
 
 
-def _apply(session: Session, events: list[dict[str, Any]], dispatch) -> list[dict]:
+def _apply(session: Session, settings: Settings, events: list[dict[str, Any]], dispatch) -> list[dict]:
     ids = {e["event_id"] for e in events}
     known = {
         row.event_id: row.result
@@ -129,14 +133,14 @@ def _apply(session: Session, events: list[dict[str, Any]], dispatch) -> list[dic
         if event["event_id"] in known:
             results.append(known[event["event_id"]])
             continue
-        result = _record(session, event, dispatch)
+        result = _record(session, settings, event, dispatch)
         known[event["event_id"]] = result
         results.append(result)
     session.flush()
     return results
 
 
-def _record(session: Session, event: dict[str, Any], dispatch) -> dict:
+def _record(session: Session, settings: Settings, event: dict[str, Any], dispatch) -> dict:
     email = normalize_address(event["email"])
     kind = event["kind"]
     if kind in RECORD_ONLY:
@@ -158,6 +162,9 @@ def _record(session: Session, event: dict[str, Any], dispatch) -> dict:
         )
         .returning(StoreEvent.id)
     ).scalar_one()
+    if status == "queued" and kind == "order_placed":
+        # the thank-you finds its invitation (if any) by this event's row when it is built
+        order_invitation.offer(session, settings, row_id, email, event)
     if status == "queued":
         outbox_id = session.execute(
             insert(OutboxEmail)

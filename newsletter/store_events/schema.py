@@ -27,6 +27,10 @@ SCHEMA: dict = {
         "kind": {"enum": sorted(KINDS)},
         "email": {"type": "string", "minLength": 3, "maxLength": 320},
         "first_name": {"type": "string", "maxLength": 100},
+        "first_order": {
+            "type": "boolean",
+            "description": "order_placed: false if the store knows this is not the customer's first order",
+        },
         "order_id": {"type": "string", "minLength": 1, "maxLength": 100},
         "order_url": _URL,
         "tracking_url": _URL,

@@ -20,14 +20,19 @@ def subscribers() -> None:
     """Look at subscribers."""
 
 
-def _subscriber_or_fail(session, email: str):
+def _address_or_fail(email: str) -> str:
     from newsletter.mail.addresses import InvalidAddress, normalize_address
-    from newsletter.subscribers.signup import find_subscriber
 
     try:
-        address = normalize_address(email)
+        return normalize_address(email)
     except InvalidAddress as exc:
         raise click.ClickException(f"{email!r}: {exc}") from None
+
+
+def _subscriber_or_fail(session, email: str):
+    from newsletter.subscribers.signup import find_subscriber
+
+    address = _address_or_fail(email)
     subscriber = find_subscriber(session, address)
     if subscriber is None:
         raise click.ClickException(f"no subscriber with address {address}")
@@ -51,13 +56,16 @@ def subscribers_show(app: Flask, email: str) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to a file, not stdout.")
 @with_app
 def subscribers_export(app: Flask, email: str, out: str | None) -> None:
-    """Everything held about a person, as JSON (what "download my data" gives them)."""
-    from newsletter.subscribers.data_rights import export_data
+    """Everything held about a person, as JSON (what "download my data" gives them); also for an
+    address that is no subscriber (a customer's store events)."""
+    from newsletter.subscribers.data_rights import export_address
 
+    address = _address_or_fail(email)
     with app.extensions["newsletter"].sessions() as session:
-        text = json.dumps(
-            export_data(session, _subscriber_or_fail(session, email)), indent=2, ensure_ascii=False
-        )
+        data = export_address(session, address)
+    if data is None:
+        raise click.ClickException(f"nothing is held about {address}")
+    text = json.dumps(data, indent=2, ensure_ascii=False)
     if out:
         Path(out).write_text(text + "\n", "utf-8")
         click.echo(f"wrote {out}")
@@ -70,17 +78,20 @@ def subscribers_export(app: Flask, email: str, out: str | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @with_app
 def subscribers_erase(app: Flask, email: str, yes: bool) -> None:
-    """Erase a person: personal data gone, ledger pseudonymised, address hash kept as suppression."""
-    from newsletter.subscribers.consent import RequestInfo
-    from newsletter.subscribers.data_rights import erase
+    """Erase a person: personal data gone, ledger pseudonymised, address hash kept as suppression.
 
+    An address that is no subscriber loses its store events, store mail and order invitation."""
+    from newsletter.subscribers.consent import RequestInfo
+    from newsletter.subscribers.data_rights import erase_address
+
+    address = _address_or_fail(email)
+    if not yes:
+        click.confirm(f"Erase everything held about {address}?", abort=True)
     with app.extensions["newsletter"].sessions() as session:
-        subscriber = _subscriber_or_fail(session, email)
-        if not yes:
-            click.confirm(f"Erase subscriber {subscriber.id} ({subscriber.email})?", abort=True)
-        erase(session, subscriber, RequestInfo(None, None, "cli:erase"))
+        subscriber = erase_address(session, address, RequestInfo(None, None, "cli:erase"))
         session.commit()
-    click.echo(f"erased subscriber {subscriber.id}; the address stays suppressed (hash only)")
+        who = f"subscriber {subscriber.id}" if subscriber else address
+    click.echo(f"erased {who}; the address stays suppressed (hash only)")
 
 
 def _open_csv(csv_file: str):

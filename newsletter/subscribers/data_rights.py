@@ -16,6 +16,7 @@ from newsletter.models import (
     ConsentEvent,
     Customer,
     Delivery,
+    OrderInvitation,
     OutboxEmail,
     PartnerShare,
     SignupRequest,
@@ -26,6 +27,7 @@ from newsletter.models import (
     SuppressionReason,
 )
 from newsletter.models.consent import PSEUDONYMISED_IP
+from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import suppression
 from newsletter.subscribers.consent import RequestInfo, record_event
 from newsletter.subscribers.signup import find_subscriber
@@ -33,6 +35,78 @@ from newsletter.subscribers.signup import find_subscriber
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() + "Z" if moment else None
+
+
+def _store_events_of(email: str):
+    """The store's events about an address (any spelling of its case), as a subquery of ids."""
+    return select(StoreEvent.id).where(func.lower(StoreEvent.email) == email.lower())
+
+
+def store_data(session: Session, email: str) -> dict[str, Any]:
+    """What the store's events left about an address: the events, the store mail, the invitation."""
+    events = session.scalars(
+        select(StoreEvent).where(StoreEvent.id.in_(_store_events_of(email))).order_by(StoreEvent.id)
+    ).all()
+    mail = session.scalars(
+        select(OutboxEmail)
+        .where(OutboxEmail.store_event_id.in_([e.id for e in events]))
+        .order_by(OutboxEmail.id)
+    ).all()
+    invitation = session.scalar(
+        select(OrderInvitation).where(OrderInvitation.email_hash == address_hash(email))
+    )
+    return {
+        "store_events": [
+            {
+                "event_id": e.event_id,
+                "kind": e.kind,
+                "received_at": _iso(e.created_at),
+                "status": e.result.get("status"),
+                "details": e.payload,
+            }
+            for e in events
+        ],
+        "store_emails_sent": [
+            {"kind": m.kind.value, "sent_at": _iso(m.sent_at), "message_id": m.message_id}
+            for m in mail
+            if m.sent_at
+        ],
+        "order_invitation": None
+        if invitation is None
+        else {"invited_at": _iso(invitation.invited_at), "accepted_at": _iso(invitation.accepted_at)},
+    }
+
+
+def _customer_data(session: Session, email_hash: str) -> dict[str, Any] | None:
+    customer = session.scalar(select(Customer).where(Customer.email_hash == email_hash))
+    if customer is None:
+        return None
+    return {
+        "orders_count": customer.orders_count,
+        "lifetime_value": str(customer.lifetime_value),
+        "last_order_at": _iso(customer.last_order_at),
+        "tier": customer.tier,
+        "attributes": customer.attributes,
+    }
+
+
+def export_address(session: Session, normalized_email: str) -> dict[str, Any] | None:
+    """The export for an address: a subscriber's, or what is held without a subscriber (store events,
+    customer data, a suppression); None if nothing at all is held."""
+    subscriber = find_subscriber(session, normalized_email)
+    if subscriber is not None:
+        return export_data(session, subscriber)
+    email_hash = address_hash(normalized_email)
+    entry = suppression.find(session, email_hash)
+    data = {
+        "email": normalized_email,
+        "subscriber": None,
+        "suppressed": {"reason": entry.reason.value, "since": _iso(entry.created_at)} if entry else None,
+        "customer_data": _customer_data(session, email_hash),
+        **store_data(session, normalized_email),
+    }
+    held = data["suppressed"] or data["customer_data"] or data["store_events"] or data["order_invitation"]
+    return data if held else None
 
 
 def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
@@ -49,7 +123,6 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         .where(Delivery.subscriber_id == subscriber.id)
         .order_by(Delivery.id)
     ).all()
-    customer = session.scalar(select(Customer).where(Customer.email_hash == subscriber.email_hash))
     requests = session.scalars(
         select(SignupRequest)
         .where(SignupRequest.subscriber_id == subscriber.id)
@@ -95,15 +168,8 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
             {"campaign": name, "state": state.value, "sent_at": _iso(sent_at), "reason": reason}
             for name, state, sent_at, reason in deliveries
         ],
-        "customer_data": None
-        if customer is None
-        else {
-            "orders_count": customer.orders_count,
-            "lifetime_value": str(customer.lifetime_value),
-            "last_order_at": _iso(customer.last_order_at),
-            "tier": customer.tier,
-            "attributes": customer.attributes,
-        },
+        "customer_data": _customer_data(session, subscriber.email_hash),
+        **store_data(session, subscriber.email),
     }
 
 
@@ -127,11 +193,7 @@ def erase(session: Session, subscriber: Subscriber, request: RequestInfo) -> Non
     session.execute(delete(PartnerShare).where(PartnerShare.subscriber_id == sid))
     session.execute(delete(SignupRequest).where(SignupRequest.subscriber_id == sid))
     session.execute(delete(OutboxEmail).where(OutboxEmail.subscriber_id == sid))
-    session.execute(delete(Customer).where(Customer.email_hash == subscriber.email_hash))
-    # The store's events about this address (orders, back-in-stock requests) and their mail.
-    store_events = select(StoreEvent.id).where(func.lower(StoreEvent.email) == subscriber.email.lower())
-    session.execute(delete(OutboxEmail).where(OutboxEmail.store_event_id.in_(store_events)))
-    session.execute(delete(StoreEvent).where(StoreEvent.id.in_(store_events)))
+    _erase_address_data(session, subscriber.email, subscriber.email_hash)
     # The one sanctioned change to the ledger: its network identity is pseudonymised.
     session.execute(
         update(ConsentEvent)
@@ -155,3 +217,29 @@ def erase(session: Session, subscriber: Subscriber, request: RequestInfo) -> Non
         details={"kept": "this ledger (pseudonymised) and a hash of the address on the suppression list"},
     )
     session.flush()
+
+
+def _erase_address_data(session: Session, email: str, email_hash: str) -> None:
+    """What is held by address, subscriber or not: customer data, the store's events about it (orders,
+    back-in-stock requests) with their mail, and its order invitation. Deleted, not anonymised: the
+    store keeps its own order records; these copies only served the mail."""
+    session.execute(delete(Customer).where(Customer.email_hash == email_hash))
+    store_events = _store_events_of(email)
+    session.execute(delete(OrderInvitation).where(OrderInvitation.email_hash == email_hash))
+    session.execute(delete(OutboxEmail).where(OutboxEmail.store_event_id.in_(store_events)))
+    session.execute(delete(StoreEvent).where(StoreEvent.id.in_(store_events)))
+
+
+def erase_address(session: Session, normalized_email: str, request: RequestInfo) -> Subscriber | None:
+    """Erase by address: the subscriber's erasure if there is one, else what is held about the address
+    without a subscriber; either way its hash stays on the suppression list (erased), so it is never
+    invited again. Returns the subscriber erased, if any."""
+    subscriber = find_subscriber(session, normalized_email)
+    if subscriber is not None:
+        erase(session, subscriber, request)
+        return subscriber
+    email_hash = address_hash(normalized_email)
+    _erase_address_data(session, normalized_email, email_hash)
+    suppression.suppress(session, email_hash, SuppressionReason.ERASED, request.source)
+    session.flush()
+    return None

@@ -44,6 +44,16 @@ class SubscribeForm(FlaskForm):
             raise ValidationError("Please choose at least one topic.")
 
 
+class JoinForm(FlaskForm):
+    """An order invitation's page: the person ticks topics (none pre-ticked) and joins."""
+
+    topics = CheckboxesField("What would you like to hear about?", choices=[])
+
+    def validate_topics(self, field) -> None:
+        if not field.data:
+            raise ValidationError("Please choose at least one topic.")
+
+
 class ConfirmForm(FlaskForm):
     """One button; the token is in the URL."""
 

@@ -60,6 +60,12 @@ def early_access_url(settings: Settings, subscriber: Subscriber, campaign_id: in
     return f"{_base(settings)}/early-access/{token}"
 
 
+def order_invite_url(settings: Settings, invitation_id: int, email_hash: str) -> str:
+    """The join link of an order invitation: it names the invitation, not a subscriber (there is none yet)."""
+    token = make_token(settings, Purpose.ORDER_INVITE, {"i": invitation_id, "h": email_hash[:16]})
+    return f"{_base(settings)}/join/{token}"
+
+
 def max_age(settings: Settings, purpose: Purpose) -> int | None:
     return {
         Purpose.CONFIRM: settings.confirm_max_age_days * 86400,
@@ -67,6 +73,7 @@ def max_age(settings: Settings, purpose: Purpose) -> int | None:
         Purpose.PREFERENCES: PREFERENCES_MAX_AGE,
         # The sale's own window (wave start to public_at) decides; the token itself does not expire.
         Purpose.EARLY_ACCESS: None,
+        Purpose.ORDER_INVITE: settings.confirm_max_age_days * 86400,
     }[purpose]
 
 

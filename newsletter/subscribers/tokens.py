@@ -22,6 +22,7 @@ class Purpose(enum.StrEnum):
     UNSUBSCRIBE = "newsletter.unsubscribe"
     PREFERENCES = "newsletter.preferences"
     EARLY_ACCESS = "newsletter.early-access"
+    ORDER_INVITE = "newsletter.order-invite"
 
 
 class TokenError(Exception):

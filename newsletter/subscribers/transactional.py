@@ -29,7 +29,7 @@ from newsletter.models import (
 )
 from newsletter.models.outbox import MAX_ATTEMPTS, STORE_KINDS
 from newsletter.models.subscribers import address_hash
-from newsletter.subscribers import links, suppression
+from newsletter.subscribers import links, order_invitation, suppression
 from newsletter.subscribers.signup import request_for_outbox
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,12 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
             give_up(outbox, "the address bounced or complained" if event else "the store event is gone")
             session.commit()
             return None
-        message = build_store_mail(settings, outbox.kind, event)
+        invite = (
+            order_invitation.invite_url(session, settings, event)
+            if outbox.kind == OutboxKind.ORDER_PLACED
+            else None
+        )
+        message = build_store_mail(settings, outbox.kind, event, invite_url=invite)
     else:
         subscriber = session.get(Subscriber, outbox.subscriber_id)
         refusal = welcome_refusal(session, subscriber) if outbox.kind == OutboxKind.WELCOME else None
@@ -112,9 +117,14 @@ def build_subscriber_mail(session: Session, settings: Settings, outbox: OutboxEm
 STORE_OPTIONAL = ("first_name", "order_url", "tracking_url", "reason", "alternatives", "url")
 
 
-def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent):
-    """Store mail: the event's details, to the event's address; no marketing links in it."""
+def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent, invite_url: str | None = None):
+    """Store mail: the event's details, to the event's address; no marketing links in it.
+
+    ``invite_url``: a first order's one invitation to join the newsletter (order_placed only).
+    """
     context = {
+        "invite_url": invite_url,
+        "max_age_days": settings.confirm_max_age_days,
         "store": settings.store_name,
         "postal_address": settings.postal_address,
         "contact": parseaddr(settings.from_)[1] or settings.from_,  # replies reach the store too

@@ -9,9 +9,9 @@ from wtforms import SelectChoice
 
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import SubscriberStatus
-from newsletter.subscribers import limits, links, sharing, signup
+from newsletter.subscribers import limits, links, order_invitation, sharing, signup
 from newsletter.subscribers.consent import RequestInfo, signup_wording
-from newsletter.subscribers.forms import ConfirmForm, ResendForm, SubscribeForm
+from newsletter.subscribers.forms import ConfirmForm, JoinForm, ResendForm, SubscribeForm
 from newsletter.subscribers.jobs import send_transactional
 from newsletter.subscribers.sharing import partner_wording, request_shares
 from newsletter.subscribers.tokens import Purpose, TokenError
@@ -151,6 +151,68 @@ def resend(token: str):
     )
     db().commit()
     return render_template("web/check_inbox.html")
+
+
+@bp.route("/join/<token>", methods=["GET", "POST"])
+def join(token: str):
+    """An order invitation: GET shows the topics and the button and changes nothing (link scanners);
+    only the person's POST subscribes them."""
+    settings = current_app.settings
+    try:
+        invitation = order_invitation.read(db(), settings, token)
+    except TokenError as exc:
+        return _invitation_problem(exc)
+    if invitation.subscriber is not None and invitation.subscriber.status == SubscriberStatus.ACTIVE:
+        return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
+    wording = signup_wording(settings.store_name)
+    topics = list(signup.topics_by_slug(db()).values())
+    form = JoinForm()
+    form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
+    if request.method == "GET":
+        return render_template("web/join.html", form=form, token=token, topics=topics, wording=wording)
+    if not form.validate_on_submit():
+        return render_template("web/join.html", form=form, token=token, topics=topics, wording=wording), 400
+
+    def attempt():
+        found = order_invitation.read(db(), settings, token)  # again after a rolled-back race
+        outcome = order_invitation.accept(
+            db(),
+            settings,
+            found,
+            form.topics.data,
+            wording,
+            request_info(order_invitation.SOURCE),
+            partial(send_transactional, runtime()),
+        )
+        db().commit()
+        return outcome
+
+    outcome = signup.retry_on_conflict(attempt, db())
+    if outcome == signup.Confirmation.REFUSED:
+        return render_template(
+            "web/error.html",
+            title="We cannot add this address",
+            message="This address asked us never to write to it. "
+            "Please contact the store if that has changed.",
+        ), 409
+    if outcome == signup.Confirmation.ALREADY:
+        return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
+    return render_template(
+        "web/confirmed.html", topics=[t.name for t in topics if t.slug in form.topics.data]
+    )
+
+
+def _invitation_problem(exc: TokenError):
+    """No resend for an invitation: it is offered once; the signup form is always open."""
+    if exc.gone:
+        message = "This invitation is no longer on file. You can still subscribe with the form."
+    elif exc.expired:
+        message = "This invitation has expired. You can still subscribe with the form."
+    else:
+        message = "This link is not valid. You can still subscribe with the form."
+    return render_template("web/error.html", title="This invitation cannot be used", message=message), (
+        410 if exc.gone or exc.expired else 400
+    )
 
 
 def _link_problem(exc: TokenError, token: str):
