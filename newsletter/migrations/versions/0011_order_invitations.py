@@ -1,6 +1,6 @@
 """order invitations: the one newsletter invitation per address, sent with a first order's thank-you
 
-Revision ID: firstorder_order_invitations
+Revision ID: 0011
 Revises: 0010
 Create Date: 2026-12-02
 
@@ -11,7 +11,7 @@ person accepted). Existing addresses have no row: their next first order may inv
 import sqlalchemy as sa
 from alembic import op
 
-revision = "firstorder_order_invitations"
+revision = "0011"
 down_revision = "0010"
 branch_labels = None
 depends_on = None
