@@ -291,6 +291,84 @@ def test_pool_redemption_is_idempotent_and_counted_in_the_report(
     assert numbers == {"assigned": 2, "redeemed": 1}
 
 
+def test_the_api_verifies_pool_codes_given_to_a_sent_message_until_redeemed(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(API_TOKEN="store-token-0123456789", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(3):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "gift", ["G1", "G2", "G3", "G4", "VIP-1-20300131-AAAAAAAAAAAAAAAA"])
+    schedule(runtime, reward_campaign(tmp_path, 'pool = "gift"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    sent, uncertain, held_back = sorted(code_in(m) for m in smtp_sink.take())
+    with runtime.sessions() as session:
+        # one message maybe delivered (a worker died inside its SMTP transaction): its code counts
+        session.execute(
+            update(Delivery).where(Delivery.reward_code == uncertain).values(state=DeliveryState.UNCERTAIN)
+        )
+        # one whose message never left (queued again, say): nobody holds its code yet
+        session.execute(
+            update(Delivery).where(Delivery.reward_code == held_back).values(state=DeliveryState.QUEUED)
+        )
+        session.commit()
+
+    client = app.test_client()
+    auth = {"Authorization": "Bearer store-token-0123456789"}
+
+    def verify(code: str):
+        answer = client.get("/api/codes/verify", query_string={"code": code}, headers=auth)
+        assert answer.status_code == 200, answer.data
+        return answer.json
+
+    assert verify(sent) == {"status": "valid", "expires": None}  # the shape of a generated code's answer
+    assert verify(f"  {sent} ")["status"] == "valid"
+    assert verify(uncertain)["status"] == "valid"
+    assert verify(held_back)["status"] == "unknown"
+    assert verify("G4")["status"] == "unknown"  # still free in the pool
+    assert verify(sent.lower())["status"] == "unknown"  # pool codes are the store's text, exactly
+    # a free pool code shaped like a generated one is still a pool code nobody was given
+    assert verify("VIP-1-20300131-AAAAAAAAAAAAAAAA")["status"] == "unknown"
+    assert verify("NOPE")["status"] == "unknown"
+    assert verify("G\x001")["status"] == "unknown"  # a NUL byte: PostgreSQL takes no such text
+    assert verify("X" * 201)["status"] == "unknown"
+    assert client.get("/api/codes/verify", query_string={"code": sent}).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token-000000"}
+    assert client.get("/api/codes/verify", query_string={"code": sent}, headers=wrong).status_code == 403
+
+    assert client.post("/api/codes/redeemed", json={"code": sent}, headers=auth).json["status"] == "redeemed"
+    assert verify(sent) == {"status": "redeemed", "expires": None}
+    assert verify(uncertain)["status"] == "valid"
+    answer = client.post("/api/codes/redeemed", json={"code": "G\x001"}, headers=auth)
+    assert answer.status_code == 200 and answer.json["status"] == "unknown"
+
+
+def test_a_redeemed_generated_code_verifies_as_redeemed(make_app, make_subscriber, smtp_sink, work, tmp_path):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(API_TOKEN="store-token-0123456789", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    make_subscriber("p0@example.com", topics=("newsletter",))
+    schedule(runtime, reward_campaign(tmp_path, 'prefix = "VIP"\nexpires_in = "30d"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    code = code_in(smtp_sink.take()[0])
+    client = app.test_client()
+    auth = {"Authorization": "Bearer store-token-0123456789"}
+    expires = (clock.now() + timedelta(days=30)).date().isoformat()
+    answer = client.get(f"/api/codes/verify?code={code}", headers=auth).json
+    assert answer == {"status": "valid", "expires": expires}
+    answer = client.post("/api/codes/redeemed", json={"code": code.lower()}, headers=auth).json
+    assert answer["status"] == "redeemed"
+    answer = client.get(f"/api/codes/verify?code={code.lower()}", headers=auth).json
+    assert answer == {"status": "redeemed", "expires": expires}
+
+
 # --- [reward] in campaign.toml ----------------------------------------------------------------
 
 

@@ -93,7 +93,8 @@ def test_a_dry_pool_pauses_under_sigkills_and_resumes_with_each_code_once(
     app = make_app(**settings)
     runtime = app.extensions["newsletter"]
     with runtime.sessions() as session:
-        folder = reward_campaign(tmp_path, slug="gift", topic="newsletter", waves=[("all", "all", now_floor())])
+        waves = [("all", "all", now_floor())]
+        folder = reward_campaign(tmp_path, slug="gift", topic="newsletter", waves=waves)
         campaign = scheduling.schedule(session, runtime.settings, folder)
         assert scheduling.send_now(session, campaign, clock.now()).ok
         session.commit()
@@ -138,7 +139,9 @@ def test_a_dry_pool_pauses_under_sigkills_and_resumes_with_each_code_once(
                 select(func.count()).where(Delivery.state.in_([DeliveryState.SENT, DeliveryState.UNCERTAIN]))
             )
             waiting_without = session.scalar(
-                select(func.count()).where(Delivery.state == DeliveryState.QUEUED, Delivery.reward_code.is_(None))
+                select(func.count()).where(
+                    Delivery.state == DeliveryState.QUEUED, Delivery.reward_code.is_(None)
+                )
             )
         assert assigned == first, "the whole pool was handed out before the pause"
         assert mailed <= first and waiting_without == audience - first
@@ -153,7 +156,8 @@ def test_a_dry_pool_pauses_under_sigkills_and_resumes_with_each_code_once(
         (tmp_path / "more.csv").write_text(
             "code\n" + "".join(f"B{i:05}\n" for i in range(more)), encoding="utf-8"
         )
-        assert f"{more} added to pool chaos" in command(env, "codes", "import", "chaos", str(tmp_path / "more.csv"))
+        imported = command(env, "codes", "import", "chaos", str(tmp_path / "more.csv"))
+        assert f"{more} added to pool chaos" in imported
         command(env, "campaign", "resume", "gift")
         wait_for(lambda: status() == (CampaignStatus.DONE, 0, 0), "the rest was not sent after the resume")
     finally:
