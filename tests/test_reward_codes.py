@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, timedelta
 
@@ -414,6 +415,8 @@ def test_the_reward_is_frozen_at_scheduling(runtime, tmp_path):
 
 
 def test_plan_shows_codes_needed_against_codes_available(app, runtime, make_subscriber, tmp_path):
+    from tests.sending_helpers import now_floor, write_campaign
+
     for i in range(4):
         make_subscriber(f"p{i}@example.com", topics=("newsletter",))
     load_pool(runtime, "gift", ["G1", "G2", "G3"])
@@ -422,3 +425,45 @@ def test_plan_shows_codes_needed_against_codes_available(app, runtime, make_subs
     result = CliRunner().invoke(cli, ["campaign", "plan", str(folder)], env=env_for(app))
     assert result.exit_code == 0, result.output
     assert "reward codes: 4 needed, 3 free in pool gift: 1 SHORT, the campaign would pause" in result.output
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder), "--json"], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["reward_codes"] == {"pool": "gift", "needed": 4, "available": 3, "short": 1}
+    assert [w["audience"] for w in answer["waves"]] == [4]
+
+    generated = reward_campaign(tmp_path, 'prefix = "VIP"\nexpires_in = "30d"', slug="vip-generated")
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(generated), "--json"], env=env_for(app))
+    codes = json.loads(result.output)["reward_codes"]
+    assert codes == {"pool": None, "needed": 4, "available": None, "short": 0}
+    plain = write_campaign(
+        tmp_path, waves=[("all", "all", now_floor() + timedelta(minutes=1))], topic="newsletter", slug="plain"
+    )
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(plain), "--json"], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["reward_codes"] is None
+
+
+def test_plan_of_a_campaign_paused_dry_counts_the_rows_still_without_a_code(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(BATCH_SIZE="10", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(5):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "small", ["ONE", "TWO", "THREE"])
+    folder = reward_campaign(tmp_path, 'pool = "small"')
+    schedule(runtime, folder)
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    assert len(smtp_sink.take()) == 3
+    # every wave has started; the two queued rows the pool could not serve still need a code each
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder)], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    assert "reward codes: 2 needed, 0 free in pool small: 2 SHORT, the campaign would pause" in result.output
+    load_pool(runtime, "small", ["FOUR", "FIVE", "SIX"])
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder), "--json"], env=env_for(app))
+    answer = json.loads(result.output)
+    assert answer == {"waves": [], "reward_codes": {"pool": "small", "needed": 2, "available": 3, "short": 0}}
