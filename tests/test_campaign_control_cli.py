@@ -362,7 +362,7 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
         assert lines(text) == expected_text
         as_json = run(app, "plan", str(sale), "--json", **settings)
         assert as_json.exit_code == 0, as_json.output
-        assert json.loads(as_json.output) == expected_json
+        assert json.loads(as_json.output) == {"waves": expected_json, "reward_codes": None}
 
     # Planning sent nothing and wrote nothing.
     assert rows(runtime, "test-sale") == []
@@ -379,7 +379,7 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
     assert sorted(recipients(smtp_sink.take())) == ["v0@example.com", "v1@example.com"]
     # Once the VIP wave has gone, the plan of the scheduled campaign is the second wave alone.
     rest = run(engine_app, "plan", str(sale), "--json", **settings)
-    assert json.loads(rest.output) == expected_json[1:]
+    assert json.loads(rest.output) == {"waves": expected_json[1:], "reward_codes": None}
 
     clock.travel(all_at - clock.now() + timedelta(minutes=1))
     run_engine(engine, work)
@@ -408,7 +408,10 @@ def test_plan_counts_every_outcome_for_a_folder_and_for_a_scheduled_campaign(
     done = run(engine_app, "plan", str(sale), **settings)
     assert done.exit_code == 0, done.output
     assert lines(done) == ["test-sale: every wave has started; nothing left to plan (see `campaign status`)"]
-    assert json.loads(run(engine_app, "plan", str(sale), "--json", **settings).output) == []
+    assert json.loads(run(engine_app, "plan", str(sale), "--json", **settings).output) == {
+        "waves": [],
+        "reward_codes": None,
+    }
 
 
 # --- send, pause, resume, cancel ---------------------------------------------------------------------
@@ -505,6 +508,8 @@ def test_plan_of_a_cancelled_campaign_says_nothing_will_be_sent(app, runtime, tm
     assert result.exit_code == 0 and lines(result) == [
         "gone is cancelled: nothing will be sent (see `campaign status`)"
     ]
+    as_json = run(app, "plan", str(folder), "--json")  # JSON asked for, JSON answered
+    assert json.loads(as_json.output) == {"cancelled": True, "waves": [], "reward_codes": None}
 
 
 @pytest.mark.parametrize(

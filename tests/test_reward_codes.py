@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, timedelta
 
@@ -291,6 +292,84 @@ def test_pool_redemption_is_idempotent_and_counted_in_the_report(
     assert numbers == {"assigned": 2, "redeemed": 1}
 
 
+def test_the_api_verifies_pool_codes_given_to_a_sent_message_until_redeemed(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(API_TOKEN="store-token-0123456789", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(3):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "gift", ["G1", "G2", "G3", "G4", "VIP-1-20300131-AAAAAAAAAAAAAAAA"])
+    schedule(runtime, reward_campaign(tmp_path, 'pool = "gift"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    sent, uncertain, held_back = sorted(code_in(m) for m in smtp_sink.take())
+    with runtime.sessions() as session:
+        # one message maybe delivered (a worker died inside its SMTP transaction): its code counts
+        session.execute(
+            update(Delivery).where(Delivery.reward_code == uncertain).values(state=DeliveryState.UNCERTAIN)
+        )
+        # one whose message never left (queued again, say): nobody holds its code yet
+        session.execute(
+            update(Delivery).where(Delivery.reward_code == held_back).values(state=DeliveryState.QUEUED)
+        )
+        session.commit()
+
+    client = app.test_client()
+    auth = {"Authorization": "Bearer store-token-0123456789"}
+
+    def verify(code: str):
+        answer = client.get("/api/codes/verify", query_string={"code": code}, headers=auth)
+        assert answer.status_code == 200, answer.data
+        return answer.json
+
+    assert verify(sent) == {"status": "valid", "expires": None}  # the shape of a generated code's answer
+    assert verify(f"  {sent} ")["status"] == "valid"
+    assert verify(uncertain)["status"] == "valid"
+    assert verify(held_back)["status"] == "unknown"
+    assert verify("G4")["status"] == "unknown"  # still free in the pool
+    assert verify(sent.lower())["status"] == "unknown"  # pool codes are the store's text, exactly
+    # a free pool code shaped like a generated one is still a pool code nobody was given
+    assert verify("VIP-1-20300131-AAAAAAAAAAAAAAAA")["status"] == "unknown"
+    assert verify("NOPE")["status"] == "unknown"
+    assert verify("G\x001")["status"] == "unknown"  # a NUL byte: PostgreSQL takes no such text
+    assert verify("X" * 201)["status"] == "unknown"
+    assert client.get("/api/codes/verify", query_string={"code": sent}).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token-000000"}
+    assert client.get("/api/codes/verify", query_string={"code": sent}, headers=wrong).status_code == 403
+
+    assert client.post("/api/codes/redeemed", json={"code": sent}, headers=auth).json["status"] == "redeemed"
+    assert verify(sent) == {"status": "redeemed", "expires": None}
+    assert verify(uncertain)["status"] == "valid"
+    answer = client.post("/api/codes/redeemed", json={"code": "G\x001"}, headers=auth)
+    assert answer.status_code == 200 and answer.json["status"] == "unknown"
+
+
+def test_a_redeemed_generated_code_verifies_as_redeemed(make_app, make_subscriber, smtp_sink, work, tmp_path):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(API_TOKEN="store-token-0123456789", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    make_subscriber("p0@example.com", topics=("newsletter",))
+    schedule(runtime, reward_campaign(tmp_path, 'prefix = "VIP"\nexpires_in = "30d"'))
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    code = code_in(smtp_sink.take()[0])
+    client = app.test_client()
+    auth = {"Authorization": "Bearer store-token-0123456789"}
+    expires = (clock.now() + timedelta(days=30)).date().isoformat()
+    answer = client.get(f"/api/codes/verify?code={code}", headers=auth).json
+    assert answer == {"status": "valid", "expires": expires}
+    answer = client.post("/api/codes/redeemed", json={"code": code.lower()}, headers=auth).json
+    assert answer["status"] == "redeemed"
+    answer = client.get(f"/api/codes/verify?code={code.lower()}", headers=auth).json
+    assert answer == {"status": "redeemed", "expires": expires}
+
+
 # --- [reward] in campaign.toml ----------------------------------------------------------------
 
 
@@ -336,6 +415,8 @@ def test_the_reward_is_frozen_at_scheduling(runtime, tmp_path):
 
 
 def test_plan_shows_codes_needed_against_codes_available(app, runtime, make_subscriber, tmp_path):
+    from tests.sending_helpers import now_floor, write_campaign
+
     for i in range(4):
         make_subscriber(f"p{i}@example.com", topics=("newsletter",))
     load_pool(runtime, "gift", ["G1", "G2", "G3"])
@@ -344,3 +425,45 @@ def test_plan_shows_codes_needed_against_codes_available(app, runtime, make_subs
     result = CliRunner().invoke(cli, ["campaign", "plan", str(folder)], env=env_for(app))
     assert result.exit_code == 0, result.output
     assert "reward codes: 4 needed, 3 free in pool gift: 1 SHORT, the campaign would pause" in result.output
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder), "--json"], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer["reward_codes"] == {"pool": "gift", "needed": 4, "available": 3, "short": 1}
+    assert [w["audience"] for w in answer["waves"]] == [4]
+
+    generated = reward_campaign(tmp_path, 'prefix = "VIP"\nexpires_in = "30d"', slug="vip-generated")
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(generated), "--json"], env=env_for(app))
+    codes = json.loads(result.output)["reward_codes"]
+    assert codes == {"pool": None, "needed": 4, "available": None, "short": 0}
+    plain = write_campaign(
+        tmp_path, waves=[("all", "all", now_floor() + timedelta(minutes=1))], topic="newsletter", slug="plain"
+    )
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(plain), "--json"], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["reward_codes"] is None
+
+
+def test_plan_of_a_campaign_paused_dry_counts_the_rows_still_without_a_code(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.sending_helpers import run_engine
+    from tests.test_sending import schedule
+
+    app = make_app(BATCH_SIZE="10", **NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(5):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    load_pool(runtime, "small", ["ONE", "TWO", "THREE"])
+    folder = reward_campaign(tmp_path, 'pool = "small"')
+    schedule(runtime, folder)
+    clock.travel(timedelta(minutes=2))
+    run_engine(runtime, work)
+    assert len(smtp_sink.take()) == 3
+    # every wave has started; the two queued rows the pool could not serve still need a code each
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder)], env=env_for(app))
+    assert result.exit_code == 0, result.output
+    assert "reward codes: 2 needed, 0 free in pool small: 2 SHORT, the campaign would pause" in result.output
+    load_pool(runtime, "small", ["FOUR", "FIVE", "SIX"])
+    result = CliRunner().invoke(cli, ["campaign", "plan", str(folder), "--json"], env=env_for(app))
+    answer = json.loads(result.output)
+    assert answer == {"waves": [], "reward_codes": {"pool": "small", "needed": 2, "available": 3, "short": 0}}

@@ -12,11 +12,11 @@ from newsletter.web.api import BadJson, bp, error, json_body
 
 @bp.get("/codes/verify")
 def verify_code():
-    """Is this generated reward code genuine, and still valid? ``valid``, ``expired`` or ``unknown``."""
+    """May the store accept this reward code? ``valid``, ``expired``, ``redeemed`` or ``unknown``."""
     code = request.args.get("code", "")
     if not code.strip():
         return error(400, "pass the code as ?code=...")
-    check = rewards.verify_code(current_app.settings, code, clock.now().date())
+    check = rewards.check_code(db(), current_app.settings, code, clock.now().date())
     return jsonify(status=check.status, expires=check.expires.isoformat() if check.expires else None)
 
 

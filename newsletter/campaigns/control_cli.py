@@ -76,11 +76,11 @@ def schedule_command(app: Flask, path: str, reschedule: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @with_app
 def plan_command(app: Flask, path: str, as_json: bool) -> None:
-    """Per wave: audience, suppressed, sent at once, deferred and skipped (and why). Sends nothing."""
-    from newsletter.campaigns import rewards
+    """Per wave: audience, suppressed, sent at once, deferred and skipped (and why); reward codes
+    needed against those free. Sends nothing."""
     from newsletter.campaigns.files import as_utc
     from newsletter.campaigns.frozen import FrozenCampaign
-    from newsletter.campaigns.planning import PlannedWave, plan
+    from newsletter.campaigns.planning import PlannedWave, code_needs, plan
     from newsletter.campaigns.scheduling import find
     from newsletter.campaigns.site import site_context, topics_from_db
     from newsletter.campaigns.validation import validate_campaign
@@ -91,6 +91,9 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
     with runtime.sessions() as session:
         campaign = find(session, _slug(path))
         if campaign is not None and campaign.status == CampaignStatus.CANCELLED:
+            if as_json:
+                click.echo(json.dumps({"cancelled": True, "waves": [], "reward_codes": None}, indent=2))
+                return
             click.echo(f"{campaign.slug} is cancelled: nothing will be sent (see `campaign status`)")
             return
         if campaign is not None:
@@ -116,11 +119,12 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
                 else (as_utc(source.deliver_by) if source.deliver_by else None)
             )
         plans = plan(session, runtime.settings, topic, waves, deadline, campaign_id)
-        free = rewards.free_codes(session, pool) if pool else None
+        codes = code_needs(session, pool, plans, campaign_id) if reward is not None else None
     if as_json:
         # times as in `status --json`: ISO 8601, UTC
         rows = [{**p.__dict__, "send_at": p.send_at.isoformat() + "Z"} for p in plans]
-        click.echo(json.dumps(rows, indent=2))
+        answer = {"waves": rows, "reward_codes": codes.to_json() if codes else None}
+        click.echo(json.dumps(answer, indent=2))
         return
     if not plans:
         click.echo(f"{_slug(path)}: every wave has started; nothing left to plan (see `campaign status`)")
@@ -131,13 +135,13 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             click.echo(f"  {n} deferred ({why}), sent later before the deadline")
         for why, n in sorted(p.skipped.items()):
             click.echo(f"  {n} skipped ({why}): the deadline comes first")
-    if reward is not None:
-        needed = sum(p.now + sum(p.deferred.values()) for p in plans)
-        if pool is None:
-            click.echo(f"reward codes: {needed} needed, generated (no pool to run dry)")
+    if codes is not None and (plans or codes.needed):
+        if codes.pool is None:
+            click.echo(f"reward codes: {codes.needed} needed, generated (no pool to run dry)")
         else:
-            short = f": {needed - free} SHORT, the campaign would pause" if needed > free else ""
-            click.echo(f"reward codes: {needed} needed, {free} free in pool {pool}{short}")
+            short = f": {codes.short} SHORT, the campaign would pause" if codes.short else ""
+            free = f"{codes.available} free in pool {codes.pool}"
+            click.echo(f"reward codes: {codes.needed} needed, {free}{short}")
 
 
 @click.command("send")

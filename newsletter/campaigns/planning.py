@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns import caps
+from newsletter.campaigns import caps, rewards
 from newsletter.campaigns.waves import eligible_subscribers
 from newsletter.core.config import Settings
 from newsletter.models import Delivery, DeliveryState, Frequency, Subscriber, Suppression
@@ -89,6 +89,43 @@ def plan(
             extra_sends.setdefault(subscriber_id, []).append(at)
         result.append(report)
     return result
+
+
+#: rows that will still be sent (or tried): each needs a code when its batch decides
+_STILL_TO_SEND = (DeliveryState.QUEUED, DeliveryState.CLAIMED, DeliveryState.SENDING, DeliveryState.DEFERRED)
+
+
+@dataclass(frozen=True)
+class CodeNeeds:
+    """Reward codes the rest of a campaign needs against those its pool has free."""
+
+    pool: str | None  #: None: generated codes, which never run out
+    needed: int  #: the plan's sends now and deferred, plus rows of started waves holding no code yet
+    available: int | None  #: free codes in the pool (None for generated codes)
+
+    @property
+    def short(self) -> int:
+        return max(0, self.needed - self.available) if self.available is not None else 0
+
+    def to_json(self) -> dict:
+        return {"pool": self.pool, "needed": self.needed, "available": self.available, "short": self.short}
+
+
+def code_needs(
+    session: Session, pool: str | None, plans: Sequence[WavePlan], campaign_id: int | None
+) -> CodeNeeds:
+    """Codes needed by the waves still to start and by rows already queued without one
+    (a campaign a dry pool paused); the pool's free codes."""
+    needed = sum(p.now + sum(p.deferred.values()) for p in plans)
+    if campaign_id is not None:
+        needed += session.scalar(
+            select(func.count()).where(
+                Delivery.campaign_id == campaign_id,
+                Delivery.state.in_(_STILL_TO_SEND),
+                Delivery.reward_code.is_(None),
+            )
+        )
+    return CodeNeeds(pool, needed, rewards.free_codes(session, pool) if pool else None)
 
 
 def _people(session: Session, ids: set[int]) -> list[tuple]:

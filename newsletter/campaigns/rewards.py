@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from newsletter.campaigns.frozen import FrozenReward
 from newsletter.core import clock
 from newsletter.core.config import Settings
-from newsletter.models import Delivery, RewardCode
+from newsletter.models import Delivery, DeliveryState, RewardCode
 
 POOL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 MAX_CODE = 200
@@ -152,7 +152,7 @@ def make_code(settings: Settings, prefix: str, delivery_id: int, expires: date) 
 
 @dataclass(frozen=True)
 class Check:
-    status: str  #: "valid", "expired" or "unknown"
+    status: str  #: "valid", "expired", "redeemed" (check_code only) or "unknown"
     expires: date | None = None
     delivery_id: int | None = None
 
@@ -173,6 +173,48 @@ def verify_code(settings: Settings, code: str, today: date) -> Check:
     return Check("expired" if expires < today else "valid", expires, delivery_id)
 
 
+def _could_be_code(code: str) -> bool:
+    """What an import would accept; a NUL byte would not even reach PostgreSQL as text."""
+    return bool(code) and len(code) <= MAX_CODE and not _CONTROL.search(code)
+
+
+#: a message in these states may have reached its person: the code it carried is out there
+MAILED = (DeliveryState.SENT, DeliveryState.UNCERTAIN)
+
+
+def check_code(session: Session, settings: Settings, code: str, today: date) -> Check:
+    """What the store may do with ``code`` (GET /api/codes/verify): a pool or a generated code.
+
+    A pool code is valid once the message it was assigned to was sent (or may have been:
+    uncertain) and until it is redeemed; a free code, or one whose message never left, is
+    unknown: nobody was given it. A generated code is checked by its HMAC and expiry, then
+    answers redeemed if the store already reported it used.
+    """
+    code = code.strip()
+    if not _could_be_code(code):
+        return Check("unknown")
+    pooled = session.execute(
+        select(RewardCode.redeemed_at, Delivery.state)
+        .outerjoin(Delivery, Delivery.id == RewardCode.delivery_id)
+        .where(RewardCode.code == code)
+    ).all()
+    if pooled:
+        mailed = [redeemed_at for redeemed_at, state in pooled if state in MAILED]
+        if not mailed:
+            return Check("unknown")
+        # the same text in two pools: valid while any person holding it may still use it
+        return Check("valid" if any(at is None for at in mailed) else "redeemed")
+    check = verify_code(settings, code, today)
+    if check.status == "unknown":
+        return check
+    redeemed = session.scalar(
+        select(Delivery.reward_redeemed_at).where(
+            Delivery.id == check.delivery_id, Delivery.reward_code == code.upper()
+        )
+    )
+    return Check("redeemed", check.expires, check.delivery_id) if redeemed else check
+
+
 def expiry_of(code: str) -> date | None:
     """The expiry day written in a generated code (None for a pool code)."""
     match = _GENERATED.match(code)
@@ -188,6 +230,8 @@ def expiry_of(code: str) -> date | None:
 def redeem(session: Session, settings: Settings, code: str, now: datetime) -> str:
     """The store used ``code``: "redeemed", "already redeemed" or "unknown" (idempotent)."""
     code = code.strip()
+    if not _could_be_code(code):
+        return "unknown"
     rows = session.execute(
         update(RewardCode)
         .where(RewardCode.code == code, RewardCode.delivery_id.is_not(None), RewardCode.redeemed_at.is_(None))
