@@ -107,11 +107,16 @@ _BLOCKS = ("if", "for", "block", "macro", "call", "filter", "set", "with", "raw"
 
 
 def _in_tags(line: str, needle: re.Pattern) -> int | None:
-    """Column of the first match of ``needle`` inside a Jinja tag of ``line`` (None if none)."""
-    for tag in _TAG.finditer(line):
-        found = needle.search(line, tag.start(), tag.end())
-        if found:
-            return found.start() + 1
+    """Column of the first match of ``needle`` inside a Jinja tag of ``line`` (None if none): between
+    the delimiters first (a stray ``}`` is not the ``%}`` of the tag before it), then anywhere in one."""
+    tags = list(_TAG.finditer(line))
+    for inner in (True, False):
+        for tag in tags:
+            closed = tag.group()[-2:] in ("}}", "%}", "#}")
+            start, end = (tag.start() + 2, tag.end() - 2 * closed) if inner else (tag.start(), tag.end())
+            found = needle.search(line, start, max(start, end))
+            if found:
+                return found.start() + 1
     return None
 
 

@@ -112,15 +112,19 @@ def build_subscriber_mail(session: Session, settings: Settings, outbox: OutboxEm
 STORE_OPTIONAL = ("first_name", "order_url", "tracking_url", "reason", "alternatives", "url")
 
 
-def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent):
-    """Store mail: the event's details, to the event's address; no marketing links in it."""
-    context = {
+def store_context(settings: Settings, event: StoreEvent) -> dict:
+    """What a store mail template sees (docs/store-mail.md: editing the files)."""
+    return {
         "store": settings.store_name,
         "postal_address": settings.postal_address,
         "contact": parseaddr(settings.from_)[1] or settings.from_,  # replies reach the store too
         "event": {**dict.fromkeys(STORE_OPTIONAL), **event.payload},
     }
-    subject, text, html = render_transactional(kind.value, **context)
+
+
+def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent):
+    """Store mail: the event's details, to the event's address; no marketing links in it."""
+    subject, text, html = render_transactional(kind.value, **store_context(settings, event))
     return build_message(sender=settings.from_, to=event.email, subject=subject, text=text, html=html)
 
 
