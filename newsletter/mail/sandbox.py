@@ -61,8 +61,6 @@ class Missing(StrictUndefined):
     def __bool__(self) -> bool:
         return False
 
-    __nonzero__ = __bool__
-
 
 def missing(name: str, hint: str) -> Missing:
     return Missing(hint=hint, name=name)
