@@ -183,3 +183,10 @@ def test_preview_of_a_real_event_and_of_a_bad_one(tmp_path):
     path.write_text(json.dumps(event))
     wrong = CliRunner().invoke(cli, ["events", "preview", "order_placed", "--event", str(path)], env=env)
     assert wrong.exit_code == 1 and "order_shipped" in wrong.output
+
+
+def test_preview_of_a_kind_that_sends_nothing_is_one_line(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["events", "preview", "back_in_stock_request"], env={"NEWSLETTER_SECRET_KEY": "k"}
+    )
+    assert result.exit_code == 1 and "not a kind that sends mail" in result.output
