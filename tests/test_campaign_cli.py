@@ -54,7 +54,7 @@ def test_validate_prints_every_problem_and_fails(app, tmp_path):
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
         f"{bad}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
-        f"{bad}/email.mjml:5:1: 'dict object' has no attribute 'shoe_size'",
+        f"{bad}/email.mjml:5:23: 'dict object' has no attribute 'shoe_size'",
     ]
     assert f"{bad}: 2 error(s), 0 warning(s)" in result.stderr
 

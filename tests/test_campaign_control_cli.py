@@ -172,7 +172,7 @@ BROKEN = [
     pytest.param(
         TOML,
         MJML.replace("subscriber.first_name", "subscriber.shoe_size"),
-        "email.mjml:5:1: 'dict object' has no attribute 'shoe_size'",
+        "email.mjml:5:23: 'dict object' has no attribute 'shoe_size'",
         id="unknown-variable",
     ),
     pytest.param(

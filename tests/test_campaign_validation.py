@@ -171,17 +171,18 @@ def test_jinja_syntax_error(tmp_path):
         tmp_path, mjml=MJML.replace("{{ subscriber.first_name }}", "{{ subscriber.first_name }")
     )
     file, line, col, message = only(folder)
-    assert (file, line, col) == ("email.mjml", 5, 1) and message.startswith("Jinja: ")
+    # the '}' that should have been '}}': 4 spaces, <mj-text>, "Hello ", then the tag at column 20
+    assert (file, line, col) == ("email.mjml", 5, 45) and message.startswith("Jinja: ")
 
 
 def test_undefined_variable(tmp_path):
     folder = write_campaign(tmp_path, mjml=MJML.replace("subscriber.first_name", "subscriber.last_name"))
-    assert only(folder) == ("email.mjml", 5, 1, "'dict object' has no attribute 'last_name'")
+    assert only(folder) == ("email.mjml", 5, 23, "'dict object' has no attribute 'last_name'")
 
 
 def test_early_access_link_needs_a_sale(tmp_path):
     folder = write_campaign(tmp_path, mjml=MJML.replace("subscriber.first_name", "links.early_access"))
-    assert only(folder) == ("email.mjml", 5, 1, "'dict object' has no attribute 'early_access'")
+    assert only(folder) == ("email.mjml", 5, 23, "'dict object' has no attribute 'early_access'")
 
 
 def test_subject_template_error_points_at_the_subject(tmp_path):
@@ -209,7 +210,8 @@ def test_sandbox_escapes_fail_safely(tmp_path, expression, message):
     mjml = MJML.replace("{{ subscriber.first_name }}", "{{ " + expression + " }}")
     folder = write_campaign(tmp_path, mjml=mjml.replace("{% block content %}", "{% block content %}\n"))
     file, line, col, found = only(folder)
-    assert (file, line, col) == ("email.mjml", 6, 1)
+    # the expression starts at column 23; after a literal, the dot before the refused attribute
+    assert (file, line, col) == ("email.mjml", 6, 25 if expression.startswith("''") else 23)
     assert found.startswith(message)
 
 

@@ -467,3 +467,39 @@ def test_plan_of_a_campaign_paused_dry_counts_the_rows_still_without_a_code(
     result = CliRunner().invoke(cli, ["campaign", "plan", str(folder), "--json"], env=env_for(app))
     answer = json.loads(result.output)
     assert answer == {"waves": [], "reward_codes": {"pool": "small", "needed": 2, "available": 3, "short": 0}}
+
+
+def test_a_reward_code_without_a_reward_table_is_an_error_naming_the_fix(tmp_path):
+    """The example without its [reward]: the email's {{ reward.code }} is refused where it is written."""
+    import shutil
+
+    from newsletter.campaigns.validation import validate_campaign
+    from tests.campaign_helpers import EXAMPLES, NOW, SITE
+
+    folder = tmp_path / "vip-thank-you"
+    shutil.copytree(EXAMPLES / "vip-thank-you", folder)
+    toml = folder / "campaign.toml"
+    toml.write_text(toml.read_text().replace('[reward]\npool = "vip-gift-2030"\n', ""))
+    lines = (folder / "email.mjml").read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, start=1) if "reward.code" in text)
+    col = lines[line - 1].index("reward.code") + 1
+    errors = [str(p) for p in validate_campaign(folder, SITE, NOW).errors]
+    assert errors == [
+        f"{folder}/email.mjml:{line}:{col}: 'reward' is empty: this campaign gives no codes; add a [reward] "
+        'table to campaign.toml (pool = "NAME", or prefix = "VIP" and expires_in = "30d") or take reward.* '
+        "out of the email"
+    ]
+
+
+def test_reward_in_the_text_part_and_a_guarded_reward(tmp_path):
+    from newsletter.campaigns.validation import validate_campaign
+    from tests.campaign_helpers import MJML, NOW, SITE, TOML, write_campaign
+
+    footer = "{{ links.unsubscribe }} {{ store.postal_address }}\n"
+    text = "Hi\n\nYour code: {{ reward.expires or 'soon' }}\n" + footer
+    errors = validate_campaign(write_campaign(tmp_path / "a", TOML, MJML, text), SITE, NOW).errors
+    assert [(p.file.rsplit("/", 1)[-1], p.line, p.col) for p in errors] == [("email.txt", 3, 15)]
+    assert "add a [reward] table" in errors[0].message
+    # an email that only prints the code when there is one is valid with or without [reward]
+    guarded = MJML.replace("Hello", "{% if reward %}Code {{ reward.code }}{% endif %}Hello")
+    assert validate_campaign(write_campaign(tmp_path / "b", TOML, guarded), SITE, NOW).ok

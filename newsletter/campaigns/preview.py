@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from email import message_from_bytes, policy
 from email.utils import make_msgid, parseaddr
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.rendering import RenderedEmail
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.validation import ValidationReport
-from newsletter.mail.message import domain_of
+from newsletter.mail.message import domain_of, preview_files
 from newsletter.mail.skeleton import build_skeleton, personalise
 
 #: screenshot widths: the desktop column MJML lays out, and a common phone
@@ -78,13 +77,7 @@ def write_preview(
     for wave, email in report.emails.items():
         stem = report.campaign.slug + (f"-{wave}" if wave else "")
         data = campaign_message(report, site, wave, email, to, values)
-        message = message_from_bytes(data, policy=policy.default)
-        files = {
-            ".eml": data,
-            ".html": message.get_body(("html",)).get_content().encode("utf-8"),
-            ".txt": message.get_body(("plain",)).get_content().encode("utf-8"),
-        }
-        for suffix, content in files.items():
+        for suffix, content in preview_files(data).items():
             path = out / f"{stem}{suffix}"
             path.write_bytes(content)
             written.append(PreviewFile(wave, path))

@@ -11,26 +11,18 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import (
-    FileSystemLoader,
-    StrictUndefined,
-    TemplateError,
-    TemplateSyntaxError,
-    Undefined,
-    select_autoescape,
-)
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import FileSystemLoader
 from mjml import mjml2html
 from premailer import Premailer
 
 from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource, control_character
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
+from newsletter.mail.sandbox import MailEnvironment, PersonalValue, missing, sandbox, template_error
 from newsletter.mail.skeleton import SLOT, slot_of, slot_token
 from newsletter.mail.templates import TEMPLATES as ALL_TEMPLATES
 
@@ -57,50 +49,16 @@ class RenderError(Exception):
         self.file, self.line, self.col, self.message = file, line, col, message
 
 
-class PersonalValue(str):
-    """A slot token standing for a value only known per recipient."""
-
-    def __bool__(self) -> bool:
-        raise TypeError(
-            "personal values (subscriber.*, links.*) are only known when sending: print them "
-            "(with a fallback: {{ subscriber.first_name or 'there' }}), do not test them with if"
-        )
-
-    def with_fallback(self, fallback: Any) -> PersonalValue:
-        """The same value, with text to use when it is empty for a recipient."""
-        match = SLOT.fullmatch(self)
-        assert match is not None
-        return PersonalValue(slot_token(match.group(1), fallback=str(fallback)))
-
-
-class CampaignEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox, where ``personal or "fallback"`` keeps the fallback for sending time."""
-
-    intercepted_binops = frozenset(["or"])
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "or":
-            return left.with_fallback(right) if isinstance(left, PersonalValue) else left or right
-        return super().call_binop(context, operator, left, right)
-
-
-def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
-    """Jinja's default filter, keeping the fallback of a personal value for sending time."""
-    if isinstance(value, PersonalValue):
-        return value.with_fallback(default_value)
-    return default_value if isinstance(value, Undefined) or (boolean and not value) else value
-
-
-def environment(folder: Path) -> CampaignEnvironment:
+def environment(folder: Path) -> MailEnvironment:
     """The sandbox: the campaign folder first, then templates/email (base.mjml)."""
-    env = CampaignEnvironment(
-        loader=FileSystemLoader([str(folder), str(TEMPLATES)]),
-        autoescape=select_autoescape(enabled_extensions=("mjml", "html"), default_for_string=False),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["default"] = env.filters["d"] = _default
-    return env
+    return sandbox(FileSystemLoader([str(folder), str(TEMPLATES)]))
+
+
+#: what a campaign without ``[reward]`` says when its email prints a code anyway
+NO_REWARD = (
+    "'reward' is empty: this campaign gives no codes; add a [reward] table to campaign.toml "
+    '(pool = "NAME", or prefix = "VIP" and expires_in = "30d") or take reward.* out of the email'
+)
 
 
 def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource) -> dict[str, Any]:
@@ -133,41 +91,30 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
             "expires": PersonalValue(slot_token("reward_expires")),
         }
         if source.reward
-        else None,
+        else missing("reward", NO_REWARD),
     }
 
 
-def _template_error(exc: Exception, default_file: str, files: tuple[str, ...]) -> RenderError:
-    """Where in which template an exception happened (Jinja keeps template lines in tracebacks)."""
-    if isinstance(exc, TemplateSyntaxError):
-        file = exc.filename or default_file
-        return RenderError(file, exc.lineno or 1, 1, f"Jinja: {exc.message}")
-    line, file = 1, default_file
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename in files or frame.filename.startswith(str(TEMPLATES)):
-            file, line = frame.filename, frame.lineno or 1
-    kind = type(exc).__name__
-    message = str(exc) if isinstance(exc, TemplateError) else f"{kind}: {exc}"
-    if kind == "SecurityError":
-        message = f"not allowed in a campaign: {exc}"
-    return RenderError(file, line, 1, message)
+def _template_error(exc: Exception, default_file: str, source: str | None = None) -> RenderError:
+    found = template_error(exc, default_file, (str(TEMPLATES),), source)
+    return RenderError(found.file, found.line, found.col, found.message)
 
 
-def render_string(env: CampaignEnvironment, text: str, context: dict, where: tuple[str, int, int]) -> str:
+def render_string(env: MailEnvironment, text: str, context: dict, where: tuple[str, int, int]) -> str:
     """A one-line template from campaign.toml (subject, preheader); errors point at its value."""
     try:
         return env.from_string(text).render(context)
     except Exception as exc:  # noqa: BLE001 - every template failure becomes a located problem
-        error = _template_error(exc, where[0], ())
+        error = _template_error(exc, where[0])
         raise RenderError(where[0], where[1], where[2], error.message) from None
 
 
-def render_file(env: CampaignEnvironment, folder: Path, name: str, context: dict) -> str:
+def render_file(env: MailEnvironment, folder: Path, name: str, context: dict) -> str:
     path = str(folder / name)
     try:
         return env.get_template(name).render(context)
     except Exception as exc:  # noqa: BLE001
-        raise _template_error(exc, path, (path,)) from None
+        raise _template_error(exc, path) from None
 
 
 def inline_css(html: str) -> str:
@@ -233,9 +180,7 @@ class Sources:
     text: str | None
 
 
-def _one_line(
-    env: CampaignEnvironment, key: str, text: str, context: dict, where: tuple[str, int, int]
-) -> str:
+def _one_line(env: MailEnvironment, key: str, text: str, context: dict, where: tuple[str, int, int]) -> str:
     """A rendered header-bound string: a control character is an error, never folded away unseen."""
     rendered = render_string(env, text, context, where)
     found = control_character(rendered)

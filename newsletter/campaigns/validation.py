@@ -22,6 +22,8 @@ from newsletter.campaigns.files import (
 from newsletter.campaigns.html_checks import hidden_footer, parse_html, relative_urls
 from newsletter.campaigns.rendering import RenderedEmail, RenderError, render_campaign
 from newsletter.campaigns.site import SiteContext
+from newsletter.mail.mjml_source import unknown_tags
+from newsletter.mail.sandbox import position as _position
 from newsletter.mail.skeleton import SLOT, slot_token
 
 SUBJECT_WARN_LENGTH = 60
@@ -29,13 +31,6 @@ SUBJECT_WARN_LENGTH = 60
 PAST_GRACE = timedelta(minutes=15)
 #: Gmail clips messages whose HTML is larger than this
 GMAIL_CLIP_BYTES = 102 * 1024
-MJML_TAGS = set(
-    "mjml mj-head mj-body mj-attributes mj-all mj-class mj-breakpoint mj-font mj-html-attributes "
-    "mj-html-attribute mj-selector mj-preview mj-style mj-title mj-accordion mj-accordion-element "
-    "mj-accordion-title mj-accordion-text mj-button mj-carousel mj-carousel-image mj-column mj-divider "
-    "mj-group mj-hero mj-image mj-navbar mj-navbar-link mj-raw mj-section mj-social mj-social-element "
-    "mj-spacer mj-table mj-text mj-wrapper".split()
-)
 
 
 @dataclass
@@ -166,20 +161,17 @@ def _check_times(source: CampaignSource, now: datetime, toml: str) -> list[Probl
     return problems
 
 
-def _position(text: str, offset: int) -> tuple[int, int]:
-    return text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset)
-
-
 def _check_mjml_source(source: CampaignSource) -> list[Problem]:
     """What can be pointed at in email.mjml itself: unknown tags, images without alt, plain-http images."""
     file, text, problems = str(source.folder / MJML_FILE), source.mjml, []
-    for match in re.finditer(r"<(mj-[A-Za-z0-9-]+|mjml)\b[^>]*>?", text):
-        tag = match.group(1).lower()
-        line, col = _position(text, match.start())
-        if tag not in MJML_TAGS:
-            problems.append(Problem(file, line, col, f"unknown MJML tag <{tag}>"))
-        if tag == "mj-image" and not re.search(r"\balt\s*=", match.group()):
-            problems.append(Problem(file, line, col, "image without alt text", warning=True))
+    problems += [
+        Problem(file, line, col, f"unknown MJML tag <{tag}>") for line, col, tag in unknown_tags(text)
+    ]
+    for match in re.finditer(r"<mj-image\b[^>]*>?", text, re.IGNORECASE):
+        if not re.search(r"\balt\s*=", match.group()):
+            problems.append(
+                Problem(file, *_position(text, match.start()), "image without alt text", warning=True)
+            )
     for match in re.finditer(r"<img\b[^>]*>", text, re.IGNORECASE):
         if not re.search(r"\balt\s*=", match.group()):
             problems.append(

@@ -72,3 +72,13 @@ def build_message(
     if html is not None:
         msg.add_alternative(html, subtype="html", charset="utf-8", cte="quoted-printable")
     return msg
+
+
+def preview_files(data: bytes) -> dict[str, bytes]:
+    """A whole message as the files a preview writes: ``.eml`` as sent, its ``.html`` and ``.txt`` parts."""
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    return {
+        ".eml": data,
+        ".html": message.get_body(("html",)).get_content().encode("utf-8"),
+        ".txt": message.get_body(("plain",)).get_content().encode("utf-8"),
+    }

@@ -6,8 +6,10 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import FileSystemLoader
 from mjml import mjml2html
+
+from newsletter.mail.sandbox import MailEnvironment, sandbox
 
 #: The repository's top-level ``templates/`` folder, installed as the package ``newsletter.templates``
 #: (pyproject.toml maps it), so it is found the same way in a checkout, an editable and a wheel install.
@@ -15,23 +17,29 @@ from mjml import mjml2html
 TEMPLATES = Path(str(files("newsletter.templates")))
 
 
+def email_folder() -> Path:
+    """``templates/email`` (read at each call: tests point ``TEMPLATES`` at a copy)."""
+    return TEMPLATES / "email"
+
+
 @lru_cache(maxsize=1)
-def email_environment() -> Environment:
-    """Templates under ``templates/email``: ``.mjml`` autoescaped as HTML, ``.txt`` not."""
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES / "email"),
-        autoescape=select_autoescape(enabled_extensions=("mjml", "html"), default_for_string=False),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
+def email_environment() -> MailEnvironment:
+    """Templates under ``templates/email`` in the campaign files' sandbox: ``.mjml`` autoescaped as
+    HTML, ``.txt`` not, an undefined name an error."""
+    return sandbox(FileSystemLoader(email_folder()))
+
+
+def split_subject(name: str, text: str) -> tuple[str, str]:
+    """(subject, body) of a rendered ``.txt`` whose first line is ``Subject: ...``."""
+    subject_line, _, body = text.partition("\n")
+    if not subject_line.startswith("Subject: "):
+        raise ValueError(f"templates/email/{name}.txt must start with a 'Subject: ' line")
+    return subject_line.removeprefix("Subject: ").strip(), body.lstrip("\n")
 
 
 def render_transactional(name: str, **context) -> tuple[str, str, str]:
     """Render ``templates/email/<name>.mjml`` and ``<name>.txt``; return (subject, text, html)."""
     env = email_environment()
     mjml_source = env.get_template(f"{name}.mjml").render(**context)
-    text = env.get_template(f"{name}.txt").render(**context)
-    subject_line, _, body = text.partition("\n")
-    if not subject_line.startswith("Subject: "):
-        raise ValueError(f"templates/email/{name}.txt must start with a 'Subject: ' line")
-    return subject_line.removeprefix("Subject: ").strip(), body.lstrip("\n"), mjml2html(mjml_source)
+    subject, body = split_subject(name, env.get_template(f"{name}.txt").render(**context))
+    return subject, body, mjml2html(mjml_source)

@@ -53,7 +53,7 @@ def events_send(app: Flask, jsonl_file: str) -> None:
 @events.command("check")
 @with_app
 def events_check(app: Flask) -> None:
-    """Render every store email with a sample event; refuse marketing in them (early access, sales)."""
+    """Check every store email's files; print file:line:col: reason per problem (marketing included)."""
     from newsletter.store_events.check import problems
 
     found = problems(app.settings)
@@ -62,6 +62,59 @@ def events_check(app: Flask) -> None:
     if found:
         sys.exit(1)
     click.echo("store mail: every kind renders, no marketing content")
+
+
+@events.command("preview")
+@click.argument("kind")
+@click.option(
+    "--out",
+    default="store-mail-preview",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for KIND.html, .txt, .eml and .subject.txt.",
+)
+@click.option(
+    "--event",
+    "event_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A real event (JSON) instead of the sample.",
+)
+@with_app
+def events_preview(app: Flask, kind: str, out: str, event_file: str | None) -> None:
+    """Write KIND's store mail (HTML, text, subject, .eml) as a customer would get it.
+
+    KIND: order_placed, order_shipped, order_delayed, order_cancelled, item_out_of_stock, back_in_stock.
+    """
+    from pathlib import Path
+
+    from jinja2 import TemplateError
+
+    from newsletter.models.outbox import STORE_KINDS
+    from newsletter.store_events.preview import BadPreview, event_for, write_preview
+
+    kinds = sorted(k.value for k in STORE_KINDS)  # checked here: --help must not import the models
+    if kind not in kinds:
+        raise click.ClickException(f"{kind!r} is not a kind that sends mail (one of: {', '.join(kinds)})")
+    given = None
+    if event_file:
+        try:
+            with open(event_file, encoding="utf-8-sig") as handle:
+                given = json.load(handle)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise click.ClickException(f"{event_file}: not a JSON event ({exc})") from None
+    try:
+        subject, files = write_preview(app.settings, kind, event_for(kind, given), Path(out))
+    except BadPreview as exc:
+        for problem in exc.problems:
+            click.echo(f"{event_file}: {problem.lstrip('.')}", err=True)
+        sys.exit(1)
+    except (TemplateError, ValueError) as exc:
+        raise click.ClickException(f"{kind}: {exc}; run 'newsletter events check'") from None
+    except OSError as exc:
+        raise click.ClickException(f"{out}: {exc.strerror or exc}") from None
+    for path in files:
+        click.echo(str(path))
+    click.echo(f"subject: {subject}")
 
 
 @events.command("schema")

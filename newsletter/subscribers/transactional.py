@@ -117,12 +117,12 @@ def build_subscriber_mail(session: Session, settings: Settings, outbox: OutboxEm
 STORE_OPTIONAL = ("first_name", "order_url", "tracking_url", "reason", "alternatives", "url")
 
 
-def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent, invite_url: str | None = None):
-    """Store mail: the event's details, to the event's address; no marketing links in it.
+def store_context(settings: Settings, event: StoreEvent, invite_url: str | None = None) -> dict:
+    """What a store mail template sees (docs/store-mail.md: editing the files).
 
     ``invite_url``: a first order's one invitation to join the newsletter (order_placed only).
     """
-    context = {
+    return {
         "invite_url": invite_url,
         "max_age_days": settings.confirm_max_age_days,
         "store": settings.store_name,
@@ -130,7 +130,11 @@ def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent, in
         "contact": parseaddr(settings.from_)[1] or settings.from_,  # replies reach the store too
         "event": {**dict.fromkeys(STORE_OPTIONAL), **event.payload},
     }
-    subject, text, html = render_transactional(kind.value, **context)
+
+
+def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent, invite_url: str | None = None):
+    """Store mail: the event's details, to the event's address; no marketing links in it."""
+    subject, text, html = render_transactional(kind.value, **store_context(settings, event, invite_url))
     return build_message(sender=settings.from_, to=event.email, subject=subject, text=text, html=html)
 
 
