@@ -7,7 +7,7 @@ from functools import partial
 from flask import current_app, jsonify, request
 
 from newsletter.store_events.events import BadEvents, apply, parse_body
-from newsletter.subscribers.jobs import send_transactional
+from newsletter.subscribers.jobs import send_transactional_many
 from newsletter.web import db
 from newsletter.web.api import bp, error
 
@@ -25,7 +25,9 @@ def post_events():
         batch = parse_body(request.get_data(cache=False))
         if len(batch.events) > MAX_EVENTS:
             return error(413, f"at most {MAX_EVENTS} events per request (got {len(batch.events)})")
-        results = apply(db(), batch.events, partial(send_transactional, current_app.extensions["newsletter"]))
+        results = apply(
+            db(), batch.events, partial(send_transactional_many, current_app.extensions["newsletter"])
+        )
     except BadEvents as exc:
         db().rollback()
         return jsonify(error=str(exc)[:2000], problems=exc.problems[:100]), 400
