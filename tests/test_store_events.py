@@ -7,12 +7,15 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from rq import SimpleWorker
 from rq.job import Job
 from sqlalchemy import func, select
 
 from newsletter.campaigns import caps
+from newsletter.campaigns.jobs import tick
 from newsletter.cli import cli
 from newsletter.core import clock
+from newsletter.core.runtime import CAMPAIGNS, QUEUES
 from newsletter.feedback.record import record
 from newsletter.feedback.signals import Signal
 from newsletter.mail import verp
@@ -27,7 +30,9 @@ from newsletter.models import (
 from newsletter.models.subscribers import address_hash
 from newsletter.subscribers.jobs import send_transactional_many, sweep_outbox
 from tests.conftest import _free_port, jobs_use
+from tests.sending_helpers import now_floor, write_campaign
 from tests.test_cli import env_for
+from tests.test_sending import schedule
 
 TOKEN = "store-api-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -343,3 +348,37 @@ def test_store_mail_files_carry_no_marketing(api, tmp_path, monkeypatch):
         "templates/email/order_placed.txt: marketing in store mail: 'sale'",
         "templates/email/order_placed.txt: marketing in store mail: '/early-access/'",
     ]
+
+
+@pytest.mark.parametrize("posted_at", ["before the worker starts", "while the first batch is sending"])
+def test_store_mail_goes_ahead_of_a_campaigns_queued_batches(
+    make_app, make_subscriber, smtp_sink, tmp_path, posted_at
+):
+    """One worker serving both queues: the order email comes before every batch not yet started."""
+    app = make_app(API_TOKEN=TOKEN, MARKETING_CAPS="", QUIET_HOURS="", BATCH_SIZE="2")
+    runtime = jobs_use(app.extensions["newsletter"])
+    for n in range(6):
+        make_subscriber(f"f{n}@example.com", topics=("newsletter",))
+    schedule(
+        runtime,
+        write_campaign(tmp_path, slug="news", topic="newsletter", waves=[("all", "all", now_floor())]),
+    )
+    tick()
+    assert runtime.queue(CAMPAIGNS).count == 3  # three batches of two, queued
+    store = app.test_client()
+    answers = []
+    if posted_at == "before the worker starts":
+        answers.append(post(store, DELAYED).status_code)
+
+    class Worker(SimpleWorker):
+        def execute_job(self, job, queue):
+            if queue.name == CAMPAIGNS and not answers:  # the first batch is starting
+                answers.append(post(store, DELAYED).status_code)
+            return super().execute_job(job, queue)
+
+    Worker([runtime.queue(name) for name in QUEUES], connection=runtime.redis).work(burst=True)
+    order = [str(mail["To"]) for mail in smtp_sink.take()]
+    assert answers == [200]
+    assert sorted(order) == sorted(["ann@example.com"] + [f"f{n}@example.com" for n in range(6)])
+    before = 0 if posted_at == "before the worker starts" else 2  # at most the batch in progress
+    assert order.index("ann@example.com") == before
