@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from rq import SimpleWorker
+from rq.job import Job
 from sqlalchemy import func, select
 
 from newsletter.campaigns import caps
+from newsletter.campaigns.jobs import tick
 from newsletter.cli import cli
 from newsletter.core import clock
+from newsletter.core.runtime import CAMPAIGNS, QUEUES
 from newsletter.feedback.record import record
 from newsletter.feedback.signals import Signal
 from newsletter.mail import verp
@@ -23,7 +28,11 @@ from newsletter.models import (
     SuppressionReason,
 )
 from newsletter.models.subscribers import address_hash
+from newsletter.subscribers.jobs import send_transactional_many, sweep_outbox
+from tests.conftest import _free_port, jobs_use
+from tests.sending_helpers import now_floor, write_campaign
 from tests.test_cli import env_for
+from tests.test_sending import schedule
 
 TOKEN = "store-api-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -130,6 +139,42 @@ def test_a_retried_event_is_answered_the_same_and_sends_nothing_more(api, work, 
     assert count(runtime_of(api), OutboxEmail) == 2
 
 
+def test_a_batch_is_one_job_per_email_enqueued_together_and_a_taken_job_id_is_left_alone(
+    api, work, smtp_sink
+):
+    runtime = runtime_of(api)
+    queue = runtime.queue("transactional")
+    batch = [{**DELAYED, "event_id": f"b-{n}", "email": f"b{n}@example.com"} for n in range(3)]
+    assert post(api, batch).status_code == 200
+    with runtime.sessions() as session:
+        ids = list(session.scalars(select(OutboxEmail.id).order_by(OutboxEmail.id)))
+    assert sorted(queue.job_ids) == sorted(f"outbox-{i}" for i in ids)
+    # Redis lost one job; handing the rows over again adds that one and leaves the live ones alone.
+    Job.fetch(f"outbox-{ids[1]}", connection=runtime.redis).delete()
+    send_transactional_many(runtime, ids)
+    assert sorted(queue.job_ids) == sorted(f"outbox-{i}" for i in ids)
+    work()
+    assert sorted(mail["To"] for mail in smtp_sink.take()) == [f"b{n}@example.com" for n in range(3)]
+
+
+def test_a_batch_posted_while_redis_is_down_is_answered_and_sent_by_the_sweep(make_app, work, smtp_sink):
+    down = make_app(API_TOKEN=TOKEN, REDIS_URL=f"redis://127.0.0.1:{_free_port()}/0").test_client()
+    api = make_app(API_TOKEN=TOKEN).test_client()  # the same database; Redis up (built last: `work` uses it)
+    batch = [{**DELAYED, "event_id": f"d-{n}", "email": f"d{n}@example.com"} for n in range(3)]
+    response = post(down, batch)
+    assert response.status_code == 200
+    assert [r["status"] for r in response.get_json()["results"]] == ["queued"] * 3
+    runtime = jobs_use(runtime_of(api))
+    assert runtime.queue("transactional").job_ids == []
+    assert sweep_outbox(older_than=timedelta(0)) == 3
+    assert sweep_outbox(older_than=timedelta(0)) == 0  # each row has its job now
+    work()
+    assert sorted(mail["To"] for mail in smtp_sink.take()) == [f"d{n}@example.com" for n in range(3)]
+    assert post(api, batch).get_json() == response.get_json()  # retried: answered the same
+    work()
+    assert smtp_sink.take() == []
+
+
 def test_back_in_stock_request_is_recorded_with_its_evidence_and_mails_nothing(api, work, smtp_sink):
     evidence = {"ip": "203.0.113.9", "user_agent": "Firefox", "source": "product page", "wording": "Tell me"}
     request = {"event_id": "r-1", "kind": "back_in_stock_request", "email": "dan@example.com", "item": "Pot"}
@@ -161,6 +206,7 @@ def test_jsonl_batch_and_a_batch_with_one_bad_event_applies_nothing(api, work, s
     ("body", "problem"),
     [
         ({**DELAYED, "kind": "order_lost"}, "events[0].kind: 'order_lost' is not one of"),
+        ({**DELAYED, "kind": ["order_placed"]}, "events[0].kind: ['order_placed'] is not one of"),
         ({**DELAYED, "new_date": "next week"}, "events[0].new_date: 'next week' does not match"),
         ({k: v for k, v in DELAYED.items() if k != "event_id"}, "events[0].event_id: required"),
         ({**DELAYED, "email": "not-an-address"}, "events[0].email: "),
@@ -303,3 +349,37 @@ def test_store_mail_files_carry_no_marketing(api, tmp_path, monkeypatch):
         f"templates/email/order_placed.txt:{line}:12: marketing in store mail: 'sale'",
         f"templates/email/order_placed.txt:{line}:35: marketing in store mail: '/early-access/'",
     ]
+
+
+@pytest.mark.parametrize("posted_at", ["before the worker starts", "while the first batch is sending"])
+def test_store_mail_goes_ahead_of_a_campaigns_queued_batches(
+    make_app, make_subscriber, smtp_sink, tmp_path, posted_at
+):
+    """One worker serving both queues: the order email comes before every batch not yet started."""
+    app = make_app(API_TOKEN=TOKEN, MARKETING_CAPS="", QUIET_HOURS="", BATCH_SIZE="2")
+    runtime = jobs_use(app.extensions["newsletter"])
+    for n in range(6):
+        make_subscriber(f"f{n}@example.com", topics=("newsletter",))
+    schedule(
+        runtime,
+        write_campaign(tmp_path, slug="news", topic="newsletter", waves=[("all", "all", now_floor())]),
+    )
+    tick()
+    assert runtime.queue(CAMPAIGNS).count == 3  # three batches of two, queued
+    store = app.test_client()
+    answers = []
+    if posted_at == "before the worker starts":
+        answers.append(post(store, DELAYED).status_code)
+
+    class Worker(SimpleWorker):
+        def execute_job(self, job, queue):
+            if queue.name == CAMPAIGNS and not answers:  # the first batch is starting
+                answers.append(post(store, DELAYED).status_code)
+            return super().execute_job(job, queue)
+
+    Worker([runtime.queue(name) for name in QUEUES], connection=runtime.redis).work(burst=True)
+    order = [str(mail["To"]) for mail in smtp_sink.take()]
+    assert answers == [200]
+    assert sorted(order) == sorted(["ann@example.com"] + [f"f{n}@example.com" for n in range(6)])
+    before = 0 if posted_at == "before the worker starts" else 2  # at most the batch in progress
+    assert order.index("ann@example.com") == before

@@ -7,7 +7,7 @@ from functools import partial
 from flask import current_app, jsonify, request
 
 from newsletter.store_events.events import BadEvents, apply, parse_body
-from newsletter.subscribers.jobs import send_transactional
+from newsletter.subscribers.jobs import send_transactional_many
 from newsletter.web import db
 from newsletter.web.api import bp, error
 
@@ -29,7 +29,7 @@ def post_events():
             db(),
             current_app.settings,
             batch.events,
-            partial(send_transactional, current_app.extensions["newsletter"]),
+            partial(send_transactional_many, current_app.extensions["newsletter"]),
         )
     except BadEvents as exc:
         db().rollback()

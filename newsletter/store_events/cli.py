@@ -27,14 +27,14 @@ def events_send(app: Flask, jsonl_file: str) -> None:
     from functools import partial
 
     from newsletter.store_events.events import BadEvents, apply, parse_lines
-    from newsletter.subscribers.jobs import send_transactional
+    from newsletter.subscribers.jobs import send_transactional_many
 
     runtime = app.extensions["newsletter"]
     try:
         with open(jsonl_file, encoding="utf-8-sig") as handle:
             batch = parse_lines(handle.read().splitlines())
         with runtime.sessions() as session:
-            results = apply(session, app.settings, batch, partial(send_transactional, runtime))
+            results = apply(session, app.settings, batch, partial(send_transactional_many, runtime))
             session.commit()
     except UnicodeDecodeError as exc:
         raise click.ClickException(

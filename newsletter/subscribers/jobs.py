@@ -9,8 +9,8 @@ import logging
 from datetime import timedelta
 
 import redis
-from redis.exceptions import LockError
-from rq import Retry
+from redis.exceptions import LockError, WatchError
+from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
@@ -20,6 +20,9 @@ from newsletter.mail.transports import make_transport
 from newsletter.subscribers import transactional
 
 log = logging.getLogger(__name__)
+#: An outbox row's own job: retried for about an hour and a half, then the sweep has it.
+RETRY = Retry(max=5, interval=[10, 60, 300, 900, 3600])
+TIMEOUT = 120
 
 
 def outbox_job_id(outbox_id: int) -> str:
@@ -46,8 +49,8 @@ def send_transactional(runtime: Runtime, outbox_id: int) -> bool:
                     outbox_id,
                     job_id=job_id,
                     unique=True,  # atomic in Redis: refused while a job of that id exists
-                    retry=Retry(max=5, interval=[10, 60, 300, 900, 3600]),
-                    job_timeout=120,
+                    retry=RETRY,
+                    job_timeout=TIMEOUT,
                 )
                 return True
             except DuplicateJobError:
@@ -60,6 +63,51 @@ def send_transactional(runtime: Runtime, outbox_id: int) -> bool:
     except redis.RedisError as exc:
         log.warning("outbox %s not enqueued (Redis: %s); the sweep will send it", outbox_id, exc)
         return False
+
+
+def transactional_job(outbox_id: int):
+    """What ``send_transactional`` enqueues for one row, for ``Queue.enqueue_many``."""
+    return Queue.prepare_data(
+        deliver_transactional,
+        (outbox_id,),
+        job_id=outbox_job_id(outbox_id),
+        retry=RETRY,
+        timeout=TIMEOUT,
+    )
+
+
+def send_transactional_many(runtime: Runtime, outbox_ids: list[int]) -> None:
+    """``send_transactional`` for rows just committed, in one Redis round trip instead of one each.
+
+    The rows' jobs are enqueued together only if none of their ids exists (WATCH, EXISTS, then
+    MULTI): the same promise as ``unique=True``. An id that exists or changes meanwhile (a row id
+    SQLite handed out again) sends that batch one by one through ``send_transactional``. If Redis
+    is down, a worker's sweep sends the rows later.
+    """
+    if not outbox_ids:
+        return
+    if runtime.settings.queue_sync:
+        for outbox_id in outbox_ids:
+            deliver_transactional(outbox_id)
+        return
+    queue = runtime.queue(TRANSACTIONAL)
+    try:
+        with runtime.redis.pipeline() as pipe:
+            keys = [Job.key_for(outbox_job_id(outbox_id)) for outbox_id in outbox_ids]
+            pipe.watch(*keys)
+            if pipe.exists(*keys) == 0:
+                pipe.multi()
+                queue.enqueue_many([transactional_job(outbox_id) for outbox_id in outbox_ids], pipeline=pipe)
+                try:
+                    pipe.execute()
+                    return
+                except WatchError:
+                    pass
+    except redis.RedisError as exc:
+        log.warning("%d outbox rows not enqueued (Redis: %s); the sweep will send them", len(outbox_ids), exc)
+        return
+    for outbox_id in outbox_ids:
+        send_transactional(runtime, outbox_id)
 
 
 def deliver_transactional(outbox_id: int) -> str | None:

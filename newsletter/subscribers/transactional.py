@@ -144,6 +144,20 @@ def store_address_suppressed(session: Session, email: str) -> bool:
     return reason in (SuppressionReason.BOUNCED, SuppressionReason.COMPLAINED)
 
 
+def store_addresses_suppressed(session: Session, emails: set[str]) -> set[str]:
+    """Which of these (normalized) addresses ``store_address_suppressed`` refuses, in one query."""
+    by_hash = {address_hash(email): email for email in emails}
+    return {
+        by_hash[email_hash]
+        for email_hash in session.scalars(
+            select(Suppression.email_hash).where(
+                Suppression.email_hash.in_(by_hash),
+                Suppression.reason.in_((SuppressionReason.BOUNCED, SuppressionReason.COMPLAINED)),
+            )
+        )
+    }
+
+
 def invitation_context(session: Session, outbox_id: int) -> dict[str, str]:
     """What a partner invitation says about where the consent came from."""
     invitation = session.get(PartnerInvitation, outbox_id)
