@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String
+from sqlalchemy import JSON, ForeignKey, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.core import clock
@@ -14,6 +14,8 @@ from newsletter.core.db import Base
 
 class StoreEvent(Base):
     __tablename__ = "store_events"
+    #: a first order is one with no earlier order_placed for the address, in any letter case
+    __table_args__ = (Index("ix_store_events_email_lower", func.lower("email")),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: the store's own id for the event; unique, so a retried event is found, not applied again

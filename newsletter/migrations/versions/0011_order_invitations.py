@@ -34,7 +34,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_order_invitations")),
         sa.UniqueConstraint("email_hash", name=op.f("uq_order_invitations_email_hash")),
     )
+    # "no earlier order_placed for this address, in any letter case", without a scan per order
+    op.create_index("ix_store_events_email_lower", "store_events", [sa.text("lower(email)")])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_store_events_email_lower", table_name="store_events")
     op.drop_table("order_invitations")
