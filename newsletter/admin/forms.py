@@ -18,5 +18,6 @@ class ActionForm(FlaskForm):
 
 
 class CancelForm(FlaskForm):
-    #: without JavaScript there is no confirm dialog: the box is the confirmation
-    confirm = BooleanField("Yes, stop this campaign for good", validators=[InputRequired()])
+    #: without JavaScript there is no confirm dialog: the box is the confirmation (checked by the view,
+    #: so that a cancel without it gets our sentence rather than the browser's bubble)
+    confirm = BooleanField("Yes, stop this campaign for good")

@@ -115,7 +115,7 @@ def control(slug: str, action: str):
     if action not in ("pause", "resume", "cancel"):
         abort(404)
     found = _campaign_or_404(slug)
-    if action == "cancel" and not CancelForm().validate_on_submit():
+    if action == "cancel" and not CancelForm().confirm.data:
         flash("Tick the box to confirm: a cancelled campaign cannot be resumed.", "error")
         return redirect(url_for(".campaign", slug=slug), 303)
     session, actor = db(), current_user.email
