@@ -28,6 +28,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> App:
 
 def _register_blueprints(app: Flask) -> None:
     """The features' pages and API routes (web/ sets the app up and knows no feature)."""
+    from newsletter.admin import views as admin_views
     from newsletter.campaigns import api as campaigns_api  # noqa: F401  (routes on the store API)
     from newsletter.customers import api as customers_api  # noqa: F401  (routes on the store API)
     from newsletter.early_access import api as early_access_api  # noqa: F401  (routes on the store API)
@@ -42,6 +43,7 @@ def _register_blueprints(app: Flask) -> None:
     from newsletter.web.api import bp as api_bp
 
     app.register_blueprint(public_bp)
+    admin_views.init_app(app)  # /admin: accounts, sessions, roles (docs/dashboard.md)
     app.register_blueprint(tracking_bp)  # /c/<token>/<n> and /o/<token>: GET only
     app.register_blueprint(csrf.exempt(partners_api_bp))  # signed requests, no cookies
     app.register_blueprint(api_bp)

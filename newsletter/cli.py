@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from newsletter.admin.cli import users
 from newsletter.campaigns.cli import campaign
 from newsletter.campaigns.codes_cli import codes
 from newsletter.cli_support import with_app
@@ -120,6 +121,7 @@ cli.add_command(codes)
 cli.add_command(dkim)
 cli.add_command(dns)
 cli.add_command(bounces)
+cli.add_command(users)
 
 
 def main() -> None:  # pragma: no cover - console entry point

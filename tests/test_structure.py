@@ -12,7 +12,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "newsletter"
 #: the layers every feature may use; they use no feature
 INFRASTRUCTURE = ("core", "models", "mail", "web")
-FEATURES = ("subscribers", "customers", "campaigns", "partners", "early_access", "feedback", "store_events")
+FEATURES = (
+    "subscribers",
+    "customers",
+    "campaigns",
+    "partners",
+    "early_access",
+    "feedback",
+    "store_events",
+    "admin",
+)
 #: the composition root: the app factory, the command line, the worker (and the old job paths)
 TOP_LEVEL = {"newsletter", "__main__", "cli", "cli_support", "demo", "worker", "jobs"}
 

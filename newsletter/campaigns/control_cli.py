@@ -19,8 +19,6 @@ from newsletter.cli_support import with_app
 if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
     from flask import Flask
 
-DONE_STATES = ("sent", "skipped", "failed", "uncertain")
-
 
 def _slug(path_or_slug: str) -> str:
     return Path(path_or_slug.rstrip("/")).name
@@ -247,11 +245,15 @@ def status_command(app: Flask, path: str, follow: bool, as_json: bool, interval:
 
 
 def _total(data: dict) -> int:
-    return sum(sum(w["states"].values()) for w in data["waves"].values())
+    from newsletter.campaigns.scheduling import wave_progress
+
+    return sum(wave_progress(w)[1] for w in data["waves"].values())
 
 
 def _done(data: dict) -> int:
-    return sum(n for w in data["waves"].values() for s, n in w["states"].items() if s in DONE_STATES)
+    from newsletter.campaigns.scheduling import wave_progress
+
+    return sum(wave_progress(w)[0] for w in data["waves"].values())
 
 
 def _print_status(data: dict) -> None:
@@ -286,66 +288,21 @@ def report_command(app: Flask, path: str, as_json: bool) -> None:
 
 
 def _report_lines(numbers) -> list[str]:
-    """The report as a table: one column per wave and the total."""
-    title = f"{numbers.campaign}: {numbers.status}"
-    if numbers.pause_reason:
-        title += f" ({numbers.pause_reason})"
-    columns = [*numbers.waves, None]
-    cells = [w.numbers if w else numbers.total for w in columns]
-    heads = [w.name if w else "total" for w in columns]
-    rows: list[tuple[str, list[str]]] = []
+    """The report as a table: one column per wave and the total (the cells come from report.table)."""
+    from newsletter.campaigns.report import table
 
-    def row(label: str, values) -> None:
-        rows.append((label, [str(v) for v in values]))
-
-    row("delivered", [n.delivered for n in cells])
-    for kind in ("deferred", "skipped"):
-        reasons = sorted({key for n in cells for key in getattr(n, kind)})
-        row(kind, [sum(getattr(n, kind).values()) for n in cells])
-        for key in reasons:
-            row(f"  {key}", [getattr(n, kind).get(key, 0) for n in cells])
-    for label, name in (
-        ("queued", "queued"),
-        ("sending", "sending"),
-        ("failed", "failed"),
-        ("uncertain", "uncertain"),
-        ("bounced hard", "bounced_hard"),
-        ("bounced soft", "bounced_soft"),
-        ("complained", "complained"),
-        ("unsubscribed", "unsubscribed"),
-    ):
-        row(label, [getattr(n, name) for n in cells])
-    if numbers.track_opens:
-        row("opens *", [n.opens for n in cells])
-    row("unique clicks", [n.unique_clicks for n in cells])
-    row("early-access redemptions", [n.redemptions for n in cells])
-    for name in ("bounce", "complaint", "unsubscribe", "click"):
-        rates = [n.rates(numbers.settings)[name] for n in cells]
-        limit = rates[0].limit
-        label = f"{name} rate" + (f" (limit {limit:.2%})" if limit is not None else "")
-        row(label, [_percent(r.value) + (" OVER" if r.over else "") for r in rates])
-    width = max(len(label) for label, _ in rows)
-    sizes = [max(len(h), *(len(values[i]) for _, values in rows)) for i, h in enumerate(heads)]
-    lines = [title, "  ".join([" " * width, *(h.rjust(s) for h, s in zip(heads, sizes, strict=True))])]
-    for label, values in rows:
+    shown = table(numbers)
+    width = max(len(label) for label, _ in shown.rows)
+    sizes = [max(len(h), *(len(values[i]) for _, values in shown.rows)) for i, h in enumerate(shown.heads)]
+    lines = [
+        shown.title,
+        "  ".join([" " * width, *(h.rjust(s) for h, s in zip(shown.heads, sizes, strict=True))]),
+    ]
+    for label, values in shown.rows:
         lines.append(
             "  ".join([label.ljust(width), *(v.rjust(s) for v, s in zip(values, sizes, strict=True))])
         )
-    if numbers.links:
-        lines.append("clicks per link (link scanners counted apart):")
-        for link in numbers.links:
-            name = link.url or "(link not in the frozen campaign)"
-            lines.append(f"  #{link.link}: {link.clicks} clicks, {link.scanners} scanner visits  {name}")
-    if numbers.reward_codes is not None:
-        codes = numbers.reward_codes
-        lines.append(f"reward codes: {codes['assigned']} assigned, {codes['redeemed']} redeemed")
-    if numbers.opens_note:
-        lines.append(f"* {numbers.opens_note}")
-    return lines
-
-
-def _percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
+    return lines + shown.notes
 
 
 COMMANDS = [

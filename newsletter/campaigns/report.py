@@ -241,6 +241,75 @@ def report(session: Session, settings: Settings, campaign: Campaign) -> Campaign
     )
 
 
+@dataclass(slots=True)
+class Table:
+    """The report as rows of text cells, one column per wave and the total: what `campaign report`
+    prints and the dashboard's campaign page shows, built once here."""
+
+    title: str
+    heads: list[str]
+    #: (label, one cell per column); a label starting with two spaces is a reason under the row above
+    rows: list[tuple[str, list[str]]]
+    #: lines after the table: clicks per link, reward codes, the note on opens
+    notes: list[str]
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def table(numbers: CampaignReport) -> Table:
+    """The report's cells as text (rates as percentages, OVER past a limit)."""
+    title = f"{numbers.campaign}: {numbers.status}"
+    if numbers.pause_reason:
+        title += f" ({numbers.pause_reason})"
+    columns = [*numbers.waves, None]
+    cells = [w.numbers if w else numbers.total for w in columns]
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, values) -> None:
+        rows.append((label, [str(v) for v in values]))
+
+    row("delivered", [n.delivered for n in cells])
+    for kind in ("deferred", "skipped"):
+        reasons = sorted({key for n in cells for key in getattr(n, kind)})
+        row(kind, [sum(getattr(n, kind).values()) for n in cells])
+        for key in reasons:
+            row(f"  {key}", [getattr(n, kind).get(key, 0) for n in cells])
+    for label, name in (
+        ("queued", "queued"),
+        ("sending", "sending"),
+        ("failed", "failed"),
+        ("uncertain", "uncertain"),
+        ("bounced hard", "bounced_hard"),
+        ("bounced soft", "bounced_soft"),
+        ("complained", "complained"),
+        ("unsubscribed", "unsubscribed"),
+    ):
+        row(label, [getattr(n, name) for n in cells])
+    if numbers.track_opens:
+        row("opens *", [n.opens for n in cells])
+    row("unique clicks", [n.unique_clicks for n in cells])
+    row("early-access redemptions", [n.redemptions for n in cells])
+    for name in ("bounce", "complaint", "unsubscribe", "click"):
+        rates = [n.rates(numbers.settings)[name] for n in cells]
+        limit = rates[0].limit
+        label = f"{name} rate" + (f" (limit {limit:.2%})" if limit is not None else "")
+        row(label, [percent(r.value) + (" OVER" if r.over else "") for r in rates])
+    notes = []
+    if numbers.links:
+        notes.append("clicks per link (link scanners counted apart):")
+        for link in numbers.links:
+            name = link.url or "(link not in the frozen campaign)"
+            notes.append(f"  #{link.link}: {link.clicks} clicks, {link.scanners} scanner visits  {name}")
+    if numbers.reward_codes is not None:
+        codes = numbers.reward_codes
+        notes.append(f"reward codes: {codes['assigned']} assigned, {codes['redeemed']} redeemed")
+    if numbers.opens_note:
+        notes.append(f"* {numbers.opens_note}")
+    return Table(title, [w.name if w else "total" for w in columns], rows, notes)
+
+
 def reward_counts(session: Session, campaign_id: int) -> dict[str, int]:
     """Reward codes assigned to the campaign's deliveries, and how many the store reported redeemed."""
     assigned, redeemed = session.execute(

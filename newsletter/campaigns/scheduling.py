@@ -222,6 +222,16 @@ def send_now(session: Session, campaign: Campaign, now: datetime) -> Control:
     return Control(True, f"{campaign.slug}: wave {waiting[0].name!r} starts at the next tick")
 
 
+#: the states a row ends in: a wave's progress is the share of its rows in one of them
+DONE_STATES = ("sent", "skipped", "failed", "uncertain")
+
+
+def wave_progress(wave: dict) -> tuple[int, int]:
+    """(rows done, rows in all) of one wave of :func:`progress`."""
+    states = wave["states"]
+    return sum(n for s, n in states.items() if s in DONE_STATES), sum(states.values())
+
+
 def progress(session: Session, campaign: Campaign) -> dict:
     """Counts per state per wave, the reasons of skips, deferrals and failures, and redemptions."""
     names = {w.id: w.name for w in campaign.waves}

@@ -307,6 +307,19 @@ class Settings:
     mailgun_signing_key: str = _setting(
         _token, "", "Mailgun's HTTP webhook signing key; empty: /webhooks/mailgun off", secret=True
     )
+    # the dashboard (/admin, docs/dashboard.md)
+    admin_login_failures: int = _setting(
+        _positive_int, 5, "failed sign-ins of one account within ADMIN_LOCKOUT_MINUTES that lock it out"
+    )
+    admin_login_ip_failures: int = _setting(
+        _positive_int, 20, "failed sign-ins from one IP address within ADMIN_LOCKOUT_MINUTES that lock it out"
+    )
+    admin_lockout_minutes: int = _setting(
+        _positive_int, 15, "how long failures are counted, and a lock-out lasts, in minutes"
+    )
+    admin_session_idle_minutes: int = _setting(
+        _positive_int, 480, "an /admin session ends after this many minutes without a request"
+    )
     wtf_csrf_enabled: bool = _setting(_bool, True, "CSRF protection on forms (never turn off in production)")
     queue_sync: bool = _setting(
         _bool, False, "run jobs in the web process instead of RQ (demo without Redis)"

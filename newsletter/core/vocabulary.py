@@ -21,3 +21,15 @@ class SuppressionReason(enum.StrEnum):
 LIFTED_BY_OPT_IN = frozenset(
     {SuppressionReason.UNSUBSCRIBED, SuppressionReason.BOUNCED, SuppressionReason.ERASED}
 )
+
+
+class Role(enum.StrEnum):
+    """What a dashboard account may do; each role may do everything the ones before it may."""
+
+    VIEWER = "viewer"  #: reads every page
+    MARKETER = "marketer"  #: and pauses, resumes and cancels campaigns
+    ADMIN = "admin"  #: and manages accounts
+
+    @property
+    def rank(self) -> int:
+        return list(Role).index(self)

@@ -1,5 +1,6 @@
 """All tables, imported in one place so Alembic and tests see the whole schema."""
 
+from newsletter.models.accounts import Account, Role
 from newsletter.models.campaigns import (
     Campaign,
     CampaignEvent,
@@ -29,6 +30,8 @@ from newsletter.models.subscribers import (
 from newsletter.models.suppressions import Suppression, SuppressionReason
 
 __all__ = [
+    "Account",
+    "Role",
     "Campaign",
     "CampaignEvent",
     "CampaignStatus",
