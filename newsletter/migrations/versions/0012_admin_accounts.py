@@ -1,7 +1,7 @@
 """accounts: the store's own people who sign in to /admin, with a role and an Argon2 hash
 
-Revision ID: admin_accounts
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-02
 
 A new table; nothing else changes. The first account is made with ``newsletter users add``.
@@ -10,8 +10,8 @@ A new table; nothing else changes. The first account is made with ``newsletter u
 import sqlalchemy as sa
 from alembic import op
 
-revision = "admin_accounts"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
