@@ -66,7 +66,8 @@ def campaign() -> None:
 )
 @with_app
 def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
-    """Check campaigns (all under --dir by default); print file:line:col: message per problem."""
+    """Check campaigns (all under --dir by default): every problem as file:line:col: message on stderr,
+    "FOLDER: ok" on stdout; exit 1 if any folder has an error."""
     from newsletter.campaigns.validation import find_campaigns
     from newsletter.core.config import insecure_base_url
 
@@ -81,11 +82,11 @@ def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
     failed = 0
     for folder in folders:
         report = _validate(folder, site)
-        for problem in report.problems:
-            click.echo(str(problem))
+        for problem in report.problems:  # problems on stderr, successes on stdout: pipes keep them apart
+            click.echo(str(problem), err=True)
         failed += not report.ok
         summary = "ok" if report.ok else f"{len(report.errors)} error(s)"
-        click.echo(f"{folder}: {summary}, {len(report.warnings)} warning(s)", err=True)
+        click.echo(f"{folder}: {summary}, {len(report.warnings)} warning(s)", err=not report.ok)
     if failed:
         raise SystemExit(1)
 

@@ -29,6 +29,7 @@ from mjml import mjml2html
 from premailer import Premailer
 
 from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource, control_character
+from newsletter.campaigns.locate import jinja_position
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
 from newsletter.mail.skeleton import SLOT, slot_of, slot_token
@@ -137,11 +138,24 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
     }
 
 
-def _template_error(exc: Exception, default_file: str, files: tuple[str, ...]) -> RenderError:
-    """Where in which template an exception happened (Jinja keeps template lines in tracebacks)."""
+def _source_of(file: str) -> str:
+    try:
+        return Path(file).read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def template_error(
+    exc: Exception, default_file: str, files: tuple[str, ...], source: str | None = None
+) -> RenderError:
+    """Where in which template an exception happened (Jinja keeps template lines in tracebacks);
+    the column is found in the template's source (``source``, else the file's)."""
     if isinstance(exc, TemplateSyntaxError):
         file = exc.filename or default_file
-        return RenderError(file, exc.lineno or 1, 1, f"Jinja: {exc.message}")
+        line = exc.lineno or 1
+        text = source if source is not None and file == default_file else _source_of(file)
+        line, col = jinja_position(text, line, exc.message or "")
+        return RenderError(file, line, col, f"Jinja: {exc.message}")
     line, file = 1, default_file
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename in files or frame.filename.startswith(str(TEMPLATES)):
@@ -150,7 +164,9 @@ def _template_error(exc: Exception, default_file: str, files: tuple[str, ...]) -
     message = str(exc) if isinstance(exc, TemplateError) else f"{kind}: {exc}"
     if kind == "SecurityError":
         message = f"not allowed in a campaign: {exc}"
-    return RenderError(file, line, 1, message)
+    text = source if source is not None and file == default_file else _source_of(file)
+    line, col = jinja_position(text, line, message)
+    return RenderError(file, line, col, message)
 
 
 def render_string(env: CampaignEnvironment, text: str, context: dict, where: tuple[str, int, int]) -> str:
@@ -158,8 +174,9 @@ def render_string(env: CampaignEnvironment, text: str, context: dict, where: tup
     try:
         return env.from_string(text).render(context)
     except Exception as exc:  # noqa: BLE001 - every template failure becomes a located problem
-        error = _template_error(exc, where[0], ())
-        raise RenderError(where[0], where[1], where[2], error.message) from None
+        error = template_error(exc, where[0], (), source=text)
+        # where[2] is the value's opening quote; the template starts one column further
+        raise RenderError(where[0], where[1], where[2] + error.col, error.message) from None
 
 
 def render_file(env: CampaignEnvironment, folder: Path, name: str, context: dict) -> str:
@@ -167,7 +184,7 @@ def render_file(env: CampaignEnvironment, folder: Path, name: str, context: dict
     try:
         return env.get_template(name).render(context)
     except Exception as exc:  # noqa: BLE001
-        raise _template_error(exc, path, (path,)) from None
+        raise template_error(exc, path, (path,)) from None
 
 
 def inline_css(html: str) -> str:
