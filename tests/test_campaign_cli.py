@@ -270,6 +270,36 @@ def test_preview_takes_screenshots_with_chromium(app, tmp_path):
     assert_short_lines((out / "monthly-newsletter.eml").read_bytes())
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_preview_screenshots_show_the_whole_email_footer_included(app, tmp_path, browser):
+    tall = "".join(
+        f"<mj-section><mj-column><mj-text>Paragraph {n}</mj-text>"
+        '<mj-spacer height="120px" /></mj-column></mj-section>'
+        for n in range(20)
+    )
+    folder = write_campaign(
+        tmp_path, mjml=MJML.replace("<mj-section>", tall + "<mj-section>", 1), slug="tall"
+    )
+    out = tmp_path / "preview"
+    result = run(app, "preview", str(folder), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for width in (600, 375):
+        png_width, png_height = png_size(out / f"tall-{width}.png")
+        # Playwright's own measure of the page at that width: the screenshot is exactly as tall
+        page = browser.new_page(viewport={"width": width, "height": 100})
+        page.goto((out / "tall.html").as_uri())
+        height = page.evaluate("document.documentElement.scrollHeight")
+        footer_bottom = page.evaluate(
+            "[...document.querySelectorAll('div')].filter(d => d.textContent.includes('1 Example Street'))"
+            ".map(d => d.getBoundingClientRect().bottom).pop() ?? 0"
+        )
+        page.close()
+        assert png_width == width
+        assert png_height == height > 1800  # the old fixed 1,800 px lost the footer
+        assert 0 < footer_bottom <= png_height
+
+
 def test_preview_says_so_in_one_line_when_chromium_is_missing(app, tmp_path):
     out = tmp_path / "preview"
     result = run(app, "preview", str(EXAMPLES / "monthly-newsletter"), "--out", str(out), PATH="/nonexistent")
