@@ -326,3 +326,20 @@ def test_list_shows_draft_scheduled_and_invalid(app, runtime, tmp_path):
         ["monthly-newsletter", "scheduled"],
         ["spring-sale", "draft"],
     ]
+
+
+def test_new_writes_a_starting_folder_that_validates_and_refuses_twice(app, tmp_path):
+    result = run(app, "new", "winter-news", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "winter-news"
+    assert sorted(p.name for p in folder.iterdir()) == ["campaign.toml", "email.mjml", "email.txt"]
+    assert (folder / "campaign.toml").read_text("utf-8").startswith("# A campaign:")
+    checked = run(app, "validate", str(folder))
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines() == [f"{folder}: ok, 0 warning(s)"] and checked.stderr == ""
+    again = run(app, "new", "winter-news", "--dir", str(tmp_path))
+    assert again.exit_code == 1
+    assert again.stderr.splitlines() == [f"Error: {folder} already exists; choose another slug"]
+    bad = run(app, "new", "Winter News", "--dir", str(tmp_path))
+    assert bad.exit_code == 1 and len(bad.stderr.splitlines()) == 1
+    assert "not a campaign slug" in bad.stderr and not (tmp_path / "Winter News").exists()

@@ -91,6 +91,24 @@ def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
         raise SystemExit(1)
 
 
+@campaign.command("new")
+@click.argument("slug")
+@click.option(
+    "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
+)
+@click.option("--topic", default="newsletter", show_default=True, metavar="TOPIC", help="Who receives it.")
+def new(slug: str, root: str, topic: str) -> None:
+    """Write a commented starting folder DIR/SLUG (campaign.toml, email.mjml, email.txt) that validates."""
+    from newsletter.campaigns.starter import StarterError, write_starter
+    from newsletter.core import clock
+
+    try:
+        folder = write_starter(Path(root), slug, topic, clock.now())
+    except (StarterError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {folder}; check it with: newsletter campaign validate {folder}")
+
+
 @campaign.command("preview")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--subscriber", "email", help="Render for this subscriber (real name and links).")
