@@ -128,6 +128,8 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
         "sale": {"url": sale.url, "public_at": sale.public_at, "ends_at": sale.ends_at} if sale else None,
         "store": {"name": site.store_name, "postal_address": site.postal_address, "url": site.base_url},
         "wave": {"name": wave.name, "send_at": wave.send_at},
+        # [email]: base.mjml's mj-body takes them
+        "email": {"background": source.background or "#f4f4f4", "width": source.width or 600},
         # the recipient's own code, assigned before sending ([reward]); None without one
         "reward": {
             "code": PersonalValue(slot_token("reward_code")),

@@ -217,6 +217,13 @@ def _check_mjml_text(folder: Path, text: str) -> list[Problem]:
             problems.append(Problem(file, line, col, f"unknown MJML tag <{tag}>"))
         if tag == "mj-image" and not re.search(r"\balt\s*=", match.group()):
             problems.append(Problem(file, line, col, "image without alt text", warning=True))
+    body = re.search(r"<mj-body\b", text)
+    if body and re.search(r"""\{%-?\s*extends\s+["']base\.mjml""", text):
+        message = (
+            "base.mjml writes <mj-body>, so this one's attributes are lost: set the background and "
+            'width in campaign.toml ([email] background = "#112233", width = 640)'
+        )
+        problems.append(Problem(file, *_position(text, body.start()), message, warning=True))
     for match in re.finditer(r"<img\b[^>]*>", text, re.IGNORECASE):
         if not re.search(r"\balt\s*=", match.group()):
             problems.append(
