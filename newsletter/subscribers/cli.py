@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.cli_support import LazyChoice, print_errors, with_app
+from newsletter.cli_support import LazyChoice, exit_if_refused, print_errors, with_app
 
 if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
     from flask import Flask
@@ -133,6 +133,7 @@ def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> N
         click.echo(f"skipped, {reason}: {count}")
     click.echo(f"bad rows: {report.bad}")
     click.echo(f"file sha256: {file_sha256}")
+    exit_if_refused(csv_file, report.bad, "the other rows were imported")
 
 
 @click.group()
