@@ -196,3 +196,17 @@ def test_source_name_is_checked(app, tmp_path):
     csv_file.write_text("email\n")
     result = run_import(app, csv_file, "--source", "bad/name")
     assert result.exit_code == 1 and "--source: 1 to 50 letters" in result.output
+
+
+def test_topic_can_be_repeated_like_partners_import_and_mixes_with_topics(app, runtime, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(
+        "email,first_name,consented_at,consent_source\numa@example.com,Uma,2025-01-01T00:00:00Z,popup\n"
+    )
+    result = run_import(
+        app, csv_file, "--source", "mailchimp", "--topic", "newsletter", "--topics", "product-news,newsletter"
+    )
+    assert result.exit_code == 0, result.output
+    with runtime.sessions() as session:
+        uma = by_email(session, "uma@example.com")
+        assert {s.topic.slug for s in uma.subscriptions} == {"newsletter", "product-news"}
