@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from functools import wraps
@@ -109,6 +110,17 @@ class LazyChoice(click.Choice):
         if self._choices is None:
             self._choices = tuple(self._load())
         return self._choices
+
+
+def exit_if_refused(csv_file: str, bad: int, applied: str) -> None:
+    """Exit 1 when rows were refused (scripts see it), saying how many and where; ``applied``: the rest."""
+    if bad:
+        click.echo(
+            f"{csv_file}: {bad} row(s) refused (their line numbers above); {applied}; "
+            "fix them and import the file again (applied rows are not repeated)",
+            err=True,
+        )
+        sys.exit(1)
 
 
 def print_errors(csv_file: str, errors: list[tuple[int, str]], bad: int) -> None:

@@ -37,9 +37,9 @@ def png_size(path) -> tuple[int, int]:
 def test_validate_passes_on_the_shipped_examples(app):
     result = run(app, "validate", "--dir", str(EXAMPLES))
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""  # no problems at all
-    assert "spring-sale: ok, 0 warning(s)" in result.stderr
-    assert "monthly-newsletter: ok, 0 warning(s)" in result.stderr
+    assert result.stderr == ""  # no problems at all
+    assert "spring-sale: ok, 0 warning(s)" in result.stdout
+    assert "monthly-newsletter: ok, 0 warning(s)" in result.stdout
 
 
 def test_validate_prints_every_problem_and_fails(app, tmp_path):
@@ -52,11 +52,46 @@ def test_validate_prints_every_problem_and_fails(app, tmp_path):
     )
     result = run(app, "validate", str(good), str(bad))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == [
+    assert result.stderr.splitlines() == [
         f"{bad}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
         f"{bad}/email.mjml:5:23: 'dict object' has no attribute 'shoe_size'",
+        f"{bad}: 2 error(s), 0 warning(s)",
     ]
-    assert f"{bad}: 2 error(s), 0 warning(s)" in result.stderr
+    assert result.stdout.splitlines() == [f"{good}: ok, 0 warning(s)"]
+
+
+def test_validate_reports_toml_audience_jinja_and_mjml_problems_at_once(app, tmp_path):
+    toml = TOML.replace("+01:00", "")  # no UTC offset
+    bad = write_campaign(
+        tmp_path,
+        TOML.replace("{{ subscriber.first_name }}", "{{ subscriber.first_name }").replace(
+            "send_at", '[[wave]]\nname = "a"\naudience = "all and"\nsend_at'
+        ),
+        MJML.replace("subscriber.first_name", "subscriber.shoe_size"),
+    )
+    result = run(app, "validate", str(bad))
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"{bad}/campaign.toml:2:43: Jinja: unexpected '}}'",
+        f"{bad}/campaign.toml:7:20: audience: expected a field such as lifetime_value, "
+        "found end of expression",
+        f"{bad}/email.mjml:5:23: 'dict object' has no attribute 'shoe_size'",
+        f"{bad}: 3 error(s), 0 warning(s)",
+    ]
+    unclosed = write_campaign(tmp_path, toml, MJML.replace("</mj-section>", ""), slug="unclosed")
+    result = run(app, "validate", str(unclosed))
+    assert result.stderr.splitlines()[:2] == [
+        f"{unclosed}/campaign.toml:5:11: send_at needs a UTC offset, e.g. 2030-01-07T10:00:00+00:00",
+        f"{unclosed}/email.mjml:3:1: MJML: <mj-section> is never closed "
+        "(unexpected end of stream in root template)",
+    ]
+    broken_toml = write_campaign(tmp_path, 'name = "x\n', MJML.replace("{% endblock %}", ""), slug="t")
+    result = run(app, "validate", str(broken_toml))
+    assert [line.split(": ")[0] for line in result.stderr.splitlines()] == [
+        f"{broken_toml}/campaign.toml:1:10",
+        f"{broken_toml}/email.mjml:2:1",  # the unclosed block, where it opens
+        f"{broken_toml}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -93,11 +128,11 @@ def test_an_unexpected_failure_is_that_folders_error(app, tmp_path, monkeypatch)
     monkeypatch.setattr(validation, "validate_campaign", explode)
     result = run(app, "validate", str(EXAMPLES / "spring-sale"), str(EXAMPLES / "monthly-newsletter"))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == [
-        f"{EXAMPLES / 'spring-sale'}:1:1: cannot validate: RuntimeError: disk on fire"
-    ]
     assert result.stderr.splitlines() == [
+        f"{EXAMPLES / 'spring-sale'}:1:1: cannot validate: RuntimeError: disk on fire",
         f"{EXAMPLES / 'spring-sale'}: 1 error(s), 0 warning(s)",
+    ]
+    assert result.stdout.splitlines() == [
         f"{EXAMPLES / 'monthly-newsletter'}: ok, 0 warning(s)",  # checked all the same
     ]
 
@@ -109,15 +144,13 @@ def test_validate_reports_an_undecodable_file_and_goes_on_to_the_next_folder(app
     last = write_campaign(tmp_path, TOML.replace('topic = "newsletter"', 'topic = "nope"'), slug="c")
     result = run(app, "validate", str(first), str(latin), str(last))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == [
-        f"{latin}/email.mjml:5:26: not UTF-8 (byte 0xE9)",
-        f"{last}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
-    ]
     assert result.stderr.splitlines() == [
-        f"{first}: ok, 0 warning(s)",
+        f"{latin}/email.mjml:5:26: not UTF-8 (byte 0xE9)",
         f"{latin}: 1 error(s), 0 warning(s)",
+        f"{last}/campaign.toml:4:9: unknown topic 'nope' (known: newsletter, early-access, product-news)",
         f"{last}: 1 error(s), 0 warning(s)",
     ]
+    assert result.stdout.splitlines() == [f"{first}: ok, 0 warning(s)"]
 
 
 def test_validate_warns_when_base_url_is_not_https(app):
@@ -125,11 +158,10 @@ def test_validate_warns_when_base_url_is_not_https(app):
         app, "validate", str(EXAMPLES / "monthly-newsletter"), NEWSLETTER_BASE_URL="http://shop.example"
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout == ""
+    assert result.stdout.splitlines() == [f"{EXAMPLES / 'monthly-newsletter'}: ok, 0 warning(s)"]
     assert result.stderr.splitlines() == [
         "warning: BASE_URL http://shop.example is not https: RFC 8058 wants an https List-Unsubscribe link; "
         "'campaign schedule' refuses it unless on loopback",
-        f"{EXAMPLES / 'monthly-newsletter'}: ok, 0 warning(s)",
     ]
 
 
@@ -238,6 +270,36 @@ def test_preview_takes_screenshots_with_chromium(app, tmp_path):
     assert_short_lines((out / "monthly-newsletter.eml").read_bytes())
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_preview_screenshots_show_the_whole_email_footer_included(app, tmp_path, browser):
+    tall = "".join(
+        f"<mj-section><mj-column><mj-text>Paragraph {n}</mj-text>"
+        '<mj-spacer height="120px" /></mj-column></mj-section>'
+        for n in range(20)
+    )
+    folder = write_campaign(
+        tmp_path, mjml=MJML.replace("<mj-section>", tall + "<mj-section>", 1), slug="tall"
+    )
+    out = tmp_path / "preview"
+    result = run(app, "preview", str(folder), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for width in (600, 375):
+        png_width, png_height = png_size(out / f"tall-{width}.png")
+        # Playwright's own measure of the page at that width: the screenshot is exactly as tall
+        page = browser.new_page(viewport={"width": width, "height": 100})
+        page.goto((out / "tall.html").as_uri())
+        height = page.evaluate("document.documentElement.scrollHeight")
+        footer_bottom = page.evaluate(
+            "[...document.querySelectorAll('div')].filter(d => d.textContent.includes('1 Example Street'))"
+            ".map(d => d.getBoundingClientRect().bottom).pop() ?? 0"
+        )
+        page.close()
+        assert png_width == width
+        assert png_height == height > 1800  # the old fixed 1,800 px lost the footer
+        assert 0 < footer_bottom <= png_height
+
+
 def test_preview_says_so_in_one_line_when_chromium_is_missing(app, tmp_path):
     out = tmp_path / "preview"
     result = run(app, "preview", str(EXAMPLES / "monthly-newsletter"), "--out", str(out), PATH="/nonexistent")
@@ -264,3 +326,20 @@ def test_list_shows_draft_scheduled_and_invalid(app, runtime, tmp_path):
         ["monthly-newsletter", "scheduled"],
         ["spring-sale", "draft"],
     ]
+
+
+def test_new_writes_a_starting_folder_that_validates_and_refuses_twice(app, tmp_path):
+    result = run(app, "new", "winter-news", "--dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "winter-news"
+    assert sorted(p.name for p in folder.iterdir()) == ["campaign.toml", "email.mjml", "email.txt"]
+    assert (folder / "campaign.toml").read_text("utf-8").startswith("# A campaign:")
+    checked = run(app, "validate", str(folder))
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines() == [f"{folder}: ok, 0 warning(s)"] and checked.stderr == ""
+    again = run(app, "new", "winter-news", "--dir", str(tmp_path))
+    assert again.exit_code == 1
+    assert again.stderr.splitlines() == [f"Error: {folder} already exists; choose another slug"]
+    bad = run(app, "new", "Winter News", "--dir", str(tmp_path))
+    assert bad.exit_code == 1 and len(bad.stderr.splitlines()) == 1
+    assert "not a campaign slug" in bad.stderr and not (tmp_path / "Winter News").exists()

@@ -437,6 +437,14 @@ def test_send_now_pause_resume_cancel_and_what_is_not_applicable(
     tick()
     work()
     assert smtp_sink.take() == [] and rows(runtime, "news") == []
+    first_at = campaign_row(runtime, "news").waves[0].send_at
+    assert_one_line_error(
+        run(app, "send", str(folder)),  # without --now it says what it would do, and how
+        "nothing sent: scheduled waves start by themselves at their send_at; 'send --now' would start "
+        f"wave 'first' at the next tick instead of {first_at:%Y-%m-%d %H:%M} UTC. "
+        f"Run: newsletter campaign send {folder} --now",
+    )
+    assert rows(runtime, "news") == []
     now = run(app, "send", str(folder), "--now")
     assert now.exit_code == 0, now.output
     assert lines(now) == ["news: wave 'first' starts at the next tick"]
@@ -706,7 +714,11 @@ def test_status_follow_ends_when_the_campaign_is_done_and_shows_the_final_counts
         "follow: done",
         f"  wave all (done, starts {campaign_row(runtime, 'follow').waves[0].send_at.isoformat()}Z): 5 sent",
     ]
-    assert "follow" in result.stderr  # the progress bar's label
+    # piped: one plain line per change, no carriage returns, never 100% before the end
+    progress = result.stderr.splitlines()
+    assert "\r" not in result.stderr and progress[-1] == "follow: done | all 5/5 (100%)"
+    between = r"follow: sending \| all (starting|[0-5]/5 \(\d+%\))"
+    assert all(re.fullmatch(between, line) for line in progress[:-1]), progress
     assert reads[0] == "sending" and reads[-1] == "done"  # it watched the send, then stopped
     assert len(recipients(smtp_sink.take())) == 5
 
@@ -735,3 +747,25 @@ def test_status_follow_of_a_finished_campaign_returns_at_once(
     assert result.stdout.strip().splitlines()[0] == "over: done"
     assert result.stdout.strip().splitlines()[1].endswith("): 1 sent")
     assert campaign_row(runtime, "over").status == CampaignStatus.DONE
+
+
+def test_status_follow_shows_each_wave_and_a_waiting_wave_is_not_done():
+    from newsletter.campaigns.control_cli import _progress_line
+
+    data = {
+        "campaign": "sale",
+        "status": "sending",
+        "waves": {
+            "vip": {"status": "done", "send_at": "2030-01-01T09:00:00Z", "states": {"sent": 3}},
+            "everyone": {"status": "waiting", "send_at": "2030-01-02T09:00:00Z", "states": {}},
+            "late": {
+                "status": "sending",
+                "send_at": "2030-01-03T09:00:00Z",
+                "states": {"sent": 999, "queued": 1},
+            },
+        },
+    }
+    assert _progress_line(data) == (
+        "sale: sending | vip 3/3 (100%) | everyone waiting (starts 2030-01-02T09:00:00Z) | "
+        "late 999/1000 (99%)"
+    )

@@ -396,6 +396,7 @@ def test_campaign_validate_reports_a_bad_track_clicks_at_its_place(app, tmp_path
     folder = write_files(tmp_path, 'track_clicks = "yes"\n' + TOML, MJML)
     result = run(app, "validate", str(folder))
     assert result.exit_code == 1
-    assert result.stdout.splitlines() == [
-        f"{folder}/campaign.toml:1:16: track_clicks must be true or false (without quotes), got 'yes'"
+    assert result.stderr.splitlines() == [  # problems on stderr
+        f"{folder}/campaign.toml:1:16: track_clicks must be true or false (without quotes), got 'yes'",
+        f"{folder}: 1 error(s), 0 warning(s)",
     ]

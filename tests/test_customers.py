@@ -44,7 +44,7 @@ def test_csv_import_applies_good_rows_and_reports_bad_ones_by_line(app, runtime,
         "utf-8",
     )
     result = CliRunner().invoke(cli, ["customers", "import", str(csv_file)], env=env_for(app))
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # bad rows: the good ones are applied all the same
     errors = [line for line in result.output.splitlines() if ": line " in line]
     assert [e.split(": line ")[1].split(":")[0] for e in errors] == ["3", "4", "5", "6", "9"]
     assert "orders_count: expected a whole number" in errors[1]
@@ -243,3 +243,18 @@ def test_api_takes_ten_thousand_records_in_one_request(make_app):
     assert response.status_code == 200, response.get_data(as_text=True)[:200]
     assert response.get_json()["created"] == 10_000
     assert count(runtime) == 10_000
+
+
+def test_import_with_refused_rows_exits_1_saying_how_many_and_where(app, runtime, tmp_path):
+    path = tmp_path / "mixed.csv"
+    path.write_text("email,orders_count\nann@example.com,3\nnot an address,1\nbob@example.com,many\n")
+    result = CliRunner().invoke(cli, ["customers", "import", str(path)], env=env_for(app))
+    assert result.exit_code == 1
+    assert "customers: 1 applied (1 new, 0 updated), 2 bad rows" in result.stdout
+    errors = result.stderr.splitlines()
+    assert [line.split(":")[1].strip() for line in errors[:2]] == ["line 3", "line 4"]
+    assert errors[-1] == (
+        f"{path}: 2 row(s) refused (their line numbers above); the other 1 were applied; "
+        "fix them and import the file again (applied rows are not repeated)"
+    )
+    assert count(runtime) == 1  # the good row is kept

@@ -61,7 +61,8 @@ def test_import_with_and_without_evidence(app, client, runtime, work, smtp_sink,
     sha256 = hashlib.sha256(LIST.encode()).hexdigest()
 
     result = run_import(app, csv_file, "--source", "mailchimp", "--topics", "newsletter")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # rows were refused: scripts must see it
+    assert result.stderr.splitlines()[-1].startswith(f"{csv_file}: 5 row(s) refused")
     out = result.output
     assert "imported with consent evidence: 2" in out
     assert "pending, confirmation sent: 1" in out
@@ -125,7 +126,7 @@ def test_import_with_and_without_evidence(app, client, runtime, work, smtp_sink,
 
     # A second run of the same file changes nothing and mails nobody.
     again = run_import(app, csv_file, "--source", "mailchimp", "--topics", "newsletter")
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 1, again.output  # the same bad rows, refused again
     assert "imported with consent evidence: 0" in again.output
     assert "pending, confirmation sent: 0" in again.output
     assert "skipped, already active: 4" in again.output
@@ -195,3 +196,17 @@ def test_source_name_is_checked(app, tmp_path):
     csv_file.write_text("email\n")
     result = run_import(app, csv_file, "--source", "bad/name")
     assert result.exit_code == 1 and "--source: 1 to 50 letters" in result.output
+
+
+def test_topic_can_be_repeated_like_partners_import_and_mixes_with_topics(app, runtime, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(
+        "email,first_name,consented_at,consent_source\numa@example.com,Uma,2025-01-01T00:00:00Z,popup\n"
+    )
+    result = run_import(
+        app, csv_file, "--source", "mailchimp", "--topic", "newsletter", "--topics", "product-news,newsletter"
+    )
+    assert result.exit_code == 0, result.output
+    with runtime.sessions() as session:
+        uma = by_email(session, "uma@example.com")
+        assert {s.topic.slug for s in uma.subscriptions} == {"newsletter", "product-news"}

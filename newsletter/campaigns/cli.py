@@ -66,7 +66,8 @@ def campaign() -> None:
 )
 @with_app
 def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
-    """Check campaigns (all under --dir by default); print file:line:col: message per problem."""
+    """Check campaigns (all under --dir by default): every problem as file:line:col: message on stderr,
+    "FOLDER: ok" on stdout; exit 1 if any folder has an error."""
     from newsletter.campaigns.validation import find_campaigns
     from newsletter.core.config import insecure_base_url
 
@@ -81,13 +82,31 @@ def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
     failed = 0
     for folder in folders:
         report = _validate(folder, site)
-        for problem in report.problems:
-            click.echo(str(problem))
+        for problem in report.problems:  # problems on stderr, successes on stdout: pipes keep them apart
+            click.echo(str(problem), err=True)
         failed += not report.ok
         summary = "ok" if report.ok else f"{len(report.errors)} error(s)"
-        click.echo(f"{folder}: {summary}, {len(report.warnings)} warning(s)", err=True)
+        click.echo(f"{folder}: {summary}, {len(report.warnings)} warning(s)", err=not report.ok)
     if failed:
         raise SystemExit(1)
+
+
+@campaign.command("new")
+@click.argument("slug")
+@click.option(
+    "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
+)
+@click.option("--topic", default="newsletter", show_default=True, metavar="TOPIC", help="Who receives it.")
+def new(slug: str, root: str, topic: str) -> None:
+    """Write a commented starting folder DIR/SLUG (campaign.toml, email.mjml, email.txt) that validates."""
+    from newsletter.campaigns.starter import StarterError, write_starter
+    from newsletter.core import clock
+
+    try:
+        folder = write_starter(Path(root), slug, topic, clock.now())
+    except (StarterError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wrote {folder}; check it with: newsletter campaign validate {folder}")
 
 
 @campaign.command("preview")

@@ -144,14 +144,33 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
 
 @click.command("send")
 @click.argument("path")
-@click.option("--now", "now_", is_flag=True, required=True, help="Start the next waiting wave now.")
+@click.option("--now", "now_", is_flag=True, help="Start the next waiting wave now (required).")
 @with_app
 def send_command(app: Flask, path: str, now_: bool) -> None:
-    """Start the next waiting wave at the next tick instead of its send_at."""
+    """Start the next waiting wave at the next tick instead of its send_at (with --now)."""
     from newsletter.campaigns.scheduling import send_now
     from newsletter.core import clock
 
+    if not now_:
+        raise click.ClickException(_send_explained(app, path))
     _control(app, path, lambda session, campaign: send_now(session, campaign, clock.now()))
+
+
+def _send_explained(app: Flask, path: str) -> str:
+    """What 'send --now' would do for this campaign, and how to ask for it."""
+    runtime = app.extensions["newsletter"]
+    with runtime.sessions() as session:
+        campaign = _campaign_or_fail(session, path)
+        waiting = [w for w in campaign.waves if w.status.value == "waiting"]
+        if waiting:
+            wave = min(waiting, key=lambda w: w.send_at)
+            what = f"start wave {wave.name!r} at the next tick instead of {wave.send_at:%Y-%m-%d %H:%M} UTC"
+        else:
+            what = "nothing: no wave of it is waiting"
+    return (
+        f"nothing sent: scheduled waves start by themselves at their send_at; 'send --now' would {what}. "
+        f"Run: newsletter campaign send {path} --now"
+    )
 
 
 @click.command("pause")
@@ -230,30 +249,40 @@ def status_command(app: Flask, path: str, follow: bool, as_json: bool, interval:
     if not follow:
         _print_status(data)
         return
-    with click.progressbar(length=max(1, _total(data)), label=data["campaign"], file=sys.stderr) as bar:
-        shown = 0
-        while True:
-            done = _done(data)
-            bar.length = max(1, _total(data))
-            bar.update(done - shown)
-            shown = done
-            if data["status"] in ("done", "cancelled", "paused"):
-                break
-            time.sleep(interval)
-            data = read()
+    # one line per change; on a terminal it is redrawn in place, in a pipe each change is a plain line
+    redraw = sys.stderr.isatty() and sys.stdout.isatty()
+    shown = ""
+    while True:
+        line = _progress_line(data)
+        if line != shown:
+            click.echo(f"\r\x1b[K{line}" if redraw else line, err=True, nl=not redraw)
+            shown = line
+        if data["status"] in ("done", "cancelled", "paused"):
+            break
+        time.sleep(interval)
+        data = read()
+    if redraw:
+        click.echo("", err=True)
     _print_status(data)
 
 
-def _total(data: dict) -> int:
+def _wave_progress(name: str, wave: dict) -> str:
+    """``vip 120/500 (24%)``; a waiting wave says when it starts (it never counts as done)."""
+    if wave["status"] == "waiting":
+        return f"{name} waiting (starts {wave['send_at']})"
     from newsletter.campaigns.scheduling import wave_progress
 
-    return sum(wave_progress(w)[1] for w in data["waves"].values())
+    done, total = wave_progress(wave)
+    if wave["status"] != "done" and not total:
+        return f"{name} starting"
+    # floor, so that 999 of 1000 shows 99%, never 100% before the last row
+    percent = 100 * done // total if total else 100
+    return f"{name} {done}/{total} ({percent}%)"
 
 
-def _done(data: dict) -> int:
-    from newsletter.campaigns.scheduling import wave_progress
-
-    return sum(wave_progress(w)[0] for w in data["waves"].values())
+def _progress_line(data: dict) -> str:
+    waves = " | ".join(_wave_progress(name, wave) for name, wave in data["waves"].items())
+    return f"{data['campaign']}: {data['status']} | {waves}"
 
 
 def _print_status(data: dict) -> None:

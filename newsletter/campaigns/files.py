@@ -32,7 +32,12 @@ TOP_KEYS = {
     "track_clicks",
     "track_opens",
     "reward",
+    "email",
 }
+EMAIL_KEYS = {"background", "width"}
+#: [email] width: narrower than a phone or wider than desktop clients' reading panes makes no sense
+EMAIL_WIDTHS = range(320, 801)
+_COLOUR = re.compile(r"#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 REWARD_KEYS = {"pool", "prefix", "expires_in"}
 SALE_KEYS = {"url", "public_at", "ends_at"}
 WAVE_KEYS = {"name", "audience", "send_at"}
@@ -110,6 +115,9 @@ class CampaignSource:
     track_opens: bool = False
     #: each recipient gets a personal code ([reward]); None: no code
     reward: RewardSource | None = None
+    #: [email]: the body's background colour and width in pixels (None: base.mjml's)
+    background: str | None = None
+    width: int | None = None
     locations: Locations = field(repr=False, default_factory=lambda: Locations(""))
 
 
@@ -164,7 +172,9 @@ class _Reader:
         self.problems.append(Problem(self.file, line, col, message))
 
     def unknown(self, data: dict, allowed: set[str], table: str = "", index: int = 0) -> None:
-        where = f"[{table}]" if table in ("sale", "reward") else "[[wave]]" if table else "campaign.toml"
+        where = (
+            f"[{table}]" if table in ("sale", "reward", "email") else "[[wave]]" if table else "campaign.toml"
+        )
         for key in data:
             if key not in allowed:
                 self.error(
@@ -323,6 +333,7 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
                 sale = Sale(url, public_at, ends_at)
 
     reward = _reward(data, read)
+    background, width = _email(data, read)
     waves = _waves(data, read)
     if not (name and subject and topic):
         return None
@@ -342,6 +353,8 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         track_clicks=track_clicks,
         track_opens=track_opens,
         reward=reward,
+        background=background,
+        width=width,
         locations=locations,
     )
 
@@ -412,3 +425,29 @@ def _reward(data: dict[str, Any], read: _Reader) -> RewardSource | None:
     if prefix is None or days is None:
         return None
     return RewardSource(prefix=prefix, expires_in_days=int(days.group(1)))
+
+
+def _email(data: dict[str, Any], read: _Reader) -> tuple[str | None, int | None]:
+    """``[email]``: ``background = "#rrggbb"`` (or ``#rgb``) and ``width`` in pixels (320 to 800)."""
+    table = data.get("email")
+    if table is None:
+        return None, None
+    if not isinstance(table, dict):
+        read.error("email must be a table: [email]", "email")
+        return None, None
+    read.unknown(table, EMAIL_KEYS, "email")
+    background, width = table.get("background"), table.get("width")
+    if background is not None and not (isinstance(background, str) and _COLOUR.fullmatch(background)):
+        read.error(f'background must be a colour like "#f4f4f4", got {background!r}', "background", "email")
+        background = None
+    if width is not None and (
+        isinstance(width, bool) or not isinstance(width, int) or width not in EMAIL_WIDTHS
+    ):
+        read.error(
+            f"width must be a number of pixels from {EMAIL_WIDTHS.start} to {EMAIL_WIDTHS.stop - 1} "
+            f"(without quotes or px), got {width!r}",
+            "width",
+            "email",
+        )
+        width = None
+    return background, width

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 import shutil
 import subprocess
 import tempfile
@@ -98,13 +100,32 @@ def chromium_binary() -> str:
     return found
 
 
-def screenshot(page: Path, png: Path, width: int, height: int = 1800, timeout: float = 90) -> None:
-    """A PNG of ``page`` at ``width`` pixels, by headless Chromium without network chatter."""
-    binary = chromium_binary()
+#: Chromium draws nothing past about this height; longer emails are cut here
+MAX_HEIGHT = 16_000
+#: the page in an iframe exactly ``width`` wide: headless Chromium's window is never narrower than
+#: 500 px, so a 375 px window alone would lay the email out at 500 px and crop it (no phone layout)
+_FRAME = (
+    '<!doctype html><html><body style="margin:0">'
+    '<iframe id="f" srcdoc="{srcdoc}" style="display:block;border:0;width:{width}px;height:{height}px"'
+    " onload=\"document.documentElement.setAttribute('data-nl-height',"
+    ' String(this.contentDocument.documentElement.scrollHeight))"></iframe></body></html>'
+)
+
+
+def _framed(page: Path, folder: Path, width: int, height: int) -> Path:
+    """A page showing ``page`` in an iframe of ``width`` x ``height`` pixels."""
+    srcdoc = html.escape(page.read_text("utf-8"), quote=True)
+    framed = folder / f"framed-{width}.html"
+    framed.write_text(_FRAME.format(srcdoc=srcdoc, width=width, height=height), "utf-8")
+    return framed
+
+
+def _chromium(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Headless Chromium once, in a throwaway profile, without network chatter."""
     with tempfile.TemporaryDirectory(prefix="nl-chromium-") as profile:
-        result = subprocess.run(
+        return subprocess.run(
             [
-                binary,
+                chromium_binary(),
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
@@ -112,13 +133,37 @@ def screenshot(page: Path, png: Path, width: int, height: int = 1800, timeout: f
                 "--hide-scrollbars",
                 "--no-first-run",
                 f"--user-data-dir={profile}",
-                f"--screenshot={png.resolve()}",
-                f"--window-size={width},{height}",
-                page.resolve().as_uri(),
+                *args,
             ],
             capture_output=True,
             timeout=timeout,
             check=False,
+        )
+
+
+def page_height(page: Path, width: int, timeout: float = 90) -> int:
+    """The height of ``page`` laid out ``width`` pixels wide, measured by Chromium itself.
+
+    The command line has no full-page screenshot, so the page is loaded once in a short frame
+    and the frame's script writes the page's scroll height into the DOM that --dump-dom prints.
+    """
+    with tempfile.TemporaryDirectory(prefix="nl-measure-") as folder:
+        framed = _framed(page, Path(folder), width, 100)
+        result = _chromium([f"--window-size={width},100", "--dump-dom", framed.as_uri()], timeout)
+    found = re.search(rb'data-nl-height="(\d+)"', result.stdout)
+    if result.returncode != 0 or found is None:
+        tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"chromium failed to measure the page (exit {result.returncode}): {tail[0]}")
+    return max(1, min(int(found.group(1)), MAX_HEIGHT))
+
+
+def screenshot(page: Path, png: Path, width: int, height: int | None = None, timeout: float = 90) -> None:
+    """A PNG of the whole of ``page`` at ``width`` pixels (``height``: its measured height by default)."""
+    height = height or page_height(page, width, timeout)
+    with tempfile.TemporaryDirectory(prefix="nl-frame-") as folder:
+        framed = _framed(page, Path(folder), width, height)
+        result = _chromium(
+            [f"--screenshot={png.resolve()}", f"--window-size={width},{height}", framed.as_uri()], timeout
         )
     if result.returncode != 0 or not png.exists():
         tail = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]

@@ -22,7 +22,8 @@ from premailer import Premailer
 from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource, control_character
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
-from newsletter.mail.sandbox import MailEnvironment, PersonalValue, missing, sandbox, template_error
+from newsletter.mail.sandbox import MailEnvironment, PersonalValue, missing, sandbox
+from newsletter.mail.sandbox import template_error as sandbox_error
 from newsletter.mail.skeleton import SLOT, slot_of, slot_token
 from newsletter.mail.templates import TEMPLATES as ALL_TEMPLATES
 
@@ -85,6 +86,8 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
         "sale": {"url": sale.url, "public_at": sale.public_at, "ends_at": sale.ends_at} if sale else None,
         "store": {"name": site.store_name, "postal_address": site.postal_address, "url": site.base_url},
         "wave": {"name": wave.name, "send_at": wave.send_at},
+        # [email]: base.mjml's mj-body takes them
+        "email": {"background": source.background or "#f4f4f4", "width": source.width or 600},
         # the recipient's own code, assigned before sending ([reward]); None without one
         "reward": {
             "code": PersonalValue(slot_token("reward_code")),
@@ -95,8 +98,9 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
     }
 
 
-def _template_error(exc: Exception, default_file: str, source: str | None = None) -> RenderError:
-    found = template_error(exc, default_file, (str(TEMPLATES),), source)
+def template_error(exc: Exception, default_file: str, source: str | None = None) -> RenderError:
+    """Where in which template (the campaign's file, or the shared layouts) ``exc`` happened."""
+    found = sandbox_error(exc, default_file, (str(TEMPLATES),), source)
     return RenderError(found.file, found.line, found.col, found.message)
 
 
@@ -105,8 +109,9 @@ def render_string(env: MailEnvironment, text: str, context: dict, where: tuple[s
     try:
         return env.from_string(text).render(context)
     except Exception as exc:  # noqa: BLE001 - every template failure becomes a located problem
-        error = _template_error(exc, where[0])
-        raise RenderError(where[0], where[1], where[2], error.message) from None
+        error = template_error(exc, where[0], source=text)
+        # where[2] is the value's opening quote; the template starts one column further
+        raise RenderError(where[0], where[1], where[2] + error.col, error.message) from None
 
 
 def render_file(env: MailEnvironment, folder: Path, name: str, context: dict) -> str:
@@ -114,7 +119,7 @@ def render_file(env: MailEnvironment, folder: Path, name: str, context: dict) ->
     try:
         return env.get_template(name).render(context)
     except Exception as exc:  # noqa: BLE001
-        raise _template_error(exc, path) from None
+        raise template_error(exc, path) from None
 
 
 def inline_css(html: str) -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from jinja2 import TemplateSyntaxError
+
 from newsletter.campaigns.audience import AudienceError, parse
 from newsletter.campaigns.files import (
     CAMPAIGN_FILE,
@@ -20,9 +22,15 @@ from newsletter.campaigns.files import (
     load_campaign,
 )
 from newsletter.campaigns.html_checks import hidden_footer, parse_html, relative_urls
-from newsletter.campaigns.rendering import RenderedEmail, RenderError, render_campaign
+from newsletter.campaigns.rendering import (
+    RenderedEmail,
+    RenderError,
+    environment,
+    render_campaign,
+    template_error,
+)
 from newsletter.campaigns.site import SiteContext
-from newsletter.mail.mjml_source import unknown_tags
+from newsletter.mail.mjml_source import unbalanced, unknown_tags
 from newsletter.mail.sandbox import position as _position
 from newsletter.mail.skeleton import SLOT, slot_token
 
@@ -85,6 +93,13 @@ def validate_campaign(folder: Path, site: SiteContext, now: datetime) -> Validat
         if not any(p.file != toml for p in problems if not p.warning):
             report.emails, more = _render(source, site)
             problems += more
+        else:
+            problems += _check_jinja_syntax(folder)
+    elif (folder / MJML_FILE).is_file():  # the TOML is unreadable; the templates can still be checked
+        problems += _check_jinja_syntax(folder)
+        mjml = next((p for p in problems if p.file == str(folder / MJML_FILE)), None)
+        if mjml is None:
+            problems += _check_mjml_text(folder, (folder / MJML_FILE).read_text("utf-8"))
     report.errors = [p for p in problems if not p.warning]
     report.warnings = [p for p in problems if p.warning]
     return report
@@ -161,9 +176,30 @@ def _check_times(source: CampaignSource, now: datetime, toml: str) -> list[Probl
     return problems
 
 
+def _check_jinja_syntax(folder: Path) -> list[Problem]:
+    """Jinja syntax errors of email.mjml and email.txt, found without rendering (the other checks failed)."""
+    env, problems = environment(folder), []
+    for name in (MJML_FILE, TEXT_FILE):
+        path = folder / name
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # missing or undecodable: load_campaign said so
+        try:
+            env.parse(text, name, str(path))
+        except TemplateSyntaxError as exc:
+            error = template_error(exc, str(path), source=text)
+            problems.append(Problem(error.file, error.line, error.col, error.message))
+    return problems
+
+
 def _check_mjml_source(source: CampaignSource) -> list[Problem]:
+    return _check_mjml_text(source.folder, source.mjml)
+
+
+def _check_mjml_text(folder: Path, text: str) -> list[Problem]:
     """What can be pointed at in email.mjml itself: unknown tags, images without alt, plain-http images."""
-    file, text, problems = str(source.folder / MJML_FILE), source.mjml, []
+    file, problems = str(folder / MJML_FILE), []
     problems += [
         Problem(file, line, col, f"unknown MJML tag <{tag}>") for line, col, tag in unknown_tags(text)
     ]
@@ -172,6 +208,13 @@ def _check_mjml_source(source: CampaignSource) -> list[Problem]:
             problems.append(
                 Problem(file, *_position(text, match.start()), "image without alt text", warning=True)
             )
+    body = re.search(r"<mj-body\b", text)
+    if body and re.search(r"""\{%-?\s*extends\s+["']base\.mjml""", text):
+        message = (
+            "base.mjml writes <mj-body>, so this one's attributes are lost: set the background and "
+            'width in campaign.toml ([email] background = "#112233", width = 640)'
+        )
+        problems.append(Problem(file, *_position(text, body.start()), message, warning=True))
     for match in re.finditer(r"<img\b[^>]*>", text, re.IGNORECASE):
         if not re.search(r"\balt\s*=", match.group()):
             problems.append(
@@ -221,7 +264,18 @@ def _render(
     try:
         emails = render_campaign(checked, site)
     except RenderError as exc:
-        return {}, [Problem(exc.file, exc.line, exc.col, exc.message)]
+        if exc.message.startswith("MJML:"):
+            unbalanced_at = unbalanced(source.mjml)
+            if unbalanced_at:  # MJML names no place: the campaign's own tags usually say where
+                line, col, why = unbalanced_at
+                return {}, [Problem(exc.file, line, col, f"MJML: {why} ({exc.message[6:]})")]
+        first = Problem(exc.file, exc.line, exc.col, exc.message)
+        if exc.file == str(source.folder / CAMPAIGN_FILE) and (source.subject, source.preheader) != (
+            "subject",
+            "",
+        ):  # the subject or preheader failed: render once more without them, for the email's own errors
+            return {}, [first, *_render(replace(checked, subject="subject", preheader=""), site)[1]]
+        return {}, [first]
     except Exception as exc:  # noqa: BLE001 - a broken campaign must never crash the caller
         return {}, [
             Problem(str(source.folder / MJML_FILE), 1, 1, f"cannot render: {type(exc).__name__}: {exc}")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.cli_support import print_errors, with_app
+from newsletter.cli_support import exit_if_refused, print_errors, with_app
 
 if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
     from flask import Flask
@@ -39,5 +38,4 @@ def customers_import(app: Flask, csv_file: str) -> None:
         f"customers: {report.applied} applied ({report.created} new, {report.updated} updated), "
         f"{report.bad} bad rows"
     )
-    if report.bad and not report.applied:
-        sys.exit(1)
+    exit_if_refused(csv_file, report.bad, f"the other {report.applied} were applied")

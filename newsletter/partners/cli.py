@@ -164,7 +164,13 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
 @partners.command("import")
 @click.argument("partner_id")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--topic", "topics", multiple=True, help="Topic(s) people confirm into (default: newsletter).")
+@click.option(
+    "--topic",
+    "topics",
+    multiple=True,
+    metavar="TOPIC",
+    help="A topic people confirm into; repeat for more (default: newsletter).",
+)
 @with_app
 def import_(app: Flask, partner_id: str, file: str, topics: tuple[str, ...]) -> None:
     """Verify PARTNER_ID's signed FILE, then invite the people in it to confirm with us."""

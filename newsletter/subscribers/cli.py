@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.cli_support import LazyChoice, print_errors, with_app
+from newsletter.cli_support import LazyChoice, exit_if_refused, print_errors, with_app
 
 if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
     from flask import Flask
@@ -107,10 +107,22 @@ def _open_csv(csv_file: str):
 
 @subscribers.command("import")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--source", required=True, help="The tool the list comes from, e.g. mailchimp (in the ledger).")
-@click.option("--topics", default="", help="Topics for rows without a topics cell, comma-separated.")
+@click.option(
+    "--source",
+    required=True,
+    metavar="NAME",
+    help="The tool the list comes from, e.g. mailchimp (in the ledger).",
+)
+@click.option(
+    "--topic",
+    "topic",
+    multiple=True,
+    metavar="TOPIC",
+    help="A topic for rows without a topics cell; repeat for more (as partners import --topic).",
+)
+@click.option("--topics", default="", metavar="T1,T2", help="The same, comma-separated.")
 @with_app
-def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> None:
+def subscribers_import(app: Flask, csv_file: str, source: str, topic: tuple[str, ...], topics: str) -> None:
     """Import an opted-in list (docs/customers.md): evidence rows go active, others get a confirmation."""
     from newsletter.subscribers.imports import check_source_name, import_subscribers
     from newsletter.subscribers.jobs import send_transactional
@@ -131,7 +143,9 @@ def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> N
                 source=source,
                 file_sha256=file_sha256,
                 dispatch=partial(send_transactional, runtime),
-                default_topics=[t.strip() for t in topics.split(",") if t.strip()],
+                default_topics=list(
+                    dict.fromkeys(t.strip() for t in (*topic, *topics.split(",")) if t.strip())
+                ),
             )
             session.commit()
     except UnicodeDecodeError as exc:
@@ -144,6 +158,7 @@ def subscribers_import(app: Flask, csv_file: str, source: str, topics: str) -> N
         click.echo(f"skipped, {reason}: {count}")
     click.echo(f"bad rows: {report.bad}")
     click.echo(f"file sha256: {file_sha256}")
+    exit_if_refused(csv_file, report.bad, "the other rows were imported")
 
 
 @click.group()
