@@ -121,12 +121,7 @@ def confirm(token: str):
     if outcome == signup.Confirmation.CLOSED:
         return _link_closed()
     if outcome == signup.Confirmation.REFUSED:
-        return render_template(
-            "web/error.html",
-            title="We cannot add this address",
-            message="This address asked us never to write to it. "
-            "Please contact the store if that has changed.",
-        ), 409
+        return _refused()
     return render_template(
         "web/confirmed.html", topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"]
     )
@@ -189,12 +184,7 @@ def join(token: str):
 
     outcome = signup.retry_on_conflict(attempt, db())
     if outcome == signup.Confirmation.REFUSED:
-        return render_template(
-            "web/error.html",
-            title="We cannot add this address",
-            message="This address asked us never to write to it. "
-            "Please contact the store if that has changed.",
-        ), 409
+        return _refused()
     if outcome == signup.Confirmation.ALREADY:
         return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
     return render_template(
@@ -222,6 +212,15 @@ def _link_problem(exc: TokenError, token: str):
         form=ResendForm(),
         token=token,
     ), 400
+
+
+def _refused():
+    """The address is on the suppression list for good (a complaint, an operator's entry)."""
+    return render_template(
+        "web/error.html",
+        title="We cannot add this address",
+        message="This address asked us never to write to it. Please contact the store if that has changed.",
+    ), 409
 
 
 def _link_closed():
