@@ -362,3 +362,16 @@ def test_no_500_on_odd_requests(client):
         assert client.get(path).status_code in (200, 404, 405)
     huge = client.post("/subscribe", data={"email": "a" * 2_000_000})
     assert huge.status_code in (400, 413)
+
+
+def test_pages_name_the_store_and_its_postal_address(make_app):
+    """The signup page and a friendly error page both look like the store: its name and address."""
+    app = make_app(STORE_NAME="Teapot & Co", POSTAL_ADDRESS="1 Kettle Lane, Leeds")
+    client = app.test_client()
+    page = client.get("/subscribe").get_data(as_text=True)
+    assert "<title>Subscribe · Teapot &amp; Co</title>" in page and "Hear from Teapot &amp; Co" in page
+    assert "Teapot &amp; Co · 1 Kettle Lane, Leeds" in page  # the footer
+    missing = client.get("/no-such-page")
+    assert missing.status_code == 404 and "Teapot &amp; Co · 1 Kettle Lane, Leeds" in missing.get_data(
+        as_text=True
+    )

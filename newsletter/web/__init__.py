@@ -62,6 +62,9 @@ def setup(app: App, test_config: Mapping[str, Any] | None) -> None:
     security.init_app(app, settings)
     csrf.init_app(app)
     app.teardown_appcontext(_close_session)
+    # every page names the store as its customers know it (the same names campaign files use)
+    store = {"name": settings.store_name, "postal_address": settings.postal_address}
+    app.context_processor(lambda: {"store": store})
     _register_error_pages(app)
 
 
