@@ -45,19 +45,21 @@ def reward_campaign(folder, **kwargs):
     return target
 
 
+def load_codes(database_url: str, pool: str, codes: list[str]) -> None:
+    """Codes into a pool, straight into the database (as `codes import` leaves them)."""
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(insert(RewardCode), [{"pool": pool, "code": c, "loaded_at": clock.now()} for c in codes])
+    engine.dispose()
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_sigkilled_workers_hand_each_pool_code_once_and_each_person_one_code(
     make_app, database_url, tmp_path, smtp_sink, monkeypatch
 ):
     recipients, pool = 1000, 1200
     chaos.seed(database_url, {f"r{i}@example.com": ["newsletter"] for i in range(recipients)})
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(
-            insert(RewardCode),
-            [{"pool": "chaos", "code": f"C{i:05}", "loaded_at": clock.now()} for i in range(pool)],
-        )
-    engine.dispose()
+    load_codes(database_url, "chaos", [f"C{i:05}" for i in range(pool)])
     relays = []
     monkeypatch.setattr(chaos, "write_campaign", reward_campaign)
     monkeypatch.setattr(

@@ -8,12 +8,11 @@ ends on a state of the ledger (paused with nothing held; nothing left to send), 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
 import pytest
-from sqlalchemy import create_engine, func, insert, select
+from sqlalchemy import func, select
 
 from newsletter.campaigns import scheduling
 from newsletter.core import clock
@@ -27,9 +26,9 @@ from newsletter.models import (
     Subscriber,
 )
 from tests import test_sending_crash as chaos
-from tests.conftest import REDIS_URL, _free_port
+from tests.conftest import _free_port
 from tests.sending_helpers import now_floor, start_faulty_smtp
-from tests.test_reward_codes_crash import CodeRelay, reward_campaign
+from tests.test_reward_codes_crash import CodeRelay, load_codes, reward_campaign
 
 #: small batches, so several are in flight at once and the pool runs dry in the middle of one
 SETTINGS = {**chaos.SETTINGS, "BATCH_SIZE": "50"}
@@ -78,13 +77,7 @@ def test_a_dry_pool_pauses_under_sigkills_and_resumes_with_each_code_once(
 ):
     audience, first, more = 800, 300, 500  # exactly enough codes once the second file is in
     chaos.seed(database_url, {f"d{i}@example.com": ["newsletter"] for i in range(audience)})
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(
-            insert(RewardCode),
-            [{"pool": "chaos", "code": f"A{i:05}", "loaded_at": clock.now()} for i in range(first)],
-        )
-    engine.dispose()
+    load_codes(database_url, "chaos", [f"A{i:05}" for i in range(first)])
 
     relay = CodeRelay([40, 120])  # in the first phase; at least 200 arrive before it runs dry
     port = _free_port()
@@ -98,15 +91,7 @@ def test_a_dry_pool_pauses_under_sigkills_and_resumes_with_each_code_once(
         campaign = scheduling.schedule(session, runtime.settings, folder)
         assert scheduling.send_now(session, campaign, clock.now()).ok
         session.commit()
-    env = {
-        **os.environ,
-        "NEWSLETTER_INSTANCE_PATH": str(tmp_path / "instance"),
-        "NEWSLETTER_SECRET_KEY": "test-secret",
-        "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_REDIS_URL": REDIS_URL,
-        "NEWSLETTER_BASE_URL": "https://newsletter.test",
-        **{f"NEWSLETTER_{k}": v for k, v in settings.items()},
-    }
+    env = chaos.worker_env(tmp_path, database_url, settings)
 
     def status() -> tuple[CampaignStatus, int, int]:
         """(campaign status, rows a worker holds, rows ready to send now)."""

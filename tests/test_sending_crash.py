@@ -89,6 +89,19 @@ def seed(url: str, people: dict[str, list[str]]) -> None:
     engine.dispose()
 
 
+def worker_env(tmp_path, database_url: str, settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a real ``newsletter worker`` on the test's database, Redis and settings."""
+    return {
+        **os.environ,
+        "NEWSLETTER_INSTANCE_PATH": str(tmp_path / "instance"),
+        "NEWSLETTER_SECRET_KEY": "test-secret",
+        "NEWSLETTER_DATABASE_URL": database_url,
+        "NEWSLETTER_REDIS_URL": REDIS_URL,
+        "NEWSLETTER_BASE_URL": "https://newsletter.test",
+        **{f"NEWSLETTER_{k}": v for k, v in settings.items()},
+    }
+
+
 def kill_with_horse(pid: int) -> None:
     """SIGKILL a worker and its work horse (RQ puts the horse in a process group of its own)."""
     try:
@@ -191,15 +204,7 @@ def run_chaos(make_app, database_url, tmp_path, campaigns: list[str], total: int
             campaign = scheduling.schedule(session, runtime.settings, folder)
             assert scheduling.send_now(session, campaign, clock.now()).ok  # `campaign send --now`
         session.commit()
-    env = {
-        **os.environ,
-        "NEWSLETTER_INSTANCE_PATH": str(tmp_path / "instance"),
-        "NEWSLETTER_SECRET_KEY": "test-secret",
-        "NEWSLETTER_DATABASE_URL": database_url,
-        "NEWSLETTER_REDIS_URL": REDIS_URL,
-        "NEWSLETTER_BASE_URL": "https://newsletter.test",
-        **{f"NEWSLETTER_{k}": v for k, v in settings.items()},
-    }
+    env = worker_env(tmp_path, database_url, settings)
 
     def settled() -> bool:
         """Every wave started and no row left to send now (queued, claimed, sending, or deferred and due)."""
