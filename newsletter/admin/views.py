@@ -1,17 +1,19 @@
 """/admin: sign in and out, the campaigns and one campaign with its controls. Thin: each view reads
 one service (campaigns/report.py, campaigns/scheduling.py) or calls one, and the role it needs is
-declared on it (auth.requires)."""
+declared on it (auth.requires). Other page families live in their own modules on the same
+blueprint (admin/blueprint.py); :func:`init_app` imports them."""
 
 from __future__ import annotations
 
 import logging
 
 import redis
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from newsletter.admin import accounts, auth
+from newsletter.admin.blueprint import bp
 from newsletter.admin.forms import ActionForm, CancelForm, LoginForm
 from newsletter.admin.limits import Throttle
 from newsletter.campaigns import scheduling, state
@@ -20,17 +22,6 @@ from newsletter.models import Campaign, CampaignStatus, Role
 from newsletter.web import db, runtime
 
 log = logging.getLogger(__name__)
-bp = Blueprint("admin", __name__, url_prefix="/admin")
-bp.before_request(auth.check_idle)
-bp.before_request(auth.check_declared)
-
-
-@bp.context_processor
-def _page_globals() -> dict:
-    def admin_may(role: str) -> bool:
-        return current_user.is_authenticated and current_user.may(Role(role))
-
-    return {"store_name": current_app.settings.store_name, "admin_may": admin_may}
 
 
 @bp.get("/")
@@ -138,5 +129,8 @@ def _campaign_or_404(slug: str) -> Campaign:
 
 
 def init_app(app) -> None:
+    # the other page families register their views on `bp` when imported (one line each)
+    import newsletter.admin.pages  # noqa: F401
+
     auth.login_manager.init_app(app)
     app.register_blueprint(bp)

@@ -1,0 +1,22 @@
+"""The /admin blueprint: every dashboard page module registers its views on it, and every request
+under it passes the idle check and the declared-role check first (admin/auth.py)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app
+from flask_login import current_user
+
+from newsletter.admin import auth
+from newsletter.models import Role
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+bp.before_request(auth.check_idle)
+bp.before_request(auth.check_declared)
+
+
+@bp.context_processor
+def _page_globals() -> dict:
+    def admin_may(role: str) -> bool:
+        return current_user.is_authenticated and current_user.may(Role(role))
+
+    return {"store_name": current_app.settings.store_name, "admin_may": admin_may}

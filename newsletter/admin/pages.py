@@ -1,0 +1,1 @@
+"""Imports every dashboard page module so that its views are on the blueprint before it is registered."""
