@@ -188,3 +188,18 @@ def test_an_old_hash_is_replaced_at_the_next_sign_in(runtime):
         session.commit()
         stored = session.scalar(select(Account.password_hash))
     assert stored != weak and re.search(r"m=65536,t=3,p=4", stored)
+
+
+def test_the_dashboards_error_pages_lead_back_into_the_dashboard(app, client, runtime):
+    add(runtime, "vic@store.example", Role.VIEWER)
+    sign_in(client, "vic@store.example")
+    missing = client.get("/admin/campaigns/no-such-campaign")
+    assert missing.status_code == 404
+    page = missing.get_data(as_text=True)
+    assert "No campaign &#39;no-such-campaign&#39; is scheduled." in page
+    assert 'href="/admin/">Back to the dashboard' in page
+    # a viewer's forged pause: the form is refused first, and the page still leads into the dashboard
+    refused = client.post("/admin/campaigns/no-such-campaign/pause", data={})
+    assert refused.status_code in (400, 403)
+    assert "Back to the dashboard" in refused.get_data(as_text=True)
+    assert "signup page" not in refused.get_data(as_text=True)

@@ -92,11 +92,19 @@ def home_url() -> str:
     )
 
 
-def _error_page(title: str, message: str, status: int):
-    """JSON under /api/ (its callers are programs), the friendly page elsewhere."""
+#: what a refused form says, on the public pages and the dashboard alike
+CSRF_MESSAGE = (
+    "This form has expired or was not sent from our page. "
+    "Please go back, reload the page and submit it again."
+)
+
+
+def error_page(title: str, message: str, status: int, template: str = "web/error.html"):
+    """JSON under /api/ (its callers are programs), the friendly page elsewhere. A blueprint with a
+    look of its own (the dashboard) passes its template, whose link leads back into it."""
     if request.path.startswith("/api/"):
         return jsonify(error=message), status
-    return render_template("web/error.html", title=title, message=message), status
+    return render_template(template, title=title, message=message), status
 
 
 def _register_error_pages(app: Flask) -> None:
@@ -104,19 +112,14 @@ def _register_error_pages(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc: CSRFError):
-        return _error_page(
-            "Please try again",
-            "This form has expired or was not sent from our page. "
-            "Please go back, reload the page and submit it again.",
-            400,
-        )
+        return error_page("Please try again", CSRF_MESSAGE, 400)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        return _error_page(exc.name, exc.description or exc.name, exc.code or 500)
+        return error_page(exc.name, exc.description or exc.name, exc.code or 500)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         # The safety net: a bug must still answer in our words, never with a traceback.
         log.exception("unhandled error")
-        return _error_page("Something went wrong", "Nothing was changed. Please try again in a moment.", 500)
+        return error_page("Something went wrong", "Nothing was changed. Please try again in a moment.", 500)
