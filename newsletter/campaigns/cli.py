@@ -34,15 +34,10 @@ def _site(runtime):
 
 def _validate(folder: Path, site):
     """Validate one folder; an unexpected failure is that folder's error, so the next one is still checked."""
-    from newsletter.campaigns.files import Problem
-    from newsletter.campaigns.validation import ValidationReport, validate_campaign
+    from newsletter.campaigns.validation import validate_folder
     from newsletter.core import clock
 
-    try:
-        return validate_campaign(folder, site, clock.now())
-    except Exception as exc:  # noqa: BLE001 - the CLI reports, it does not crash
-        problem = Problem(str(folder), 1, 1, f"cannot validate: {type(exc).__name__}: {exc}")
-        return ValidationReport(folder, errors=[problem])
+    return validate_folder(folder, site, clock.now())
 
 
 def _valid_report(path: str, site):
@@ -61,20 +56,19 @@ def campaign() -> None:
 
 @campaign.command("validate")
 @click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
-@click.option(
-    "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
-)
+@click.option("--dir", "root", help="Where campaign folders live [default: CAMPAIGNS_DIR, campaigns].")
 @with_app
-def validate(app: Flask, paths: tuple[str, ...], root: str) -> None:
+def validate(app: Flask, paths: tuple[str, ...], root: str | None) -> None:
     """Check campaigns (all under --dir by default): every problem as file:line:col: message on stderr,
     "FOLDER: ok" on stdout; exit 1 if any folder has an error."""
     from newsletter.campaigns.validation import find_campaigns
     from newsletter.core.config import insecure_base_url
 
+    runtime = app.extensions["newsletter"]
+    root = root or runtime.settings.campaigns_dir
     folders = [Path(p) for p in paths] or find_campaigns(Path(root))
     if not folders:
         raise click.ClickException(f"no campaign folders under {root}/")
-    runtime = app.extensions["newsletter"]
     site = _site(runtime)
     insecure = insecure_base_url(runtime.settings)
     if insecure:
@@ -209,11 +203,9 @@ def test_send(app: Flask, path: str, to: str, wave: str | None) -> None:
 
 
 @campaign.command("list")
-@click.option(
-    "--dir", "root", default=str(DEFAULT_DIR), show_default=True, help="Where campaign folders live."
-)
+@click.option("--dir", "root", help="Where campaign folders live [default: CAMPAIGNS_DIR, campaigns].")
 @with_app
-def list_campaigns(app: Flask, root: str) -> None:
+def list_campaigns(app: Flask, root: str | None) -> None:
     """Every campaign folder with its status: the scheduled row's, else draft, or invalid."""
     from sqlalchemy import select
 
@@ -221,6 +213,7 @@ def list_campaigns(app: Flask, root: str) -> None:
     from newsletter.models import Campaign
 
     runtime = app.extensions["newsletter"]
+    root = root or runtime.settings.campaigns_dir
     site = _site(runtime)
     with runtime.sessions() as session:
         scheduled = {slug: status for slug, status in session.execute(select(Campaign.slug, Campaign.status))}

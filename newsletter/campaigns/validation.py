@@ -105,6 +105,16 @@ def validate_campaign(folder: Path, site: SiteContext, now: datetime) -> Validat
     return report
 
 
+def validate_folder(folder: Path, site: SiteContext, now: datetime) -> ValidationReport:
+    """``validate_campaign``, an unexpected failure reported as the folder's one error (never raised),
+    so that whatever checks many folders goes on to the next (``campaign validate``, /admin/files)."""
+    try:
+        return validate_campaign(folder, site, now)
+    except Exception as exc:  # noqa: BLE001 - callers report, they do not crash
+        problem = Problem(str(folder), 1, 1, f"cannot validate: {type(exc).__name__}: {exc}")
+        return ValidationReport(folder, errors=[problem])
+
+
 def _check_topic(source: CampaignSource, site: SiteContext, toml: str) -> list[Problem]:
     if source.topic in site.topics:
         return []

@@ -320,6 +320,9 @@ class Settings:
     admin_session_idle_minutes: int = _setting(
         _positive_int, 480, "an /admin session ends after this many minutes without a request"
     )
+    campaigns_dir: str = _setting(
+        _str, "campaigns", "the campaign folders /admin/files shows and `campaign validate` and `list` check"
+    )
     wtf_csrf_enabled: bool = _setting(_bool, True, "CSRF protection on forms (never turn off in production)")
     queue_sync: bool = _setting(
         _bool, False, "run jobs in the web process instead of RQ (demo without Redis)"

@@ -1,0 +1,91 @@
+"""The campaign folders on disk as the dashboard shows them: each one's validation (the very
+``validate_folder`` of ``newsletter campaign validate``), whether it is scheduled, and whether its
+files changed since; and the HTML a preview shows (the message ``campaign preview`` writes)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from newsletter.campaigns.files import CAMPAIGN_FILE
+from newsletter.campaigns.frozen import FrozenCampaign
+from newsletter.campaigns.preview import campaign_message
+from newsletter.campaigns.scheduling import content_hash, describe_change, file_hashes
+from newsletter.campaigns.site import SiteContext
+from newsletter.campaigns.validation import (
+    ValidationReport,
+    fill,
+    find_campaigns,
+    sample_values,
+    validate_folder,
+)
+from newsletter.core import clock
+from newsletter.mail.message import preview_files
+from newsletter.models import Campaign
+
+#: what a folder name in a URL may look like before it is even looked up (no separators, no "..")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+#: the sample subscriber's address, as ``campaign preview`` renders without --subscriber
+SAMPLE_TO = "alex@example.com"
+
+
+@dataclass
+class FolderState:
+    """One campaign folder: its validation, its scheduled campaign (if any) and what changed since."""
+
+    folder: Path
+    report: ValidationReport
+    campaign: Campaign | None = None
+    #: ``email.mjml changed`` when the files differ from those scheduled; None when they do not
+    changed: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+
+def find_folder(root: Path, name: str) -> Path | None:
+    """The campaign folder ``name`` directly under ``root``, or None: only a name the listing shows,
+    so no path from a URL ever reaches the disk (``..``, ``a/b``, absolute paths are None)."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        return None
+    return next((folder for folder in find_campaigns(root) if folder.name == name), None)
+
+
+def folder_state(session: Session, site: SiteContext, folder: Path) -> FolderState:
+    """Validate ``folder`` and compare it with the campaign scheduled from it."""
+    report = validate_folder(folder, site, clock.now())
+    slug = report.campaign.slug if report.campaign else folder.resolve().name
+    scheduled = session.scalar(select(Campaign).where(Campaign.slug == slug))
+    state = FolderState(folder, report, scheduled)
+    if scheduled is not None and (folder / CAMPAIGN_FILE).is_file():
+        try:
+            if content_hash(folder) != scheduled.content_hash:
+                state.changed = describe_change(FrozenCampaign.of(scheduled).files, file_hashes(folder))
+        except OSError as exc:  # a file unreadable now: say so rather than guess
+            state.changed = f"cannot read the files ({exc.strerror or exc})"
+    return state
+
+
+def folder_states(session: Session, site: SiteContext, root: Path) -> list[FolderState]:
+    """Every campaign folder under ``root``, by name (``find_campaigns``, as the command finds them)."""
+    return [folder_state(session, site, folder) for folder in find_campaigns(root)]
+
+
+def preview_html(report: ValidationReport, site: SiteContext, wave: str | None) -> str | None:
+    """The HTML part of ``wave``'s message for the sample subscriber, built as ``campaign preview``
+    builds it (skeleton, then personalise); None when the folder rendered no such email."""
+    if report.campaign is None or wave not in report.emails:
+        return None
+    data = campaign_message(report, site, wave, report.emails[wave], SAMPLE_TO, sample_values(site))
+    return preview_files(data)[".html"].decode("utf-8")
+
+
+def preview_subject(report: ValidationReport, site: SiteContext, wave: str | None) -> str:
+    """``wave``'s subject line as the sample subscriber reads it."""
+    email = report.emails.get(wave)
+    return fill(email.subject, sample_values(site)) if email else ""
