@@ -4,14 +4,17 @@ scheduled or changed since, one folder's summary and preview frame, and no path 
 from __future__ import annotations
 
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from newsletter.campaigns import scheduling
 from newsletter.campaigns.folders import find_folder
+from newsletter.core import clock
 from newsletter.models import Role
 from tests.campaign_helpers import EXAMPLES, MJML, TOML, write_campaign
+from tests.sending_helpers import now_floor, toml_time
 from tests.test_admin import add, sign_in
 from tests.test_campaign_cli import run
 
@@ -93,6 +96,44 @@ def test_one_folder_page_shows_its_problems_and_never_a_500(viewer, files_root):
         # the frame's route refuses politely instead of rendering a broken email
         frame = viewer.get(f"/admin/files/{name}/preview.html")
         assert frame.status_code == 404 and "does not render" in frame.get_data(as_text=True)
+
+
+def test_an_edit_shows_at_the_next_reload(viewer, files_root):
+    assert 'id="no-preview"' in viewer.get("/admin/files/bad-jinja").get_data(as_text=True)
+    (files_root / "bad-jinja" / "email.mjml").write_text(MJML, "utf-8")  # fixed
+    page = viewer.get("/admin/files/bad-jinja").get_data(as_text=True)
+    assert page_problems(page) == [] and page.count("<iframe") == 2
+    (files_root / "bad-jinja" / "campaign.toml").write_text(TOML.replace('"newsletter"', '"nope"'), "utf-8")
+    [problem] = page_problems(viewer.get("/admin/files/bad-jinja").get_data(as_text=True))
+    assert problem.startswith(f"{files_root}/bad-jinja/campaign.toml:4:9: unknown topic 'nope'")
+
+
+def test_a_send_time_that_passes_is_a_problem_from_then_on(files_app, viewer, files_root):
+    send_at = now_floor() + timedelta(minutes=10)
+    folder = write_campaign(
+        files_root, TOML.replace("2030-01-07T10:00:00+01:00", toml_time(send_at)), slug="soon"
+    )
+
+    def problems_at(moment: datetime) -> list[str]:
+        clock.travel(moment - clock.now())
+        return page_problems(viewer.get("/admin/files/soon").get_data(as_text=True))
+
+    assert problems_at(send_at - timedelta(minutes=5)) == []
+    # past once the 15 minutes' grace are over (the folder's report was kept until then)
+    assert problems_at(send_at + timedelta(minutes=14)) == []
+    shown = problems_at(send_at + timedelta(minutes=16))
+    result = run(files_app, "validate", str(folder))
+    assert shown == result.stderr.splitlines()[:-1]
+    assert shown == [f"{folder}/campaign.toml:5:11: send_at is in the past ({send_at:%Y-%m-%d %H:%M} UTC)"]
+
+
+def test_a_folder_whose_name_is_no_slug_is_listed_and_opens(viewer, files_root):
+    write_campaign(files_root, slug="Old Campaign")
+    html = viewer.get("/admin/files").get_data(as_text=True)
+    assert 'href="/admin/files/Old%20Campaign"' in html
+    page = viewer.get("/admin/files/Old%20Campaign")
+    assert page.status_code == 200
+    assert "the folder name is the campaign&#39;s slug" in page.get_data(as_text=True)
 
 
 def test_a_good_folder_shows_its_summary_and_both_preview_frames(viewer):

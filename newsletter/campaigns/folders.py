@@ -4,14 +4,13 @@ files changed since; and the HTML a preview shows (the message ``campaign previe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns.files import CAMPAIGN_FILE
 from newsletter.campaigns.frozen import FrozenCampaign
 from newsletter.campaigns.preview import campaign_message
 from newsletter.campaigns.scheduling import content_hash, describe_change, file_hashes
@@ -21,14 +20,17 @@ from newsletter.campaigns.validation import (
     fill,
     find_campaigns,
     sample_values,
+    unchanged_until,
     validate_folder,
 )
 from newsletter.core import clock
 from newsletter.mail.message import preview_files
 from newsletter.models import Campaign
 
-#: what a folder name in a URL may look like before it is even looked up (no separators, no "..")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+#: reports by folder, content and site, with the moments they hold from and until: the list's reloads and
+#: a folder page with its two frames validate (and render) a folder once; an edit validates afresh
+_VALIDATED: dict[tuple, tuple[datetime, datetime, ValidationReport]] = {}
+_VALIDATED_MAX = 256
 #: the sample subscriber's address, as ``campaign preview`` renders without --subscriber
 SAMPLE_TO = "alex@example.com"
 
@@ -51,23 +53,43 @@ class FolderState:
 def find_folder(root: Path, name: str) -> Path | None:
     """The campaign folder ``name`` directly under ``root``, or None: only a name the listing shows,
     so no path from a URL ever reaches the disk (``..``, ``a/b``, absolute paths are None)."""
-    if not _NAME.fullmatch(name) or ".." in name:
+    if name in ("", ".", "..") or any(c in name for c in "/\\\0"):
         return None
     return next((folder for folder in find_campaigns(root) if folder.name == name), None)
 
 
+def validated(folder: Path, site: SiteContext, now: datetime) -> tuple[ValidationReport, str | None]:
+    """``validate_folder``'s report, reused while the files and the site are the same and no time of
+    the campaign has passed since; and the files' ``content_hash`` (None if they cannot be read)."""
+    try:
+        digest = content_hash(folder)
+    except OSError:
+        return validate_folder(folder, site, now), None
+    key = (str(folder.resolve()), digest, repr(site))
+    held = _VALIDATED.get(key)
+    if held is not None and held[0] <= now < held[1]:
+        return held[2], digest
+    if len(_VALIDATED) >= _VALIDATED_MAX:
+        _VALIDATED.clear()
+    report = validate_folder(folder, site, now)
+    _VALIDATED[key] = (now, unchanged_until(report, now), report)
+    return report, digest
+
+
 def folder_state(session: Session, site: SiteContext, folder: Path) -> FolderState:
     """Validate ``folder`` and compare it with the campaign scheduled from it."""
-    report = validate_folder(folder, site, clock.now())
+    report, digest = validated(folder, site, clock.now())
     slug = report.campaign.slug if report.campaign else folder.resolve().name
     scheduled = session.scalar(select(Campaign).where(Campaign.slug == slug))
     state = FolderState(folder, report, scheduled)
-    if scheduled is not None and (folder / CAMPAIGN_FILE).is_file():
-        try:
-            if content_hash(folder) != scheduled.content_hash:
+    if scheduled is not None:
+        if digest is None:
+            state.changed = "its files cannot be read"
+        elif digest != scheduled.content_hash:
+            try:
                 state.changed = describe_change(FrozenCampaign.of(scheduled).files, file_hashes(folder))
-        except OSError as exc:  # a file unreadable now: say so rather than guess
-            state.changed = f"cannot read the files ({exc.strerror or exc})"
+            except OSError:  # removed or unreadable in between: say so rather than guess
+                state.changed = "its files cannot be read"
     return state
 
 

@@ -186,6 +186,19 @@ def _check_times(source: CampaignSource, now: datetime, toml: str) -> list[Probl
     return problems
 
 
+def unchanged_until(report: ValidationReport, now: datetime) -> datetime:
+    """Until when validating the same files gives the same report as at ``now``: the first moment a
+    time of the campaign falls into the past (the one check that reads the clock is ``_check_times``)."""
+    source = report.campaign
+    if source is None:
+        return datetime.max
+    times = [w.send_at for w in source.waves] + ([source.deliver_by] if source.deliver_by else [])
+    if source.sale:
+        times += [source.sale.public_at, source.sale.ends_at]
+    first = min((t for t in times if t > now - PAST_GRACE), default=datetime.max)
+    return first + PAST_GRACE if first < datetime.max - PAST_GRACE else datetime.max
+
+
 def _check_jinja_syntax(folder: Path) -> list[Problem]:
     """Jinja syntax errors of email.mjml and email.txt, found without rendering (the other checks failed)."""
     env, problems = environment(folder), []
