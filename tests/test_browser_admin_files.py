@@ -36,12 +36,16 @@ def campaigns_root(monkeypatch, tmp_path):
 
 @pytest.fixture
 def files(campaigns_root, dashboard):  # noqa: F811  (the fixture imported above)
-    """The dashboard over ``campaigns_root`` (set up first, in its folder), one example scheduled."""
+    """The dashboard over ``campaigns_root`` (set up first, in its folder), both examples scheduled,
+    one edited since."""
     app, runtime, open_page = dashboard
     assert app.settings.campaigns_dir == str(campaigns_root) == "campaigns"  # the default
     with runtime.sessions() as session:
-        scheduling.schedule(session, app.settings, campaigns_root / "monthly-newsletter")
+        for name in ("monthly-newsletter", "spring-sale"):
+            scheduling.schedule(session, app.settings, campaigns_root / name)
         session.commit()
+    mjml = campaigns_root / "spring-sale" / "email.mjml"  # edited after scheduling
+    mjml.write_text(mjml.read_text("utf-8").replace("up to 40% off", "up to 50% off"), "utf-8")
     add(runtime, "vic@store.example", Role.VIEWER)
     return app, campaigns_root, open_page
 
@@ -82,7 +86,9 @@ def test_the_list_shows_each_folder_its_problems_and_its_campaign(files):
     link = page.locator("#folder-monthly-newsletter .scheduled a")
     assert link.get_attribute("href") == "/admin/campaigns/monthly-newsletter"
     assert "files as scheduled" in page.text_content("#folder-monthly-newsletter .scheduled")
-    assert page.text_content("#folder-spring-sale .scheduled").strip() == "not scheduled"
+    changed = page.text_content("#folder-spring-sale .scheduled .changed")
+    assert changed == "changed since scheduled: email.mjml changed"
+    assert page.text_content("#folder-bad-jinja .scheduled").strip() == "not scheduled"
     page.screenshot(path=str(ARTIFACTS / "admin-files.png"), full_page=True)
 
     # a phone: the table scrolls in its box, the page does not scroll sideways

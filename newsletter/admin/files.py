@@ -85,7 +85,10 @@ def file_preview(name: str):
     site = _site()
     state = _state(name, site)
     wave = _wave(state)
-    html = folders.preview_html(state.report, site, wave) if state.report.ok else None
+    try:
+        html = folders.preview_html(state.report, site, wave) if state.report.ok else None
+    except ValueError as exc:  # a header the message builder refuses (HeaderInjection): no email to show
+        abort(404, f"{name} cannot be previewed: {exc}")
     if html is None:
         abort(404, f"{name} does not render; its page lists the problems.")
     response = make_response(html)
