@@ -16,6 +16,7 @@ from newsletter.models.customers import Customer
 from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
+from newsletter.models.rollups import ConsentDay, RollupMark
 from newsletter.models.store_events import OrderInvitation, StoreEvent
 from newsletter.models.subscribers import (
     Frequency,
@@ -54,6 +55,8 @@ __all__ = [
     "SignupRequest",
     "ConsentAction",
     "ConsentEvent",
+    "ConsentDay",
+    "RollupMark",
     "OutboxEmail",
     "OutboxKind",
     "OrderInvitation",
