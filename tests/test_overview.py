@@ -7,14 +7,27 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, func, insert, select, update
 
 from newsletter.core import clock
 from newsletter.feedback.health import health
 from newsletter.feedback.record import record
 from newsletter.feedback.signals import Signal
-from newsletter.models import ConsentAction, ConsentDay, ConsentEvent, Role, SignalKind, Subscriber
-from newsletter.subscribers import data_rights, growth, preferences
+from newsletter.models import (
+    Campaign,
+    CampaignTally,
+    ConsentAction,
+    ConsentDay,
+    ConsentEvent,
+    Role,
+    SignalKind,
+    Subscriber,
+    Suppression,
+    SuppressionReason,
+    TallyChange,
+)
+from newsletter.models.subscribers import address_hash
+from newsletter.subscribers import data_rights, growth, preferences, suppression
 from newsletter.subscribers.consent import RequestInfo, record_event
 from tests.conftest import confirm_link, csrf_token
 from tests.feedback_helpers import send_campaign
@@ -211,3 +224,66 @@ def test_an_event_committed_late_is_never_skipped(runtime, database_url, make_su
     slow.close()
     assert caught_up(runtime) == 2
     assert numbers(runtime).series["unsubscribes"][-1] == 2
+
+
+def counted(runtime) -> tuple[int, int, int, int, int]:
+    """The totals as a full count of the tables would give them (the figures the tallies must equal)."""
+    with runtime.sessions() as session:
+        by_status = dict(
+            session.execute(select(Subscriber.status, func.count()).group_by(Subscriber.status)).all()
+        )
+        suppressed = session.scalar(select(func.count()).select_from(Suppression))
+    return (*(by_status.get(s, 0) for s in ("active", "pending", "unsubscribed", "erased")), suppressed)
+
+
+def tallied(runtime, fold: bool) -> tuple[int, int, int, int, int]:
+    with runtime.sessions() as session:
+        if fold:
+            growth.fold_changes(session)
+            session.commit()
+        t = growth.totals(session)
+    return (t.confirmed, t.pending, t.unsubscribed, t.erased, t.suppressed)
+
+
+def test_the_tallies_equal_a_count_whatever_changed_the_rows(runtime, make_subscriber):
+    make_subscriber("ann@example.com")
+    make_subscriber("bob@example.com", status="pending")
+    with runtime.sessions() as session:  # a Core bulk insert, as imports and partner exchanges do
+        session.execute(
+            insert(Subscriber),
+            [{"email": f"p{i}@example.com", "email_hash": f"h{i}", "status": "pending"} for i in range(30)],
+        )
+        session.commit()
+    assert tallied(runtime, fold=False) == counted(runtime) == (1, 31, 0, 0, 0)  # unfolded: added live
+    assert tallied(runtime, fold=True) == counted(runtime)
+
+    act(runtime, "ann@example.com", lambda s, p: preferences.unsubscribe(s, p, OPERATOR))  # + a suppression
+    act(runtime, "bob@example.com", lambda s, p: data_rights.erase(s, p, OPERATOR))
+    with runtime.sessions() as session:
+        session.execute(update(Subscriber).where(Subscriber.email_hash.like("h1%")).values(status="active"))
+        session.execute(update(Subscriber).where(Subscriber.email_hash == "h2").values(first_name="Al"))
+        session.execute(delete(Subscriber).where(Subscriber.email_hash == "h3"))
+        suppression.suppress(session, "f" * 64, SuppressionReason.MANUAL, "test")
+        suppression.remove(session, address_hash("ann@example.com"))
+        session.commit()
+    assert tallied(runtime, fold=False) == counted(runtime) == (11, 18, 1, 1, 2)
+    assert tallied(runtime, fold=True) == counted(runtime)
+    assert tallied(runtime, fold=True) == counted(runtime)  # folding twice counts nothing twice
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(TallyChange)) == 0
+
+
+def test_a_finished_campaigns_delivered_count_is_kept(make_app, tmp_path, make_subscriber, smtp_sink, work):
+    app = make_app(BOUNCE_ADDRESS="bounces@store.example", MARKETING_CAPS="", QUIET_HOURS="")
+    runtime = app.extensions["newsletter"]
+    send_campaign(runtime, make_subscriber, smtp_sink, work, tmp_path, ["a@example.com", "b@example.com"])
+    with runtime.sessions() as session:
+        assert session.scalar(select(Campaign.status)) == "done"
+        first = health(session, app.settings, clock.now().date())
+        session.commit()
+        assert session.scalar(select(CampaignTally.delivered)) == 2
+        # the kept figure is the one shown from now on (a done campaign's rows no longer change)
+        session.execute(update(CampaignTally).values(delivered=4))
+        session.commit()
+        again = health(session, app.settings, clock.now().date())
+    assert first.campaigns[0].delivered == 2 and again.campaigns[0].delivered == 4

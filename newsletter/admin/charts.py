@@ -59,8 +59,12 @@ def _markup(chart: pygal.graph.graph.Graph, title: str) -> Markup:
     return Markup(f'<figure class="chart">{svg}</figure>')
 
 
-def line(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float | None]],
-         y_title: str | None = None) -> Markup:
+def line(
+    title: str,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    y_title: str | None = None,
+) -> Markup:
     """One line per series over the same x labels (days, hours)."""
     chart = pygal.Line(**_options(title, labels, y_title), fill=False, show_dots=len(labels) <= 48)
     chart.x_labels = list(labels)
@@ -69,8 +73,13 @@ def line(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float 
     return _markup(chart, title)
 
 
-def bars(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float | None]],
-         y_title: str | None = None, stacked: bool = False) -> Markup:
+def bars(
+    title: str,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    y_title: str | None = None,
+    stacked: bool = False,
+) -> Markup:
     """Bars per label, one colour per series (stacked when the series add up to a whole)."""
     kind = pygal.StackedBar if stacked else pygal.Bar
     chart = kind(**_options(title, labels, y_title))

@@ -23,12 +23,15 @@ def overview():
     if days not in {str(n) for n in growth.WINDOWS}:
         abort(400, f"Show 30, 90 or 365 days, not {days[:20]!r}.")
     session = db()
-    # the new ledger events into the daily rollup; the commit ends the catch-up's lock at once
+    # the new ledger events into the daily rollup, the status changes into the tallies; the commit
+    # ends the catch-up's lock at once
     growth.catch_up(session)
+    growth.fold_changes(session)
     session.commit()
     today = clock.now().date()
     grown = growth.growth(session, today, int(days))
     deliverability = health(session, current_app.settings, today)
+    session.commit()  # a finished campaign's delivered count, kept for the next time
     labels = [d.strftime("%b %d") for d in grown.days]
     return render_template(
         "web/admin/overview.html",

@@ -16,7 +16,13 @@ from newsletter.models.customers import Customer
 from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
-from newsletter.models.rollups import ConsentDay, RollupMark
+from newsletter.models.rollups import (
+    CampaignTally,
+    ConsentDay,
+    RollupMark,
+    Tally,
+    TallyChange,
+)
 from newsletter.models.store_events import OrderInvitation, StoreEvent
 from newsletter.models.subscribers import (
     Frequency,
@@ -57,6 +63,9 @@ __all__ = [
     "ConsentEvent",
     "ConsentDay",
     "RollupMark",
+    "CampaignTally",
+    "Tally",
+    "TallyChange",
     "OutboxEmail",
     "OutboxKind",
     "OrderInvitation",

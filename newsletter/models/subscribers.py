@@ -6,7 +6,7 @@ import enum
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from newsletter.core import clock
@@ -41,8 +41,6 @@ def address_hash(normalized_email: str) -> str:
 
 class Subscriber(Base):
     __tablename__ = "subscribers"
-    #: the dashboard's totals count each status from this index (admin overview)
-    __table_args__ = (Index("ix_subscribers_status", "status"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: normalised by email-validator; unique, compared case-insensitively via email_hash
