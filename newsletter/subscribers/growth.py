@@ -80,6 +80,8 @@ def catch_up(session: Session) -> int:
 
     The caller commits soon after: on PostgreSQL the lock is held until then.
     """
+    if (session.scalar(select(func.max(ConsentEvent.id))) or 0) <= _mark(session):
+        return 0  # nothing new: no lock, no write (the usual case between two signups)
     if session.get_bind().dialect.name == "postgresql":
         try:
             with session.begin_nested():
@@ -181,6 +183,8 @@ _FOLD_SQLITE = (
 
 def fold_changes(session: Session) -> None:
     """Add the changes the triggers appended to ``tallies`` (the caller commits)."""
+    if session.scalar(select(TallyChange.id).limit(1)) is None:
+        return  # nothing to fold: no write
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(_FOLD_PG))
     else:
