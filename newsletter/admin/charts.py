@@ -6,6 +6,7 @@ the page, for screen readers and for anyone who wants the figures."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import pygal
 from markupsafe import Markup
@@ -51,30 +52,52 @@ def _options(title: str, labels: Sequence[str], y_title: str | None) -> dict:
     }
 
 
-def _markup(chart: pygal.graph.graph.Graph, title: str) -> Markup:
-    svg = chart.render(is_unicode=True)
+def _markup(svg: str, title: str) -> Markup:
     # the inline <style> of the SVG runs under the page's CSP nonce, like the page's own
     svg = svg.replace('<style type="text/css">', f'<style nonce="{csp_nonce()}">', 1)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{Markup.escape(title)}" ', 1)
     return Markup(f'<figure class="chart">{svg}</figure>')
 
 
-def line(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float | None]],
-         y_title: str | None = None) -> Markup:
+Series = tuple[tuple[str, tuple[float | None, ...]], ...]
+
+
+def _frozen(series: Mapping[str, Sequence[float | None]]) -> Series:
+    return tuple((name, tuple(values)) for name, values in series.items())
+
+
+# pygal takes 30-60 ms for one chart here: the same numbers are drawn once (a page shown again
+# while nothing changed, the same chart on two pages); the nonce is added per response after it
+@lru_cache(maxsize=64)
+def _svg(kind: str, title: str, labels: tuple[str, ...], series: Series, y_title: str | None) -> str:
+    options = _options(title, labels, y_title)
+    if kind == "line":
+        chart = pygal.Line(**options, fill=False, show_dots=len(labels) <= 48)
+    else:
+        chart = (pygal.StackedBar if kind == "stacked" else pygal.Bar)(**options)
+    chart.x_labels = list(labels)
+    for name, values in series:
+        chart.add(name, list(values))
+    return chart.render(is_unicode=True)
+
+
+def line(
+    title: str,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    y_title: str | None = None,
+) -> Markup:
     """One line per series over the same x labels (days, hours)."""
-    chart = pygal.Line(**_options(title, labels, y_title), fill=False, show_dots=len(labels) <= 48)
-    chart.x_labels = list(labels)
-    for name, values in series.items():
-        chart.add(name, list(values))
-    return _markup(chart, title)
+    return _markup(_svg("line", title, tuple(labels), _frozen(series), y_title), title)
 
 
-def bars(title: str, labels: Sequence[str], series: Mapping[str, Sequence[float | None]],
-         y_title: str | None = None, stacked: bool = False) -> Markup:
+def bars(
+    title: str,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    y_title: str | None = None,
+    stacked: bool = False,
+) -> Markup:
     """Bars per label, one colour per series (stacked when the series add up to a whole)."""
-    kind = pygal.StackedBar if stacked else pygal.Bar
-    chart = kind(**_options(title, labels, y_title))
-    chart.x_labels = list(labels)
-    for name, values in series.items():
-        chart.add(name, list(values))
-    return _markup(chart, title)
+    kind = "stacked" if stacked else "bars"
+    return _markup(_svg(kind, title, tuple(labels), _frozen(series), y_title), title)

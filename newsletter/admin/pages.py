@@ -1,3 +1,4 @@
 """Imports every dashboard page module so that its views are on the blueprint before it is registered."""
 
-from newsletter.admin import files  # noqa: F401
+import newsletter.admin.files  # noqa: F401
+import newsletter.admin.overview  # noqa: F401

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @bp.get("/")
 @auth.requires(Role.VIEWER)
 def home():
-    return redirect(url_for(".campaigns"))
+    return redirect(url_for(".overview"))
 
 
 @bp.route("/login", methods=["GET", "POST"])

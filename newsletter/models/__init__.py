@@ -16,6 +16,13 @@ from newsletter.models.customers import Customer
 from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
+from newsletter.models.rollups import (
+    CampaignTally,
+    ConsentDay,
+    RollupMark,
+    Tally,
+    TallyChange,
+)
 from newsletter.models.store_events import OrderInvitation, StoreEvent
 from newsletter.models.subscribers import (
     Frequency,
@@ -54,6 +61,11 @@ __all__ = [
     "SignupRequest",
     "ConsentAction",
     "ConsentEvent",
+    "ConsentDay",
+    "RollupMark",
+    "CampaignTally",
+    "Tally",
+    "TallyChange",
     "OutboxEmail",
     "OutboxKind",
     "OrderInvitation",
