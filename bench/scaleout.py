@@ -220,11 +220,14 @@ class Lab:
 
     # -- teardown --------------------------------------------------------------------------
     def close(self) -> None:
+        """Kill everything at once: the cluster, the queues and the mail here are all throwaway."""
         if self.closed:
             return
         self.closed = True
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not stop this
+            signal.signal(signum, signal.SIG_IGN)
         for proc in self.procs:
-            stop(proc)
+            kill(proc)
         remove_leftovers()
         for path in self.tmp:
             shutil.rmtree(path, ignore_errors=True)
@@ -260,6 +263,16 @@ def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=timeout)
     except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """SIGKILL to the process group (a worker and its work horse), reaped."""
+    if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -500,10 +513,10 @@ def one_run(lab: Lab, admin_url: str, redis_url: str, size: int, count: int, lab
         ref_rcpts, _, _ = sink_recipients(dump, offset)
         if sum(ref_rcpts.values()) != size:
             raise SystemExit(f"the sink counted {sum(ref_rcpts.values())} of smtp-source's {size} messages")
-    finally:
+    finally:  # after an error: nothing of this run is worth waiting for
         for worker in workers:
-            stop(worker)
-        stop(sink)
+            kill(worker)
+        kill(sink)
         engine.dispose()
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
