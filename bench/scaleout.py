@@ -1,6 +1,6 @@
 """Scale-out on real parts: workers on two hosts; PostgreSQL, Redis and the relay on a third.
 
-    sudo .venv/bin/python bench/scaleout.py [--subscribers 10000] [--workers 1 2 4] [--runs 3]
+    sudo .venv/bin/python bench/scaleout.py [--subscribers 20000] [--workers 1 2 4] [--runs 3]
 
 The "hosts" are Linux network namespaces on this machine, made by the bench and removed after
 it (also on an error, Ctrl-C or SIGTERM; a leftover of a killed run is removed at the next
@@ -559,7 +559,9 @@ def spread(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=10000)
+    parser.add_argument(
+        "--subscribers", type=int, default=20000, help="20 batch jobs: an even share for 1, 2 and 4 workers"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--runs", type=int, default=3, help="runs per worker count (min/median/max)")
     args = parser.parse_args()
