@@ -1,10 +1,9 @@
 """The overview page in a real headless Chromium, with real data: people who signed up and confirmed
 through the signup pages, a sent campaign with a hard bounce and a complaint, an unsubscribe and
-an erasure. Screenshots go to tests/artifacts/ and, for the docs, docs/images/."""
+an erasure. Screenshots go to tests/artifacts/ (docs/images/dashboard-overview*.png are copies of them: a test
+run never changes a tracked file)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -21,7 +20,6 @@ from tests.test_browser_admin import PHONE, add, dashboard, sign_in  # noqa: F40
 
 pytestmark = pytest.mark.browser
 
-DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 OPERATOR = RequestInfo(None, None, "test")
 
 
@@ -102,8 +100,6 @@ def test_the_overview_shows_growth_and_deliverability(make_subscriber, smtp_sink
     assert page.text_content("#rate-complaint .verdict").strip() == "over"
     assert page.locator("figure.chart svg").count() == 2
     page.screenshot(path=str(ARTIFACTS / "admin-overview.png"), full_page=True)
-    DOCS_IMAGES.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS_IMAGES / "dashboard-overview.png"), full_page=True)
 
     page.click("#window-90")
     assert page.url.endswith("/admin/overview?days=90")
@@ -115,4 +111,3 @@ def test_the_overview_shows_growth_and_deliverability(make_subscriber, smtp_sink
     # nothing wider than the phone: the page never scrolls sideways
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.screenshot(path=str(ARTIFACTS / "admin-overview-phone.png"), full_page=True)
-    phone.screenshot(path=str(DOCS_IMAGES / "dashboard-overview-phone.png"), full_page=True)
