@@ -1,0 +1,31 @@
+"""dashboard people pages: indexes for the address search and the suppression list by reason
+
+Revision ID: people_search_indexes
+Revises: 0012
+Create Date: 2026-12-02
+
+Two indexes, no data change. ``ix_subscribers_address_key`` is ``lower(email)`` (byte order:
+``COLLATE "C"`` on PostgreSQL, SQLite's default elsewhere) and ``id``: /admin/subscribers?q=
+reads a prefix as a range of it, page after page by keyset. ``ix_suppressions_reason``:
+/admin/suppressions?reason= newest first without reading the whole list. Building them reads
+each table once (a million subscribers: a few seconds on PostgreSQL, writes wait meanwhile).
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "people_search_indexes"
+down_revision = "0012"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    key = 'lower(email) COLLATE "C"' if op.get_bind().dialect.name == "postgresql" else "lower(email)"
+    op.create_index("ix_subscribers_address_key", "subscribers", [sa.text(key), "id"])
+    op.create_index("ix_suppressions_reason", "suppressions", ["reason", "id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_suppressions_reason", table_name="suppressions")
+    op.drop_index("ix_subscribers_address_key", table_name="subscribers")
