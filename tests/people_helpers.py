@@ -47,3 +47,18 @@ def join(
             )
             session.commit()
         return outcome.subscriber_id
+
+
+def share_at(store, smtp_sink, email: str, partners=("store-b",)) -> None:
+    """``email`` signs up at ``store`` (a tests.partner_stores.Store) ticking ``partners`` and confirms
+    from the email. The welcome that follows is not waited for: see :func:`not_welcomes`."""
+    assert store.signup(email, partners=partners, first_name="Ann").status_code == 200
+    store.work()
+    [mail] = [m for m in smtp_sink.take() if m["To"] == email and "Welcome" not in m["Subject"]]
+    assert store.follow_confirm(mail).status_code == 200
+    store.work()
+
+
+def not_welcomes(messages) -> list[str]:
+    """The recipients of the messages that are not welcomes (a welcome's job may finish late)."""
+    return [m["To"] for m in messages if "Welcome" not in m["Subject"]]
