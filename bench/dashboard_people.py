@@ -28,7 +28,7 @@ import uuid
 from html import unescape
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -86,6 +86,32 @@ def seed(url: str, size: int) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     engine.dispose()
+
+
+def queries_of(engine, client, path: str) -> int:
+    """How many SQL statements one request of ``path`` runs (each a round trip to the server)."""
+    seen = []
+
+    def count(*_args) -> None:
+        seen.append(1)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        client.get(path)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def round_trip_ms(engine, runs: int) -> float:
+    """The same-run cost of one ``SELECT 1``: what each statement of a page costs at least."""
+    with engine.connect() as conn:
+        times = []
+        for _ in range(runs * 10):
+            start = time.perf_counter()
+            conn.exec_driver_sql("SELECT 1").scalar()
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def median_ms(client, path: str, runs: int) -> float:
@@ -149,8 +175,11 @@ def run(url: str, size: int, runs: int) -> None:
         for name, path in paths.items()
     }
     reference = figures["GET /admin/login (reference)"]
+    trip = round_trip_ms(runtime.engine, runs)
+    print(f"  one SELECT 1 round trip: {trip:.2f} ms (the database server's load shows here)")
     for name, ms in figures.items():
-        print(f"  {name:38} {ms:7.1f} ms   {ms / reference:5.2f}x the reference")
+        n = queries_of(runtime.engine, anonymous if paths[name] == "/admin/login" else client, paths[name])
+        print(f"  {name:38} {ms:7.1f} ms   {ms / reference:5.2f}x the reference   {n:2} statements")
     with runtime.engine.connect() as conn:
         plan = conn.exec_driver_sql(
             "EXPLAIN (ANALYZE, COSTS OFF) SELECT id, email FROM subscribers "

@@ -158,7 +158,7 @@ def test_the_prefix_search_reads_its_index(runtime):
                 assert "TEMP B-TREE" not in plan, plan
 
 
-def test_a_profile_shows_the_person_and_the_ledger_in_order(viewer, runtime):
+def test_a_profile_shows_the_person_and_the_ledger_in_order(viewer, runtime, caplog):
     sid = join(runtime, "ann@example.com", topics=("newsletter", "early-access"), first_name="Ann")
     with runtime.sessions() as session:
         ann = session.get(Subscriber, sid)
@@ -173,7 +173,12 @@ def test_a_profile_shows_the_person_and_the_ledger_in_order(viewer, runtime):
         import_records(session, [{"email": "ann@example.com", "lifetime_value": "123.45", "orders_count": 3}])
         session.commit()
 
-    html = unescape(page_of(viewer, f"/admin/subscribers/{sid}"))
+    with caplog.at_level("INFO", logger="newsletter.admin.people"):
+        html = unescape(page_of(viewer, f"/admin/subscribers/{sid}"))
+    # who looked at whom, by id: the log never carries the address
+    assert [r.getMessage() for r in caplog.records if r.name == "newsletter.admin.people"] == [
+        f"admin vic@store.example viewed subscriber {sid}"
+    ]
     assert '<h1 class="address" id="address">ann@example.com</h1>' in html
     assert re.search(r'id="status"><span class="status active">active', html)
     assert 'id="frequency">weekly' in html and "Europe/Paris" in html
