@@ -11,6 +11,12 @@ import newsletter.models  # noqa: F401 - every table registered on the metadata
 from newsletter.core.db import Base
 
 
+def _comparable(item, name, kind, reflected, compare_to) -> bool:
+    # SQLAlchemy reflects PostgreSQL's `lower(email) COLLATE "C"` without its COLLATE, so this one index
+    # always looks changed; tests/test_admin_people.py checks its definition and that searches use it
+    return not (kind == "index" and name == "ix_subscribers_address_key")
+
+
 # SQLite's reflection cannot read an expression index (lower(email)); PostgreSQL's run compares it
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
 @pytest.mark.filterwarnings("ignore:autogenerate skipping metadata-specified expression-based index")
@@ -19,7 +25,7 @@ def test_migrated_schema_matches_the_models(database_url):
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection)
+            context = MigrationContext.configure(connection, opts={"include_object": _comparable})
             diff = compare_metadata(context, Base.metadata)
     finally:
         engine.dispose()

@@ -2,3 +2,4 @@
 
 import newsletter.admin.files  # noqa: F401
 import newsletter.admin.overview  # noqa: F401
+import newsletter.admin.people  # noqa: F401

@@ -54,6 +54,8 @@ class OutboxEmail(Base):
         Index("ix_outbox_emails_unsent", "sent_at", "created_at"),
         Index("ix_outbox_emails_mailbox", "mailbox_hash", "created_at"),
         Index("ix_outbox_emails_message_id", "message_id"),
+        #: a person's store mail (their profile in the dashboard, their data export), found by event
+        Index("ix_outbox_emails_store_event", "store_event_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

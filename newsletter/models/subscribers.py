@@ -6,8 +6,10 @@ import enum
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.functions import FunctionElement
 
 from newsletter.core import clock
 from newsletter.core.db import Base, enum_type
@@ -37,6 +39,29 @@ class SubscriptionStatus(enum.StrEnum):
 def address_hash(normalized_email: str) -> str:
     """SHA-256 of the normalised, lower-cased address: the key that survives erasure."""
     return hashlib.sha256(normalized_email.lower().encode("utf-8")).hexdigest()
+
+
+class address_key(FunctionElement):  # noqa: N801 - used like a SQL function
+    """``lower(email)`` compared byte by byte: the dashboard's prefix search is a range on it.
+
+    PostgreSQL compares text by the database's collation, where a range of a prefix is not the set of
+    strings starting with it (``en_US`` skips punctuation); ``COLLATE "C"`` keeps byte order, which
+    SQLite's default (BINARY) has already. The index and the query must spell it the same way.
+    """
+
+    type = String()
+    name = "address_key"
+    inherit_cache = True
+
+
+@compiles(address_key)
+def _address_key(element, compiler, **kw) -> str:
+    return f"lower({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(address_key, "postgresql")
+def _address_key_pg(element, compiler, **kw) -> str:
+    return f'lower({compiler.process(element.clauses, **kw)}) COLLATE "C"'
 
 
 class Subscriber(Base):
@@ -70,6 +95,10 @@ class Subscriber(Base):
 
     def __repr__(self) -> str:
         return f"<Subscriber {self.id} {self.status}>"
+
+
+#: the dashboard's search by address prefix, any letter case, in address order (subscribers/lookup.py)
+Index("ix_subscribers_address_key", address_key(Subscriber.email), Subscriber.id)
 
 
 class SignupRequest(Base):

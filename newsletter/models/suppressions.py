@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.core import clock
@@ -16,6 +16,8 @@ __all__ = ["LIFTED_BY_OPT_IN", "Suppression", "SuppressionReason"]
 
 class Suppression(Base):
     __tablename__ = "suppressions"
+    #: the dashboard's list filtered by reason, newest first (subscribers/suppression.py:browse)
+    __table_args__ = (Index("ix_suppressions_reason", "reason", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: sha256 of the lower-cased normalised address (models.subscribers.address_hash)

@@ -47,11 +47,16 @@ def store_data(session: Session, email: str) -> dict[str, Any]:
     events = session.scalars(
         select(StoreEvent).where(StoreEvent.id.in_(_store_events_of(email))).order_by(StoreEvent.id)
     ).all()
-    mail = session.scalars(
-        select(OutboxEmail)
-        .where(OutboxEmail.store_event_id.in_([e.id for e in events]))
-        .order_by(OutboxEmail.id)
-    ).all()
+    # no events, no query: an empty IN still reads the whole outbox on SQLite
+    mail = (
+        session.scalars(
+            select(OutboxEmail)
+            .where(OutboxEmail.store_event_id.in_([e.id for e in events]))
+            .order_by(OutboxEmail.id)
+        ).all()
+        if events
+        else []
+    )
     invitation = session.scalar(
         select(OrderInvitation).where(OrderInvitation.email_hash == address_hash(email))
     )

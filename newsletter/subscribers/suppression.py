@@ -12,8 +12,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.keyset import Page, fetch_page
 from newsletter.mail.addresses import InvalidAddress, normalize_address
-from newsletter.models import Suppression, SuppressionReason
+from newsletter.models import Subscriber, Suppression, SuppressionReason
 from newsletter.models.subscribers import address_hash
 from newsletter.models.suppressions import LIFTED_BY_OPT_IN
 
@@ -87,6 +88,37 @@ def hash_for(value: str) -> str:
     if _HEX64.match(value.lower()):
         return value.lower()
     return address_hash(normalize_address(value))
+
+
+def browse(
+    session: Session,
+    email_hash: str | None = None,
+    reason: SuppressionReason | None = None,
+    *,
+    after: int | None = None,
+    before: int | None = None,
+    size: int = 50,
+) -> Page:
+    """The list newest first (by id, or by reason and id), or the one entry of an address hash; rows
+    are (Suppression, the subscriber's address or None: the list holds hashes, not addresses)."""
+    query = select(Suppression, Subscriber.email.label("email")).outerjoin(
+        Subscriber, Subscriber.email_hash == Suppression.email_hash
+    )
+    if email_hash is not None:
+        query = query.where(Suppression.email_hash == email_hash)
+    if reason is not None:
+        query = query.where(Suppression.reason == reason)
+    return fetch_page(
+        session,
+        query,
+        (Suppression.id,),
+        Suppression.id,
+        after=after,
+        before=before,
+        size=size,
+        descending=True,
+        id_of=lambda row: row.Suppression.id,
+    )
 
 
 # --- CSV import and export -----------------------------------------------------------------
