@@ -209,7 +209,9 @@ def request_signup(
         # A complaint or an operator's entry: not even a confirmation request goes out.
         verdict = f"not sent: suppressed ({SuppressionReason(reason).value})"
         if counted is not None and counted.mail is not None:
-            limits.give_back_confirmation(conn, mailbox_hash(email))  # it sends nothing
+            # it sends nothing; after the commit, so a retried attempt gives it back once
+            mailbox = mailbox_hash(email)
+            on_commit(session, lambda: limits.give_back_confirmation(conn, mailbox))
     elif not _mail_allowed(session, conn, settings, email, counted):
         verdict = "not sent: daily cap for this mailbox"
     else:
