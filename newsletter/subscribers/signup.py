@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import Insert, Row, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -34,11 +34,13 @@ from newsletter.models import (
     SubscriberStatus,
     Subscription,
     SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
     Topic,
 )
 from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import limits, suppression
-from newsletter.subscribers.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers.consent import RequestInfo, Wording, append_event, record_event
 from newsletter.subscribers.names import clean_first_name
 from newsletter.subscribers.sharing import grant_requested_shares
 
@@ -99,21 +101,52 @@ def find_subscriber(session: Session, normalized_email: str) -> Subscriber | Non
     return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(normalized_email)))
 
 
-def _insert_if_new(session: Session, normalized_email: str, first_name: str | None) -> int | None:
-    """Insert a pending subscriber in one statement; its id, or None if the address is known."""
-    statement = (
-        dialect_insert(session, Subscriber)
-        .values(
-            email=normalized_email,
-            email_hash=address_hash(normalized_email),
-            first_name=first_name,
-            status=SubscriberStatus.PENDING,
-            created_at=clock.now(),
+def _insert_if_new(session: Session, normalized_email: str, first_name: str | None) -> Row | None:
+    """Insert a pending subscriber in one statement.
+
+    Returns its id and the address's suppression reason (or None), or None if the address is known.
+    """
+    email_hash = address_hash(normalized_email)
+    values = {
+        "email": normalized_email,
+        "email_hash": email_hash,
+        "first_name": first_name,
+        "status": SubscriberStatus.PENDING,
+        "created_at": clock.now(),
+        "suppressed_hash": email_hash,
+    }
+    return session.connection().execute(_new_subscriber_statement(session), values).first()
+
+
+_NEW_SUBSCRIBER: dict[str, Insert] = {}
+
+
+def _new_subscriber_statement(session: Session) -> Insert:
+    """Built once per dialect; the suppression check rides along in RETURNING (one round trip)."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in _NEW_SUBSCRIBER:
+        subscribers, suppressions = Subscriber.__table__, Suppression.__table__
+        suppressed = (
+            select(suppressions.c.reason)
+            .where(suppressions.c.email_hash == bindparam("suppressed_hash"))
+            .scalar_subquery()
         )
-        .on_conflict_do_nothing(index_elements=["email_hash"])
-        .returning(Subscriber.id)
-    )
-    return session.execute(statement).scalar()
+        _NEW_SUBSCRIBER[dialect] = (
+            dialect_insert(session, subscribers)
+            .values(
+                {
+                    name: bindparam(name)
+                    for name in ("email", "email_hash", "first_name", "status", "created_at")
+                }
+            )
+            .on_conflict_do_nothing(index_elements=["email_hash"])
+            .returning(subscribers.c.id, suppressed)
+        )
+    return _NEW_SUBSCRIBER[dialect]
+
+
+_ADD_SUBSCRIPTIONS = insert(Subscription.__table__)
+_ADD_OUTBOX = insert(OutboxEmail.__table__).returning(OutboxEmail.__table__.c.id)
 
 
 def request_signup(
@@ -127,8 +160,12 @@ def request_signup(
     wording: Wording | None,
     request: RequestInfo,
     dispatch,
+    counted: limits.SignupVerdict | None = None,
 ) -> SignupOutcome:
     """Record a signup request and queue the right email (``email`` must be normalised).
+
+    ``counted``: the mailbox was already counted against its daily cap by ``limits.check_signup``
+    (the view's one Redis round trip); without it the cap is counted here.
 
     ``dispatch(outbox_id)`` is called only after the transaction commits. Two signups of
     one new address at the same instant: the loser raises IntegrityError; run it again
@@ -136,40 +173,50 @@ def request_signup(
     """
     first_name = clean_first_name(first_name)  # raises InvalidName: no path stores a broken name
     topics = [t for t in topics_by_slug(session).values() if t.slug in set(topic_slugs)]
-    # The common case, a new address, costs one statement per table (this is the hot path).
-    new_id = _insert_if_new(session, email, first_name)
-    if new_id is not None:
+    # The common case, a new address, costs one Core statement per table, no ORM object
+    # (this is the hot path); the subscriber's INSERT also brings back the suppression.
+    inserted = _insert_if_new(session, email, first_name)
+    if inserted is not None:
+        new_id, reason = inserted
         if topics:
-            session.execute(
-                insert(Subscription),
+            now = clock.now()
+            session.connection().execute(
+                _ADD_SUBSCRIPTIONS,
                 [
                     {
                         "subscriber_id": new_id,
                         "topic_id": t.id,
                         "status": SubscriptionStatus.PENDING,
-                        "updated_at": clock.now(),
+                        "updated_at": now,
                     }
                     for t in topics
                 ],
             )
-        subscriber_id, email_hash, already_active = new_id, address_hash(email), False
+        subscriber_id, already_active = new_id, False
+        blocked = reason is not None and suppression.reason_blocks_opt_in(SuppressionReason(reason))
     else:
         # Known address: its row stays as it is; the request's topics go on its ledger event,
         # its name on a SignupRequest, both applied only if this request is confirmed.
+        new_id = None
         subscriber = find_subscriber(session, email)
-        subscriber_id, email_hash = subscriber.id, subscriber.email_hash
-        already_active = subscriber.status == SubscriberStatus.ACTIVE
+        subscriber_id, already_active = subscriber.id, subscriber.status == SubscriberStatus.ACTIVE
+        entry = suppression.find(session, subscriber.email_hash)
+        reason = entry.reason if entry is not None else None
+        blocked = suppression.blocks_opt_in(entry)
 
     kind = OutboxKind.ALREADY_SUBSCRIBED if already_active else OutboxKind.CONFIRM
-    blocked = suppression.find(session, email_hash)
-    if suppression.blocks_opt_in(blocked):
+    if blocked:
         # A complaint or an operator's entry: not even a confirmation request goes out.
-        verdict = f"not sent: suppressed ({blocked.reason.value})"
-    elif not _mail_allowed(session, conn, settings, email):
+        verdict = f"not sent: suppressed ({SuppressionReason(reason).value})"
+        if counted is not None and counted.mail is not None:
+            # it sends nothing; after the commit, so a retried attempt gives it back once
+            mailbox = mailbox_hash(email)
+            on_commit(session, lambda: limits.give_back_confirmation(conn, mailbox))
+    elif not _mail_allowed(session, conn, settings, email, counted):
         verdict = "not sent: daily cap for this mailbox"
     else:
         verdict = kind.value
-    event = record_event(
+    event_id = append_event(
         session,
         subscriber_id,
         ConsentAction.SIGNUP_REQUESTED,
@@ -181,10 +228,9 @@ def request_signup(
     if verdict != kind.value:
         log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
         return SignupOutcome(subscriber_id, None)
-    session.flush()  # the event's id: the link names it
     if new_id is None and not already_active:
-        session.add(SignupRequest(event_id=event.id, subscriber_id=subscriber_id, first_name=first_name))
-    outbox_id = _add_outbox(session, kind, subscriber_id, email, event.id)
+        session.add(SignupRequest(event_id=event_id, subscriber_id=subscriber_id, first_name=first_name))
+    outbox_id = _add_outbox(session, kind, subscriber_id, email, event_id)
     on_commit(session, lambda: dispatch(outbox_id))
     return SignupOutcome(subscriber_id, kind)
 
@@ -192,28 +238,32 @@ def request_signup(
 def _add_outbox(
     session: Session, kind: OutboxKind, subscriber_id: int, email: str, request_event_id: int
 ) -> int:
-    return session.execute(
-        insert(OutboxEmail)
-        .values(
-            kind=kind,
-            subscriber_id=subscriber_id,
-            created_at=clock.now(),
-            attempts=0,
-            request_event_id=request_event_id,
-            mailbox_hash=mailbox_hash(email),
-        )
-        .returning(OutboxEmail.id)
-    ).scalar_one()
+    values = {
+        "kind": kind,
+        "subscriber_id": subscriber_id,
+        "created_at": clock.now(),
+        "attempts": 0,
+        "request_event_id": request_event_id,
+        "mailbox_hash": mailbox_hash(email),
+    }
+    return session.connection().execute(_ADD_OUTBOX, values).scalar_one()
 
 
-def _mail_allowed(session: Session, conn: redis.Redis, settings: Settings, email: str) -> bool:
+def _mail_allowed(
+    session: Session,
+    conn: redis.Redis,
+    settings: Settings,
+    email: str,
+    counted: limits.SignupVerdict | None = None,
+) -> bool:
     """The per-mailbox cap (subscription bombing): Redis first, the outbox if Redis is down.
 
     Both count the mailbox, not the spelling: ``ann+1@`` and ``a.nn@gmail`` are ``ann@``.
+    ``counted``: Redis's answer already taken by ``limits.check_signup``.
     """
     limit = settings.confirmations_per_address
     mailbox = mailbox_hash(email)
-    verdict = limits.confirmation_allowed(conn, mailbox, limit)
+    verdict = counted.mail if counted is not None else limits.confirmation_allowed(conn, mailbox, limit)
     if verdict is not None:
         return verdict
     sent_today = session.scalar(

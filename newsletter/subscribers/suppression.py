@@ -64,7 +64,12 @@ def suppress(
 
 def blocks_opt_in(entry: Suppression | None) -> bool:
     """True if only an operator can lift this entry (complaints, manual entries)."""
-    return entry is not None and entry.reason not in LIFTED_BY_OPT_IN
+    return entry is not None and reason_blocks_opt_in(entry.reason)
+
+
+def reason_blocks_opt_in(reason: SuppressionReason) -> bool:
+    """``blocks_opt_in`` for a reason read without its row."""
+    return reason not in LIFTED_BY_OPT_IN
 
 
 def lift_after_opt_in(session: Session, email_hash: str) -> SuppressionReason | None:

@@ -7,7 +7,7 @@ from functools import partial
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from wtforms import SelectChoice
 
-from newsletter.mail.addresses import InvalidAddress, normalize_address
+from newsletter.mail.addresses import InvalidAddress, mailbox_hash, normalize_address
 from newsletter.models import SubscriberStatus
 from newsletter.subscribers import limits, links, order_invitation, sharing, signup
 from newsletter.subscribers.consent import RequestInfo, signup_wording
@@ -40,42 +40,59 @@ def subscribe():
     form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
 
     if request.method == "POST":
-        if not limits.signup_allowed_from_ip(
-            runtime().redis, request.remote_addr or "-", settings.signup_rate_limit
-        ):
+        valid = form.validate_on_submit()
+        email = None
+        if valid and not form.website.data:
+            try:
+                email = normalize_address(form.email.data)  # the syntax; DNS (if on) after the limits
+            except InvalidAddress as exc:
+                form.email.errors = [str(exc)]
+        # One Redis round trip: the per-IP limit (every POST) and the mailbox's daily cap.
+        counted = limits.check_signup(
+            runtime().redis,
+            request.remote_addr or "-",
+            settings.signup_rate_limit,
+            email and mailbox_hash(email),
+            settings.confirmations_per_address,
+        )
+        if not counted.ip_allowed:
             return render_template(
                 "web/error.html",
                 title="Too many requests",
                 message="Too many signups from your network. Please try again in a minute.",
             ), 429
-        if form.validate_on_submit():
-            if form.website.data:
-                # A bot filled the honeypot: answer as usual, keep nothing.
-                return render_template("web/check_inbox.html")
+        if valid and form.website.data:
+            # A bot filled the honeypot: answer as usual, keep nothing.
+            return render_template("web/check_inbox.html")
+        if email is not None and settings.check_deliverability:
             try:
-                email = normalize_address(form.email.data, check_deliverability=settings.check_deliverability)
+                email = normalize_address(email, check_deliverability=True)
             except InvalidAddress as exc:
                 form.email.errors = [str(exc)]
-            else:
+                if counted.mail is not None:
+                    limits.give_back_confirmation(runtime().redis, mailbox_hash(email))
+                email = None
+        if email is not None:
 
-                def attempt():
-                    outcome = signup.request_signup(
-                        db(),
-                        runtime().redis,
-                        settings,
-                        email=email,
-                        first_name=(form.first_name.data or "").strip() or None,
-                        topic_slugs=form.topics.data,
-                        wording=wording,
-                        request=request_info("web:subscribe"),
-                        dispatch=partial(send_transactional, runtime()),
-                    )
-                    if form.partners.data:
-                        request_shares(db(), outcome.subscriber_id, form.partners.data, partner_names)
-                    db().commit()
+            def attempt():
+                outcome = signup.request_signup(
+                    db(),
+                    runtime().redis,
+                    settings,
+                    email=email,
+                    first_name=(form.first_name.data or "").strip() or None,
+                    topic_slugs=form.topics.data,
+                    wording=wording,
+                    request=request_info("web:subscribe"),
+                    dispatch=partial(send_transactional, runtime()),
+                    counted=counted,
+                )
+                if form.partners.data:
+                    request_shares(db(), outcome.subscriber_id, form.partners.data, partner_names)
+                db().commit()
 
-                signup.retry_on_conflict(attempt, db())
-                return render_template("web/check_inbox.html")
+            signup.retry_on_conflict(attempt, db())
+            return render_template("web/check_inbox.html")
         status = 400
     else:
         status = 200
