@@ -1,4 +1,5 @@
-"""``newsletter worker``: an RQ worker that also runs the engine's tick and sweeps the outbox."""
+"""``newsletter worker``: an RQ worker that also runs the engine's tick, sweeps the outbox and keeps
+the dashboard's counts caught up."""
 
 from __future__ import annotations
 
@@ -29,9 +30,9 @@ class NewsletterWorker(Worker):
 
 def _sweep() -> None:
     from newsletter.campaigns.jobs import tick
-    from newsletter.subscribers.jobs import sweep_outbox
+    from newsletter.subscribers.jobs import count_growth, sweep_outbox
 
-    for task in (sweep_outbox, tick):
+    for task in (sweep_outbox, tick, count_growth):
         try:
             task()
         except (RedisError, OperationalError) as exc:  # an outage: one line, it runs again
