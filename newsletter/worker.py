@@ -29,9 +29,10 @@ class NewsletterWorker(Worker):
 
 def _sweep() -> None:
     from newsletter.campaigns.jobs import tick
+    from newsletter.campaigns.tallies import fold_tallies
     from newsletter.subscribers.jobs import sweep_outbox
 
-    for task in (sweep_outbox, tick):
+    for task in (sweep_outbox, tick, fold_tallies):
         try:
             task()
         except (RedisError, OperationalError) as exc:  # an outage: one line, it runs again

@@ -54,11 +54,20 @@ class Sent:
         return sample(name, **values)
 
 
-def send_campaign(runtime, make_subscriber, smtp_sink, work, tmp_path, addresses) -> dict[str, Sent]:
-    """A campaign sent to ADDRESSES through the smtp_sink; what each delivery is known by."""
+def send_campaign(
+    runtime, make_subscriber, smtp_sink, work, tmp_path, addresses, reward: str | None = None, **folder_args
+) -> dict[str, Sent]:
+    """A campaign sent to ADDRESSES through the smtp_sink; what each delivery is known by.
+
+    REWARD is the body of a ``[reward]`` table; FOLDER_ARGS go to ``write_campaign`` (waves, a sale).
+    """
     for address in addresses:
         make_subscriber(address, topics=("early-access",))
-    folder = write_campaign(tmp_path, waves=[("all", "all", now_floor() - timedelta(minutes=1))])
+    folder_args.setdefault("waves", [("all", "all", now_floor() - timedelta(minutes=1))])
+    folder = write_campaign(tmp_path, **folder_args)
+    if reward:
+        with open(folder / "campaign.toml", "a", encoding="utf-8") as handle:
+            handle.write("\n[reward]\n" + reward + "\n")
     with runtime.sessions() as session:
         scheduling.schedule(session, runtime.settings, folder)
         session.commit()
