@@ -11,10 +11,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from newsletter.campaigns import scheduling
+from newsletter.campaigns.jobs import tick
 from newsletter.core import clock
 from newsletter.mail import verp
 from newsletter.mail.verp import VerpRef
-from newsletter.models import Delivery
+from newsletter.models import Delivery, SuppressionReason
+from newsletter.subscribers import suppression
 from tests.sending_helpers import now_floor, run_engine, write_campaign
 
 SAMPLES = Path(__file__).parent / "data" / "feedback"
@@ -55,11 +57,21 @@ class Sent:
 
 
 def send_campaign(
-    runtime, make_subscriber, smtp_sink, work, tmp_path, addresses, reward: str | None = None, **folder_args
+    runtime,
+    make_subscriber,
+    smtp_sink,
+    work,
+    tmp_path,
+    addresses,
+    reward: str | None = None,
+    suppress_after_freeze: tuple[str, ...] = (),
+    **folder_args,
 ) -> dict[str, Sent]:
     """A campaign sent to ADDRESSES through the smtp_sink; what each delivery is known by.
 
     REWARD is the body of a ``[reward]`` table; FOLDER_ARGS go to ``write_campaign`` (waves, a sale).
+    SUPPRESS_AFTER_FREEZE are suppressed once the wave's audience is in the ledger, before the
+    batches run: the engine skips them (reason "suppressed").
     """
     for address in addresses:
         make_subscriber(address, topics=("early-access",))
@@ -71,9 +83,15 @@ def send_campaign(
     with runtime.sessions() as session:
         scheduling.schedule(session, runtime.settings, folder)
         session.commit()
+    if suppress_after_freeze:
+        tick()  # the audience frozen into the ledger, the batches queued
+        with runtime.sessions() as session:
+            for address in suppress_after_freeze:
+                suppression.suppress(session, suppression.hash_for(address), SuppressionReason.MANUAL, "test")
+            session.commit()
     run_engine(runtime, work)
     envelopes = smtp_sink.take_envelopes()
-    assert len(envelopes) == len(addresses)
+    assert len(envelopes) == len(addresses) - len(suppress_after_freeze)
     sent = {}
     with runtime.sessions() as session:
         for sender, rcpts, _message in envelopes:
