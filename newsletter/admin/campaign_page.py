@@ -79,7 +79,8 @@ def buckets(hours: list[datetime]) -> list[tuple[str, datetime, datetime, str]]:
         return []
     first, last = min(hours), max(hours)
     if last - first <= HOURLY_SPAN:
-        return [("", first, last, "hour")]
+        # at least six hours on the axis: a campaign sent in one hour still reads as a chart over time
+        return [("", first, max(last, first + timedelta(hours=5)), "hour")]
     day = first.replace(hour=0)
     first_days = first + FIRST_DAYS - timedelta(hours=1)
     return [("-first-days", first, first_days, "hour"), ("-daily", day, last, "day")]
