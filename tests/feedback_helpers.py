@@ -11,10 +11,12 @@ from pathlib import Path
 from sqlalchemy import select
 
 from newsletter.campaigns import scheduling
+from newsletter.campaigns.jobs import tick
 from newsletter.core import clock
 from newsletter.mail import verp
 from newsletter.mail.verp import VerpRef
-from newsletter.models import Delivery
+from newsletter.models import Delivery, SuppressionReason
+from newsletter.subscribers import suppression
 from tests.sending_helpers import now_floor, run_engine, write_campaign
 
 SAMPLES = Path(__file__).parent / "data" / "feedback"
@@ -54,17 +56,42 @@ class Sent:
         return sample(name, **values)
 
 
-def send_campaign(runtime, make_subscriber, smtp_sink, work, tmp_path, addresses) -> dict[str, Sent]:
-    """A campaign sent to ADDRESSES through the smtp_sink; what each delivery is known by."""
+def send_campaign(
+    runtime,
+    make_subscriber,
+    smtp_sink,
+    work,
+    tmp_path,
+    addresses,
+    reward: str | None = None,
+    suppress_after_freeze: tuple[str, ...] = (),
+    **folder_args,
+) -> dict[str, Sent]:
+    """A campaign sent to ADDRESSES through the smtp_sink; what each delivery is known by.
+
+    REWARD is the body of a ``[reward]`` table; FOLDER_ARGS go to ``write_campaign`` (waves, a sale).
+    SUPPRESS_AFTER_FREEZE are suppressed once the wave's audience is in the ledger, before the
+    batches run: the engine skips them (reason "suppressed").
+    """
     for address in addresses:
         make_subscriber(address, topics=("early-access",))
-    folder = write_campaign(tmp_path, waves=[("all", "all", now_floor() - timedelta(minutes=1))])
+    folder_args.setdefault("waves", [("all", "all", now_floor() - timedelta(minutes=1))])
+    folder = write_campaign(tmp_path, **folder_args)
+    if reward:
+        with open(folder / "campaign.toml", "a", encoding="utf-8") as handle:
+            handle.write("\n[reward]\n" + reward + "\n")
     with runtime.sessions() as session:
         scheduling.schedule(session, runtime.settings, folder)
         session.commit()
+    if suppress_after_freeze:
+        tick()  # the audience frozen into the ledger, the batches queued
+        with runtime.sessions() as session:
+            for address in suppress_after_freeze:
+                suppression.suppress(session, suppression.hash_for(address), SuppressionReason.MANUAL, "test")
+            session.commit()
     run_engine(runtime, work)
     envelopes = smtp_sink.take_envelopes()
-    assert len(envelopes) == len(addresses)
+    assert len(envelopes) == len(addresses) - len(suppress_after_freeze)
     sent = {}
     with runtime.sessions() as session:
         for sender, rcpts, _message in envelopes:

@@ -5,6 +5,7 @@ the page, for screen readers and for anyone who wants the figures."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -53,6 +54,10 @@ def _options(title: str, labels: Sequence[str], y_title: str | None) -> dict:
 
 
 def _markup(svg: str, title: str) -> Markup:
+    # pygal writes its config as an inline <script> even without its tooltips: the CSP would block it
+    svg = re.sub(r"<script.*?</script>", "", svg, flags=re.S)
+    # and a style attribute on the (empty, script-less) tooltip group, which the CSP refuses too
+    svg = svg.replace(' style="opacity: 0" class="tooltip"', ' class="tooltip"')
     # the inline <style> of the SVG runs under the page's CSP nonce, like the page's own
     svg = svg.replace('<style type="text/css">', f'<style nonce="{csp_nonce()}">', 1)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{Markup.escape(title)}" ', 1)

@@ -12,7 +12,7 @@ from flask import abort, current_app, flash, redirect, render_template, request,
 from flask_login import current_user
 from sqlalchemy import select
 
-from newsletter.admin import accounts, auth
+from newsletter.admin import accounts, auth, campaign_page
 from newsletter.admin.blueprint import bp
 from newsletter.admin.forms import ActionForm, CancelForm, LoginForm
 from newsletter.admin.limits import Throttle
@@ -90,6 +90,7 @@ def campaign(slug: str):
         "web/admin/campaign.html",
         campaign=found,
         shown=table(numbers),
+        page=campaign_page.build(numbers, sale=bool(found.sale_url)),
         events=state.history(session, slug),
         can_pause=CampaignStatus.PAUSED in allowed,
         can_resume=found.status == CampaignStatus.PAUSED,

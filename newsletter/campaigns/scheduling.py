@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from newsletter.campaigns import state, tracking
+from newsletter.campaigns import state, tallies, tracking
 from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail, FrozenReward
 from newsletter.campaigns.messages import campaign_headers
-from newsletter.campaigns.report import delivery_groups, reason_key, with_reasons
+from newsletter.campaigns.report import reason_key, with_reasons
 from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
@@ -245,7 +245,7 @@ def progress(session: Session, campaign: Campaign) -> dict:
         }
         for w in campaign.waves
     }
-    for row in delivery_groups(session, campaign.id):  # the same query as `campaign report`
+    for row in tallies.groups(session, campaign.id):  # the same tallies as `campaign report`
         wave = waves[names[row.wave_id]]
         row_state = getattr(row.state, "value", row.state)
         wave["states"][row_state] = wave["states"].get(row_state, 0) + row.n

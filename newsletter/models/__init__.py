@@ -35,9 +35,12 @@ from newsletter.models.subscribers import (
     Topic,
 )
 from newsletter.models.suppressions import Suppression, SuppressionReason
+from newsletter.models.tallies import CampaignHourTally, DeliveryTally
 
 __all__ = [
     "Account",
+    "CampaignHourTally",
+    "DeliveryTally",
     "Role",
     "Campaign",
     "CampaignEvent",
