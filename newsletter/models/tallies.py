@@ -1,6 +1,6 @@
 """A campaign's numbers kept up to date by the database itself, so that its report reads a few rows.
 
-Triggers on ``deliveries`` and ``delivery_events`` (migration ``campaignpage_tallies``) append one
+Triggers on ``deliveries`` and ``delivery_events`` (migration ``0015_delivery_tallies``) append one
 signed row per change: -1 for a row's old group, +1 for its new one (PostgreSQL: one aggregated
 row per statement and group, from the statement's transition tables). Appending never waits on a
 lock, so the sending workers do not queue behind one counter row. The sum of a campaign's rows is
