@@ -4,14 +4,13 @@ A sale campaign with reward codes goes out through the SMTP sink (one person sup
 the audience was frozen, so the engine skips them); then a hard bounce, clicks, an early-access
 redemption and a reward code used at the store. Every number the page shows (the report's
 table, the timeline tables under the charts, the reasons, early access and reward codes) is
-checked against ``campaign report --json``; the screenshots go to tests/artifacts/ and docs/images/.
+checked against ``campaign report --json``; the screenshots go to tests/artifacts/ (docs/images/dashboard-campaign*.png are copies).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -30,7 +29,6 @@ from tests.test_campaign_control_cli import run
 
 pytestmark = pytest.mark.browser
 
-DOCS_IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
 PEOPLE = ["ann@example.com", "bob@example.com", "cy@example.com", "dee@example.com", "eve@example.com"]
 
 
@@ -87,7 +85,6 @@ def test_the_campaign_page_shows_the_timeline_reasons_and_codes_of_campaign_repo
     [wave] = data["waves"]
     assert row.locator("[data-wave=all] .count").text_content() == "5 of 5"  # 4 sent, 1 skipped: all done
     page.screenshot(path=str(ARTIFACTS / "admin-campaigns-list.png"), full_page=True)
-    page.screenshot(path=str(DOCS_IMAGES / "dashboard-campaigns.png"), full_page=True)
 
     page.goto("/admin/campaigns/test-sale")
     page.wait_for_selector("#report")
@@ -128,13 +125,11 @@ def test_the_campaign_page_shows_the_timeline_reasons_and_codes_of_campaign_repo
     assert page.locator("#codes-redeemed").text_content() == str(data["reward_codes"]["redeemed"]) == "1"
     assert violations == []
     page.screenshot(path=str(ARTIFACTS / "admin-campaign-full.png"), full_page=True)
-    page.screenshot(path=str(DOCS_IMAGES / "dashboard-campaign.png"), full_page=True)
 
     phone = open_page(PHONE)
     sign_in(phone, "vic@store.example", goto="/admin/campaigns/test-sale")
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     phone.screenshot(path=str(ARTIFACTS / "admin-campaign-full-phone.png"), full_page=True)
-    phone.screenshot(path=str(DOCS_IMAGES / "dashboard-campaign-phone.png"), full_page=True)
 
 
 def test_the_page_follows_new_feedback_without_a_fold(

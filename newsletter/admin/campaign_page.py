@@ -8,7 +8,6 @@ deferred or skipped, early-access redemptions and reward codes per wave. Charts 
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,7 +15,6 @@ from markupsafe import Markup
 
 from newsletter.admin import charts
 from newsletter.campaigns.report import CampaignReport, percent
-from newsletter.web.security import csp_nonce
 
 #: per hour while the campaign's activity spans at most two days; else the first day per hour and
 #: every day per day (pygal takes ~1 ms a bar: a chart stays under ~100 bars)
@@ -137,29 +135,8 @@ def build(numbers: CampaignReport, sale: bool) -> CampaignPage:
     early_access = sale or numbers.reward_codes is not None or numbers.total.redemptions > 0
     found = timelines(numbers, early_access)
     for t in found:
-        t.chart = draw(charts.bars if t.key.startswith("sends") else charts.line, t.title, t.labels, t.series)
+        t.chart = (charts.bars if t.key.startswith("sends") else charts.line)(t.title, t.labels, t.series)
     return CampaignPage(found, reasons, waves, numbers.reward_codes, early_access)
-
-
-#: (chart function, title, labels, series) -> (the chart's markup, the nonce it was drawn with)
-_DRAWN: OrderedDict[tuple, tuple[Markup, str]] = OrderedDict()
-_KEEP = 64
-
-
-def draw(chart, title: str, labels: list[str], series: dict[str, list[int]]) -> Markup:
-    """CHART drawn once per set of numbers: pygal takes 30-100 ms a chart, a page view a few
-    milliseconds; a view with the same numbers takes the drawing and puts in its own nonce."""
-    key = (chart.__name__, title, tuple(labels), tuple((name, tuple(v)) for name, v in series.items()))
-    nonce = csp_nonce()
-    if key in _DRAWN:
-        _DRAWN.move_to_end(key)
-        markup, drawn_with = _DRAWN[key]
-        return Markup(str(markup).replace(f'nonce="{drawn_with}"', f'nonce="{nonce}"', 1))
-    markup = chart(title, labels, series)
-    _DRAWN[key] = (markup, nonce)
-    while len(_DRAWN) > _KEEP:
-        _DRAWN.popitem(last=False)
-    return markup
 
 
 def _share(part: int, whole: int) -> float | None:

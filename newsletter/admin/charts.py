@@ -55,7 +55,7 @@ def _options(title: str, labels: Sequence[str], y_title: str | None) -> dict:
 
 def _markup(svg: str, title: str) -> Markup:
     # pygal writes its config as an inline <script> even without its tooltips: the CSP would block it
-    svg = re.sub(r"<script.*?</script>", "", svg, flags=re.S)
+    svg = re.sub(r"<script\b.*?</script>", "", svg, flags=re.S)
     # and a style attribute on the (empty, script-less) tooltip group, which the CSP refuses too
     svg = svg.replace(' style="opacity: 0" class="tooltip"', ' class="tooltip"')
     # the inline <style> of the SVG runs under the page's CSP nonce, like the page's own
