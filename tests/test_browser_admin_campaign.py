@@ -4,7 +4,8 @@ A sale campaign with reward codes goes out through the SMTP sink (one person sup
 the audience was frozen, so the engine skips them); then a hard bounce, clicks, an early-access
 redemption and a reward code used at the store. Every number the page shows (the report's
 table, the timeline tables under the charts, the reasons, early access and reward codes) is
-checked against ``campaign report --json``; the screenshots go to tests/artifacts/ (docs/images/dashboard-campaign*.png are copies).
+checked against ``campaign report --json``; the screenshots go to tests/artifacts/
+(docs/images/dashboard-campaign*.png are copies of them).
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ def overview():
     today = clock.now().date()
     grown = growth.growth(session, today, int(days))
     deliverability = health(session, current_app.settings, today)
-    session.commit()  # a finished campaign's delivered count, kept for the next time
     labels = [d.strftime("%b %d") for d in grown.days]
     return render_template(
         "web/admin/overview.html",

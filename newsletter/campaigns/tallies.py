@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core.db import session_scope
 from newsletter.core.runtime import get_runtime
-from newsletter.models import CampaignHourTally, DeliveryTally
+from newsletter.models import CampaignHourTally, DeliveryState, DeliveryTally
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,19 @@ def groups(session: Session, campaign_id: int) -> list[Any]:
         .group_by(t.wave_id, t.state, t.reason)
         .having(func.sum(t.n) != 0)
     ).all()
+
+
+def delivered(session: Session, campaign_ids: list[int]) -> dict[int, int]:
+    """Messages the relay accepted (state ``sent``), per campaign, from the tallies."""
+    t = DeliveryTally
+    return {
+        campaign_id: int(n)
+        for campaign_id, n in session.execute(
+            select(t.campaign_id, func.sum(t.n))
+            .where(t.campaign_id.in_(campaign_ids), t.state == DeliveryState.SENT)
+            .group_by(t.campaign_id)
+        )
+    }
 
 
 def reward_codes(rows: list[Any]) -> dict[str, int]:

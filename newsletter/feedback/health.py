@@ -3,10 +3,9 @@ pause a campaign (feedback/protection.py), for the dashboard's overview.
 
 The rates are the protection rule summed over the campaigns that started sending in the window:
 the deliveries with a hard bounce (or a complaint) against the deliveries the relay accepted.
-The waves of the window come from a small table; a finished campaign's delivered count from
-``campaign_tallies`` (counted once, when the page first shows it done), a running one's on
-``ix_deliveries_work`` (campaign_id, state); the bad signals per campaign on
-``ix_delivery_events_campaign`` (campaign_id, kind). The caller commits (new tallies).
+The waves of the window come from a small table; the delivered counts from the delivery tallies the
+database keeps (campaigns/tallies.py); the bad signals per campaign on
+``ix_delivery_events_campaign`` (campaign_id, kind).
 ``deliveries.sent_at`` has no index of its own (the sending path writes it once per message), so
 sends are not drawn per day.
 """
@@ -19,16 +18,12 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import distinct, func, select, text
 from sqlalchemy.orm import Session
 
+from newsletter.campaigns import tallies
 from newsletter.campaigns.report import Rate
 from newsletter.core.config import Settings
-from newsletter.core.db import dialect_insert
 from newsletter.models import (
     Campaign,
-    CampaignStatus,
-    CampaignTally,
-    Delivery,
     DeliveryEvent,
-    DeliveryState,
     SignalKind,
     Wave,
 )
@@ -61,36 +56,6 @@ def _day(value: date | str) -> date:
     return date.fromisoformat(value) if isinstance(value, str) else value
 
 
-def _delivered(session: Session, campaigns) -> dict[int, int]:
-    """Delivered messages per campaign: a finished one's from ``campaign_tallies`` (counted there the
-    first time, its rows never change again), the others' counted on ``ix_deliveries_work``."""
-    ids = [c.id for c in campaigns]
-    found = dict(
-        session.execute(
-            select(CampaignTally.campaign_id, CampaignTally.delivered).where(
-                CampaignTally.campaign_id.in_(ids)
-            )
-        ).all()
-    )
-    missing = [c.id for c in campaigns if c.id not in found]
-    if missing:
-        found.update(
-            session.execute(
-                select(Delivery.campaign_id, func.count())
-                .where(Delivery.campaign_id.in_(missing), Delivery.state == DeliveryState.SENT)
-                .group_by(Delivery.campaign_id)
-            ).all()
-        )
-    done = [
-        {"campaign_id": c.id, "delivered": found.get(c.id, 0)}
-        for c in campaigns
-        if c.status == CampaignStatus.DONE and c.id in missing
-    ]
-    if done:
-        session.execute(dialect_insert(session, CampaignTally).on_conflict_do_nothing(), done)
-    return found
-
-
 def health(session: Session, settings: Settings, today: date, days: int = 30) -> Health:
     """Rates of the campaigns whose sending started in the last ``days`` days up to ``today`` (UTC)."""
     start = today - timedelta(days=days - 1)
@@ -101,7 +66,7 @@ def health(session: Session, settings: Settings, today: date, days: int = 30) ->
         .order_by(Campaign.id)
     ).all()
     ids = [c.id for c in campaigns]
-    delivered = _delivered(session, campaigns)
+    delivered = tallies.delivered(session, [c.id for c in campaigns])
     bad: dict[tuple[int, SignalKind], int] = {
         (cid, kind): n
         for cid, kind, n in session.execute(

@@ -17,7 +17,6 @@ from newsletter.models.feedback import DeliveryEvent, SignalKind
 from newsletter.models.outbox import OutboxEmail, OutboxKind
 from newsletter.models.partners import Partner, PartnerImport, PartnerInvitation, PartnerSuppression
 from newsletter.models.rollups import (
-    CampaignTally,
     ConsentDay,
     RollupMark,
     Tally,
@@ -66,7 +65,6 @@ __all__ = [
     "ConsentEvent",
     "ConsentDay",
     "RollupMark",
-    "CampaignTally",
     "Tally",
     "TallyChange",
     "OutboxEmail",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.core.db import Base
@@ -57,12 +57,3 @@ class TallyChange(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40))
     delta: Mapped[int]
-
-
-class CampaignTally(Base):
-    """A finished campaign's delivered messages, counted once: a ``done`` campaign's rows never change."""
-
-    __tablename__ = "campaign_tallies"
-
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
-    delivered: Mapped[int]

@@ -1,6 +1,5 @@
 """dashboard counts: consent_days and rollup_marks (the consent ledger per day), tallies with
-tally_changes and their triggers (subscribers by status, suppressions), campaign_tallies (a
-finished campaign's delivered messages)
+tally_changes and their triggers (subscribers by status, suppressions)
 
 Revision ID: 0013
 Revises: 0012
@@ -115,18 +114,6 @@ def upgrade() -> None:
         sa.Column("delta", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tally_changes")),
     )
-    op.create_table(
-        "campaign_tallies",
-        sa.Column("campaign_id", sa.Integer(), nullable=False),
-        sa.Column("delivered", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["campaign_id"],
-            ["campaigns.id"],
-            name=op.f("fk_campaign_tallies_campaign_id_campaigns"),
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("campaign_id", name=op.f("pk_campaign_tallies")),
-    )
     op.execute(f"INSERT INTO tallies (name, n) SELECT {_NAME}, count(*) FROM subscribers GROUP BY status")
     op.execute("INSERT INTO tallies (name, n) SELECT 'suppressions', count(*) FROM suppressions")
     if op.get_bind().dialect.name == "postgresql":
@@ -144,7 +131,6 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER {name} ON {table}" if postgresql else f"DROP TRIGGER {name}")
         if postgresql:
             op.execute(f"DROP FUNCTION {table}_tally()")
-    op.drop_table("campaign_tallies")
     op.drop_table("tally_changes")
     op.drop_table("tallies")
     op.drop_table("rollup_marks")
