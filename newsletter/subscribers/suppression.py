@@ -37,7 +37,8 @@ def suppressed_hashes(session: Session, hashes: Iterable[str]) -> set[str]:
     wanted = list(set(hashes))
     if not wanted:
         return set()
-    return set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(wanted))))
+    query = select(Suppression.email_hash).where(Suppression.email_hash.in_(wanted))
+    return set(session.connection().scalars(query))  # Core: plain strings, no ORM row processing
 
 
 def suppress(
