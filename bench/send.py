@@ -14,8 +14,9 @@ campaigns/spring-sale (one wave, everyone, public in two days), and runs K
 the wave's start (the first enqueue) to the last 250 reply, CPU seconds of the workers per
 1,000 emails, peak RSS per worker process (work horses included), and the ratio to the
 reference measured in the same run: Postfix's ``smtp-source`` pushing the same number of
-same-size messages over K sessions into the same smtp-sink (the relay's and loopback's limit
-with no engine at all). Quiet hours are off (they depend on the hour the bench runs).
+same-size messages over as many SMTP sessions as the workers open (K x SEND_CONNECTIONS)
+into the same smtp-sink (the relay's and loopback's limit with no engine at all). Quiet
+hours are off (they depend on the hour the bench runs).
 
 ``--runs N`` repeats every measurement N times and prints min/median/max of the rates and ratios.
 ``--profile DIR`` samples every worker and its work horses with py-spy (``pip install py-spy``;
@@ -470,12 +471,14 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         span = max((last - first_start).total_seconds(), 1e-3)
 
         source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+        # the same number of SMTP sessions as the engine: each worker sends SEND_CONNECTIONS at once
+        sessions = workers_count * int(env.get("NEWSLETTER_SEND_CONNECTIONS", "4"))
         began = time.monotonic()
         subprocess.run(
             [
                 source,
                 "-s",
-                str(workers_count),
+                str(sessions),
                 "-m",
                 str(sent),
                 "-l",
@@ -508,6 +511,7 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         "cpu_per_1000": cpu / max(sent, 1) * 1000,
         "rss_mb": rss,
         "reference": reference,
+        "sessions": sessions,
         "dkim": dkim,
         "sign_alone": alone,
         "profile": sorted(profile.glob(f"{label}-worker*.txt")) if profile else [],
@@ -522,7 +526,8 @@ def describe(r: dict) -> str:
         f"{r['bytes']} bytes each\n"
         f"    engine    {r['rate']:7.0f} emails/s (wave start to last 250), "
         f"{r['cpu_per_1000']:.2f} CPU s per 1000, peak RSS {r['rss_mb']:.0f} MB per worker process\n"
-        f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink: "
+        f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink, "
+        f"{r['sessions']} sessions: "
         f"ratio {r['rate'] / r['reference']:.2f}"
     )
 
