@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
 from newsletter.core import clock
+from newsletter.core.db import among
 from newsletter.models import (
     Campaign,
     Delivery,
@@ -215,7 +216,7 @@ def mark(session: Session, ids: list[int], **values) -> None:
     if ids:
         session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(ids))
+            .where(among(session, Delivery.id, ids))
             .values(**values)
             .execution_options(synchronize_session=False)
         )

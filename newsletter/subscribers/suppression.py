@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter.core import clock
+from newsletter.core import clock, db
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import Suppression, SuppressionReason
 from newsletter.models.subscribers import address_hash
@@ -37,7 +37,7 @@ def suppressed_hashes(session: Session, hashes: Iterable[str]) -> set[str]:
     wanted = list(set(hashes))
     if not wanted:
         return set()
-    query = select(Suppression.email_hash).where(Suppression.email_hash.in_(wanted))
+    query = select(Suppression.email_hash).where(db.among(session, Suppression.email_hash, wanted))
     return set(session.connection().scalars(query))  # Core: plain strings, no ORM row processing
 
 
