@@ -1,7 +1,7 @@
 """Campaign sending throughput: real workers, PostgreSQL, Redis, and Postfix's smtp-sink as relay.
 
     python bench/send.py [--subscribers 10000 100000] [--workers 2] [--capped 0.3] [--dkim rsa|ed25519]
-                         [--runs 3] [--profile DIR]
+                         [--runs 3] [--profile DIR [--wall]]
 
 PostgreSQL and Redis: ``NEWSLETTER_BENCH_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
 and ``NEWSLETTER_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/13``; the bench flushes that
@@ -19,9 +19,9 @@ into the same smtp-sink (the relay's and loopback's limit with no engine at all)
 hours are off (they depend on the hour the bench runs).
 
 ``--runs N`` repeats every measurement N times and prints min/median/max of the rates and ratios.
-``--profile DIR`` samples every worker and its work horses with py-spy (``pip install py-spy``;
-only samples holding the GIL) into DIR/*.txt (collapsed stacks) and prints the share of the
-workers' samples spent in the main parts of a message's work.
+``--profile DIR [--wall]`` samples every worker and its work horses with py-spy (``pip install
+py-spy``; samples holding the GIL, with ``--wall`` every thread's, waiting included) into
+DIR/*.txt (collapsed stacks) and prints the frames most often on the workers' stacks.
 
 ``--dkim rsa`` runs each size twice, unsigned and DKIM-signed (RSA-2048; ``ed25519``: RSA and
 Ed25519 side by side), each next to its own reference, and prints the signing cost per
@@ -72,6 +72,7 @@ PG_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 EXAMPLE = ROOT / "campaigns" / "spring-sale"
 SLUG = "bench-sale"
+PROFILE_WALL = False  #: --wall: profile every thread, not only the one holding the GIL
 PRODUCTS = 3  #: product blocks added to the example's email: ~30 KB on the wire
 
 
@@ -334,8 +335,9 @@ def peak_rss_mb(pids: list[int]) -> float:
     return peak / 1024
 
 
-def start_profilers(folder: Path, label: str, pids: list[int]) -> list[subprocess.Popen]:
-    """py-spy on every worker and its work horses (GIL-holding samples, collapsed stacks)."""
+def start_profilers(folder: Path, label: str, pids: list[int], wall: bool = False) -> list[subprocess.Popen]:
+    """py-spy on every worker and its work horses, collapsed stacks: GIL-holding samples, or every
+    thread's (``wall``: where the time goes, waiting included)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
         raise SystemExit("--profile needs py-spy: pip install py-spy")
@@ -346,7 +348,7 @@ def start_profilers(folder: Path, label: str, pids: list[int]) -> list[subproces
                 spy,
                 "record",
                 "--subprocesses",
-                "--gil",
+                "--idle" if wall else "--gil",
                 "--nolineno",
                 "--rate",
                 "200",
@@ -432,7 +434,7 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
             for _ in range(workers_count)
         ]
         label = f"{size}{'-' + dkim if dkim else ''}-{uuid.uuid4().hex[:4]}"
-        spies = start_profilers(profile, label, [w.pid for w in workers]) if profile else []
+        spies = start_profilers(profile, label, [w.pid for w in workers], PROFILE_WALL) if profile else []
         rss = 0.0
         while True:
             time.sleep(0.5)
@@ -549,7 +551,10 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=1, help="repeat each measurement; min/median/max")
     parser.add_argument("--profile", type=Path, help="py-spy every worker into this folder")
+    parser.add_argument("--wall", action="store_true", help="with --profile: every thread, waiting included")
     args = parser.parse_args()
+    global PROFILE_WALL
+    PROFILE_WALL = args.wall
     print(f"{args.workers} workers, PostgreSQL, Redis, smtp-sink; aim: >= 50% of the same-run reference")
     for size in args.subscribers:
         variants: list[list[dict]] = [[], []] if args.dkim else [[]]
