@@ -1,6 +1,11 @@
 """Campaign sending throughput: real workers, PostgreSQL, Redis, and Postfix's smtp-sink as relay.
 
     python bench/send.py [--subscribers 10000 100000] [--workers 2] [--capped 0.3] [--dkim rsa|ed25519]
+                         [--runs 3] [--profile DIR [--wall]]
+
+PostgreSQL and Redis: ``NEWSLETTER_BENCH_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
+and ``NEWSLETTER_BENCH_REDIS_URL`` (default ``redis://127.0.0.1:6379/13``; the bench flushes that
+database). Each run makes and drops its own schema in that database.
 
 For each size: seeds N confirmed subscribers, 30% of whom got another campaign 10 hours ago
 (so the store's 1-per-20h cap defers them), schedules an early-access sale built from
@@ -9,8 +14,14 @@ campaigns/spring-sale (one wave, everyone, public in two days), and runs K
 the wave's start (the first enqueue) to the last 250 reply, CPU seconds of the workers per
 1,000 emails, peak RSS per worker process (work horses included), and the ratio to the
 reference measured in the same run: Postfix's ``smtp-source`` pushing the same number of
-same-size messages over K sessions into the same smtp-sink (the relay's and loopback's limit
-with no engine at all). Quiet hours are off (they depend on the hour the bench runs).
+same-size messages over as many SMTP sessions as the workers open (K x SEND_CONNECTIONS)
+into the same smtp-sink (the relay's and loopback's limit with no engine at all). Quiet
+hours are off (they depend on the hour the bench runs).
+
+``--runs N`` repeats every measurement N times and prints min/median/max of the rates and ratios.
+``--profile DIR [--wall]`` samples every worker and its work horses with py-spy (``pip install
+py-spy``; samples holding the GIL, with ``--wall`` every thread's, waiting included) into
+DIR/*.txt (collapsed stacks) and prints the frames most often on the workers' stacks.
 
 ``--dkim rsa`` runs each size twice, unsigned and DKIM-signed (RSA-2048; ``ed25519``: RSA and
 Ed25519 side by side), each next to its own reference, and prints the signing cost per
@@ -26,6 +37,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +72,7 @@ PG_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.
 REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 EXAMPLE = ROOT / "campaigns" / "spring-sale"
 SLUG = "bench-sale"
+PROFILE_WALL = False  #: --wall: profile every thread, not only the one holding the GIL
 PRODUCTS = 3  #: product blocks added to the example's email: ~30 KB on the wire
 
 
@@ -322,7 +335,54 @@ def peak_rss_mb(pids: list[int]) -> float:
     return peak / 1024
 
 
-def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
+def start_profilers(folder: Path, label: str, pids: list[int], wall: bool = False) -> list[subprocess.Popen]:
+    """py-spy on every worker and its work horses, collapsed stacks: GIL-holding samples, or every
+    thread's (``wall``: where the time goes, waiting included)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: pip install py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--subprocesses",
+                "--idle" if wall else "--gil",
+                "--nolineno",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(folder / f"{label}-worker{n}.txt"),
+                "--pid",
+                str(pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n, pid in enumerate(pids)
+    ]
+
+
+def profile_summary(files: list[Path], top: int = 30) -> list[tuple[float, str]]:
+    """(share of all samples, frame) for the frames most often on the stack, each counted once per stack."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for file in files:
+        for line in file.read_text("utf-8", "replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            total += int(count)
+            for frame in set(stack.split(";")):
+                inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return [(n / max(total, 1), frame) for frame, n in ranked]
+
+
+def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile: Path | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="nl-bench-send-"))
     schema = f"nl_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
@@ -336,8 +396,8 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
     try:
         upgrade(url)
         seed(url, size, capped)
-        env = {  # the bench's own NEWSLETTER_BENCH_* variables are no settings of the engine
-            **{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_BENCH_")},
+        env = {  # the engine ignores the bench's own NEWSLETTER_BENCH_* (core/config.py)
+            **os.environ,
             "NEWSLETTER_INSTANCE_PATH": str(tmp),
             "NEWSLETTER_SECRET_KEY": "bench-secret",
             "NEWSLETTER_DATABASE_URL": url,
@@ -373,6 +433,8 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
             subprocess.Popen([newsletter, "worker"], env=env, cwd=ROOT, stderr=subprocess.DEVNULL)
             for _ in range(workers_count)
         ]
+        label = f"{size}{'-' + dkim if dkim else ''}-{uuid.uuid4().hex[:4]}"
+        spies = start_profilers(profile, label, [w.pid for w in workers], PROFILE_WALL) if profile else []
         rss = 0.0
         while True:
             time.sleep(0.5)
@@ -405,16 +467,20 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
                 worker.wait()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        for spy in spies:  # each stops when its worker has exited
+            spy.wait(timeout=60)
         sent = states.get(DeliveryState.SENT, 0)
         span = max((last - first_start).total_seconds(), 1e-3)
 
         source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+        # the same number of SMTP sessions as the engine: each worker sends SEND_CONNECTIONS at once
+        sessions = workers_count * int(env.get("NEWSLETTER_SEND_CONNECTIONS", "4"))
         began = time.monotonic()
         subprocess.run(
             [
                 source,
                 "-s",
-                str(workers_count),
+                str(sessions),
                 "-m",
                 str(sent),
                 "-l",
@@ -447,9 +513,30 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "") -> dict:
         "cpu_per_1000": cpu / max(sent, 1) * 1000,
         "rss_mb": rss,
         "reference": reference,
+        "sessions": sessions,
         "dkim": dkim,
         "sign_alone": alone,
+        "profile": sorted(profile.glob(f"{label}-worker*.txt")) if profile else [],
     }
+
+
+def describe(r: dict) -> str:
+    label = f" DKIM-signed ({'RSA + Ed25519' if r['dkim'] == 'ed25519' else 'RSA-2048'})" if r["dkim"] else ""
+    return (
+        f"{r['subscribers']:>7} subscribers{label}: {r['sent']} sent, "
+        f"{r['deferred']} deferred by the cap, "
+        f"{r['bytes']} bytes each\n"
+        f"    engine    {r['rate']:7.0f} emails/s (wave start to last 250), "
+        f"{r['cpu_per_1000']:.2f} CPU s per 1000, peak RSS {r['rss_mb']:.0f} MB per worker process\n"
+        f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink, "
+        f"{r['sessions']} sessions: "
+        f"ratio {r['rate'] / r['reference']:.2f}"
+    )
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """min / median / max."""
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
 
 def main() -> None:
@@ -462,30 +549,36 @@ def main() -> None:
         choices=["rsa", "ed25519"],
         help="also run signed (rsa: RSA-2048; ed25519: RSA and Ed25519 side by side) and compare",
     )
+    parser.add_argument("--runs", type=int, default=1, help="repeat each measurement; min/median/max")
+    parser.add_argument("--profile", type=Path, help="py-spy every worker into this folder")
+    parser.add_argument("--wall", action="store_true", help="with --profile: every thread, waiting included")
     args = parser.parse_args()
-    print(f"{args.workers} workers, PostgreSQL, Redis, smtp-sink; aim: >= 1000/s and >= 50% of the limit")
+    global PROFILE_WALL
+    PROFILE_WALL = args.wall
+    print(f"{args.workers} workers, PostgreSQL, Redis, smtp-sink; aim: >= 50% of the same-run reference")
     for size in args.subscribers:
-        runs = [bench(size, args.workers, args.capped)]
+        variants: list[list[dict]] = [[], []] if args.dkim else [[]]
+        for _ in range(args.runs):
+            for runs, dkim in zip(variants, ["", args.dkim or ""], strict=False):
+                runs.append(bench(size, args.workers, args.capped, dkim, args.profile))
+                print(describe(runs[-1]), flush=True)
+        for runs in variants:
+            if len(runs) > 1:
+                print(
+                    f"  {size} subscribers{' DKIM-signed' if runs[0]['dkim'] else ''}, {len(runs)} runs "
+                    f"(min / median / max): engine {spread([r['rate'] for r in runs], '.0f')} emails/s, "
+                    f"reference {spread([r['reference'] for r in runs], '.0f')}, "
+                    f"ratio {spread([r['rate'] / r['reference'] for r in runs], '.2f')}, "
+                    f"CPU s per 1000 {spread([r['cpu_per_1000'] for r in runs], '.2f')}, "
+                    f"peak RSS {max(r['rss_mb'] for r in runs):.0f} MB",
+                    flush=True,
+                )
+            if args.profile:
+                print(f"  profile ({len(runs)} runs, share of GIL-holding samples, inclusive):")
+                for share, frame in profile_summary([f for r in runs for f in r["profile"]]):
+                    print(f"    {share:6.1%}  {frame}")
         if args.dkim:
-            runs.append(bench(size, args.workers, args.capped, args.dkim))
-        for r in runs:
-            label = (
-                f" DKIM-signed ({'RSA + Ed25519' if r['dkim'] == 'ed25519' else 'RSA-2048'})"
-                if r["dkim"]
-                else ""
-            )
-            print(
-                f"{r['subscribers']:>7} subscribers{label}: {r['sent']} sent, "
-                f"{r['deferred']} deferred by the cap, "
-                f"{r['bytes']} bytes each\n"
-                f"    engine    {r['rate']:7.0f} emails/s (wave start to last 250), "
-                f"{r['cpu_per_1000']:.2f} CPU s per 1000, peak RSS {r['rss_mb']:.0f} MB per worker process\n"
-                f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink: "
-                f"ratio {r['rate'] / r['reference']:.2f}",
-                flush=True,
-            )
-        if len(runs) == 2:
-            plain, signed = runs
+            plain, signed = variants[0][-1], variants[1][-1]
             alone = signed["sign_alone"]
             print(
                 f"    signing: +{signed['cpu_per_1000'] - plain['cpu_per_1000']:.2f} ms worker CPU "

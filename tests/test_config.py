@@ -44,6 +44,22 @@ def test_malformed_values_are_one_line_errors(tmp_path, name, value, message):
     assert "\n" not in str(info.value)
 
 
+def test_test_and_bench_variables_are_no_settings(tmp_path):
+    """The suite and bench/*.py start engine processes in their own environment."""
+    settings = load_settings(
+        tmp_path,
+        environ={
+            "NEWSLETTER_SECRET_KEY": "k",
+            "NEWSLETTER_TEST_PG_URL": "postgresql://x/test",
+            "NEWSLETTER_BENCH_PG_URL": "postgresql://x/bench",
+            "NEWSLETTER_BENCH_REDIS_URL": "redis://x/13",
+        },
+    )
+    assert settings.secret_key == "k"
+    with pytest.raises(ConfigError, match="^NEWSLETTER_BENCHX: unknown setting"):
+        load_settings(tmp_path, environ={"NEWSLETTER_SECRET_KEY": "k", "NEWSLETTER_BENCHX": "1"})
+
+
 def test_environment_overrides_instance_file(tmp_path):
     (tmp_path / "config.toml").write_text('secret_key = "file"\nstore_name = "From file"\n')
     settings = load_settings(

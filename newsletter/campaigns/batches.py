@@ -150,6 +150,7 @@ def send_batch(
     try:
         for index, recipient in enumerate(to_send):
             if time.monotonic() - last_beat > beat_every:
+                ledger.check_next(None)  # check this row again, after the beat
                 conn.set(heartbeat, 1, ex=settings.stale_claim_seconds)
                 last_beat = time.monotonic()
                 session.refresh(campaign, ["status"])
@@ -212,7 +213,9 @@ def send_batch(
                     commit()
                     break
                 continue
-            # durable before the next SMTP transaction starts: the crash-safety invariant
+            # durable before the next SMTP transaction starts: the crash-safety invariant;
+            # the next row is checked in the same round trip, right before its transaction
+            ledger.check_next(to_send[index + 1] if index + 1 < len(to_send) else None)
             ledger.mark_sent(recipient, message_id)
             if errors_since_success:
                 ledger.reset_error_streak(campaign.id)

@@ -115,35 +115,50 @@ def decide(earliest: datetime, now: datetime, deadline: datetime | None, why: st
 
 # --- Redis: atomic check-and-reserve across workers --------------------------------------------
 
-#: KEYS[1] the subscriber's set; ARGV: now_ms, member, then pairs of (count, window_ms).
-#: Returns 0 after reserving, or the earliest allowed time in ms.
+#: KEYS: the subscribers' sets; ARGV: now_ms, then per key: member, number of rules, and that
+#: many pairs of (count, window_ms). Returns per key 0 after reserving, or the earliest allowed
+#: time in ms. One call for a whole chunk of a batch (a call per recipient cost more in the
+#: client than the script in Redis); each subscriber is checked and reserved as before.
 #: Only rows never handed to the relay are reserved (queued, deferred), so a place the same
 #: delivery still holds is a leftover of an attempt that sent nothing: it never counts against it.
 _RESERVE = """
 local now = tonumber(ARGV[1])
-redis.call('ZREM', KEYS[1], ARGV[2])
-local earliest = 0
-local longest = 0
-for i = 3, #ARGV, 2 do
-  local count = tonumber(ARGV[i])
-  local window = tonumber(ARGV[i + 1])
-  if window > longest then longest = window end
-  local inside = redis.call('ZCOUNT', KEYS[1], '(' .. (now - window), '+inf')
-  if inside >= count then
-    local oldest = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now - window), '+inf',
-                              'WITHSCORES', 'LIMIT', inside - count, 1)
-    local t = tonumber(oldest[2]) + window
-    if t > earliest then earliest = t end
+local results = {}
+local a = 2
+for k = 1, #KEYS do
+  local key, member, rules = KEYS[k], ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  redis.call('ZREM', key, member)
+  local earliest = 0
+  local longest = 0
+  for i = 1, rules do
+    local count = tonumber(ARGV[a])
+    local window = tonumber(ARGV[a + 1])
+    a = a + 2
+    if window > longest then longest = window end
+    local inside = redis.call('ZCOUNT', key, '(' .. (now - window), '+inf')
+    if inside >= count then
+      local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf',
+                                'WITHSCORES', 'LIMIT', inside - count, 1)
+      local t = tonumber(oldest[2]) + window
+      if t > earliest then earliest = t end
+    end
+  end
+  if earliest > 0 then
+    results[k] = earliest
+  else
+    -- keep 30 days of history even without rules, so caps set later see recent sends
+    if longest < 2592000000 then longest = 2592000000 end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (now - longest))
+    redis.call('ZADD', key, now, member)
+    redis.call('PEXPIRE', key, longest)
+    results[k] = 0
   end
 end
-if earliest > 0 then return earliest end
--- keep 30 days of history even without rules, so caps set later see recent sends
-if longest < 2592000000 then longest = 2592000000 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - longest))
-redis.call('ZADD', KEYS[1], now, ARGV[2])
-redis.call('PEXPIRE', KEYS[1], longest)
-return 0
+return results
 """
+#: subscribers per script call: bounds how long one call keeps Redis busy
+RESERVE_CHUNK = 500
 
 
 def _ms(moment: datetime) -> int:
@@ -164,12 +179,16 @@ def reserve_batch(
     """
     script = conn.register_script(_RESERVE)
     pipe = conn.pipeline(transaction=False)
-    for subscriber_id, member, rules in requests:
-        args: list[int | str] = [_ms(now), member]
-        for count, window in rules:
-            args += [count, window * 1000]
-        script(keys=[key_for(subscriber_id)], args=args, client=pipe)
-    return [None if result == 0 else _from_ms(int(result)) for result in pipe.execute()]
+    for start in range(0, len(requests), RESERVE_CHUNK):
+        keys: list[str] = []
+        args: list[int | str] = [_ms(now)]
+        for subscriber_id, member, rules in requests[start : start + RESERVE_CHUNK]:
+            keys.append(key_for(subscriber_id))
+            args += [member, len(rules)]
+            for count, window in rules:
+                args += [count, window * 1000]
+        script(keys=keys, args=args, client=pipe)
+    return [None if result == 0 else _from_ms(int(result)) for chunk in pipe.execute() for result in chunk]
 
 
 def release(conn: redis.Redis, subscriber_id: int, member: str) -> None:

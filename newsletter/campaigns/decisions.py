@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from newsletter.campaigns import caps
 from newsletter.campaigns.ledger import BatchReport, Recipient
 from newsletter.core.config import Settings
+from newsletter.core.db import among
 from newsletter.models import Campaign, Delivery, DeliveryState
 from newsletter.subscribers import suppression
 
@@ -79,7 +80,7 @@ def decide(
     for reason, ids in skipped.items():
         session.execute(
             update(Delivery)
-            .where(owned, Delivery.id.in_(ids))
+            .where(owned, among(session, Delivery.id, ids))
             .values(state=DeliveryState.SKIPPED, reason=reason[:300])
             .execution_options(synchronize_session=False)
         )
@@ -112,7 +113,7 @@ def start_sending(session: Session, token: str, to_send: list[Recipient]) -> boo
             .where(
                 Delivery.claim_token == token,
                 Delivery.state == DeliveryState.CLAIMED,
-                Delivery.id.in_(ids[start : start + 500]),
+                among(session, Delivery.id, ids[start : start + 500]),
             )
             .values(state=DeliveryState.SENDING)
             .execution_options(synchronize_session=False)

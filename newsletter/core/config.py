@@ -386,11 +386,12 @@ def load_settings(
             raw[name] = (value, f"{config_file}: {key}")
 
     for name, value in environ.items():
-        # NEWSLETTER_TEST_* variables belong to the test suite, not the engine.
+        # NEWSLETTER_TEST_* and NEWSLETTER_BENCH_* belong to the test suite and the benchmarks,
+        # which start engine processes in the caller's environment.
         if (
             not name.startswith(PREFIX)
             or name in (PREFIX + "INSTANCE_PATH",)
-            or name.startswith(PREFIX + "TEST_")
+            or name.startswith((PREFIX + "TEST_", PREFIX + "BENCH_"))
         ):
             continue
         key = name[len(PREFIX) :]

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Enum, MetaData, create_engine, event
+from sqlalchemy import Enum, MetaData, any_, bindparam, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -37,6 +37,17 @@ _INSERT = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 def dialect_insert(session: Session, table):
     """``INSERT`` into ``table`` for the session's database, with its ``on_conflict_do_*`` methods."""
     return _INSERT[session.get_bind().dialect.name](table)
+
+
+def among(session: Session, column, values: list):
+    """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter instead of one per value.
+
+    SQLAlchemy renders a long IN list into the SQL text itself, so every batch's statement is a
+    new string for it and for psycopg to compile and parse: that cost more than the query.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
 
 
 def make_engine(url: str) -> Engine:

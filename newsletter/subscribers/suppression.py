@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from newsletter.core import clock
+from newsletter.core import clock, db
 from newsletter.core.keyset import Page, fetch_page
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import Subscriber, Suppression, SuppressionReason
@@ -38,7 +38,8 @@ def suppressed_hashes(session: Session, hashes: Iterable[str]) -> set[str]:
     wanted = list(set(hashes))
     if not wanted:
         return set()
-    return set(session.scalars(select(Suppression.email_hash).where(Suppression.email_hash.in_(wanted))))
+    query = select(Suppression.email_hash).where(db.among(session, Suppression.email_hash, wanted))
+    return set(session.connection().scalars(query))  # Core: plain strings, no ORM row processing
 
 
 def suppress(
