@@ -40,8 +40,8 @@ def _options(title: str, labels: Sequence[str], y_title: str | None) -> dict:
         "disable_xml_declaration": True,
         "width": 800,
         "height": 320,
+        # (pygal's legend_at_bottom_columns leaves no room for the legend: it is drawn cut off)
         "legend_at_bottom": True,
-        "legend_at_bottom_columns": 4,
         "show_minor_x_labels": False,
         "x_labels_major_every": max(1, len(labels) // 12),
         "truncate_label": -1,
@@ -49,6 +49,7 @@ def _options(title: str, labels: Sequence[str], y_title: str | None) -> dict:
         "print_values": False,
         "dots_size": 2,
         "margin": 8,
+        "margin_right": 40,  # room for the last x label, centred on the edge
         "no_data_text": "Nothing yet",
     }
 
@@ -83,7 +84,21 @@ def _svg(kind: str, title: str, labels: tuple[str, ...], series: Series, y_title
     chart.x_labels = list(labels)
     for name, values in series:
         chart.add(name, list(values))
+    counts = [v for _, values in series for v in values if v is not None]
+    if counts and all(float(v).is_integer() for v in counts):
+        chart.y_labels = _whole_steps(max(counts))  # counts: no 0.2 of a message on the axis
     return chart.render(is_unicode=True)
+
+
+def _whole_steps(top: float) -> list[int]:
+    """0 to at least TOP in at most ~6 round steps (1, 2 or 5 times a power of ten)."""
+    step = 1
+    while top / step > 6:
+        for factor in (2, 5 / 2, 2):  # 1 -> 2 -> 5 -> 10 -> 20 ...
+            step = int(step * factor)
+            if top / step <= 6:
+                break
+    return list(range(0, int(top) + step, step)) if top > 0 else [0, 1]
 
 
 def line(
