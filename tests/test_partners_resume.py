@@ -170,7 +170,9 @@ def test_a_killed_import_resumes_to_the_same_result_and_invites_nobody_twice(
         [log] = session.scalars(select(PartnerImport))
         per_person = Counter(
             session.scalars(
-                select(Subscriber.email).join(PartnerInvitation, PartnerInvitation.subscriber_id == Subscriber.id)
+                select(Subscriber.email).join(
+                    PartnerInvitation, PartnerInvitation.subscriber_id == Subscriber.id
+                )
             )
         )
         outbox = session.scalar(select(func.count()).select_from(OutboxEmail))
