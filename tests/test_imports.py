@@ -210,3 +210,47 @@ def test_topic_can_be_repeated_like_partners_import_and_mixes_with_topics(app, r
     with runtime.sessions() as session:
         uma = by_email(session, "uma@example.com")
         assert {s.topic.slug for s in uma.subscriptions} == {"newsletter", "product-news"}
+
+
+def test_repeats_far_apart_are_found_in_the_database_and_dispatch_waits_for_the_commit(
+    app, runtime, monkeypatch
+):
+    """The seen-addresses table (not a set in memory) finds a repeat CHUNKs later; a rolled-back
+    import dispatches nothing, and the next one on the same connection starts from an empty table."""
+    from newsletter.subscribers import imports
+
+    monkeypatch.setattr(imports, "CHUNK", 3)  # the session lets go of its objects every 3 rows
+    rows = [
+        f"p{i}@example.com,,," if i % 2 else f"p{i}@example.com,,2025-01-01T00:00:00Z,form" for i in range(10)
+    ]
+    lines = ["email,first_name,consented_at,consent_source", *rows, "P1@example.com,,,", "p8@example.com,,,"]
+    dispatched: list[int] = []
+
+    def run():
+        return imports.import_subscribers(
+            session,
+            runtime.redis,
+            runtime.settings,
+            iter(line + "\n" for line in lines),
+            source="old-tool",
+            file_sha256="0" * 64,
+            dispatch=dispatched.append,
+            default_topics=["newsletter"],
+        )
+
+    with runtime.sessions() as session:
+        report = run()
+        assert (report.imported, report.confirmation_sent, report.skipped["repeated in the file"]) == (
+            5,
+            5,
+            2,
+        )
+        assert dispatched == []
+        session.rollback()
+    assert dispatched == []  # nothing committed, nothing sent
+    with runtime.sessions() as session:
+        report = run()
+        assert report.skipped["repeated in the file"] == 2 and report.confirmation_sent == 5
+        session.commit()
+        outbox = sorted(session.scalars(select(OutboxEmail.id)))
+    assert sorted(dispatched) == outbox and len(outbox) == 5

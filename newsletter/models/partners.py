@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from newsletter.core import clock
@@ -41,6 +41,18 @@ class PartnerImport(Base):
     """The ledger of files taken from partners: which file (SHA-256), when, what came of it."""
 
     __tablename__ = "partner_imports"
+    __table_args__ = (
+        # One unfinished import per file: a second run of it resumes that one (partners/checkpoint.py).
+        Index(
+            "uq_partner_imports_unfinished",
+            "partner_id",
+            "kind",
+            "file_sha256",
+            unique=True,
+            sqlite_where=text("completed_at IS NULL"),
+            postgresql_where=text("completed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: kept as text, not a foreign key: the record outlives the partner's removal
@@ -55,15 +67,25 @@ class PartnerImport(Base):
     #: "cli" or "api"
     channel: Mapped[str] = mapped_column(String(20))
     records: Mapped[int] = mapped_column(default=0)
-    #: counts: invited, skipped per reason
+    #: counts: invited, skipped per reason (so far, while the import is under way)
     report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: the checkpoint: records of the file applied so far, committed with each chunk
+    applied_records: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: None while the import is under way or was stopped; a run of the same file resumes it
+    completed_at: Mapped[datetime | None]
+    #: the topics its people confirm into (a resumed import keeps them)
+    topics: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class PartnerInvitation(Base):
     """An invitation to confirm sent on the strength of consent given at a partner store."""
 
     __tablename__ = "partner_invitations"
-    __table_args__ = (Index("ix_partner_invitations_subscriber", "subscriber_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_partner_invitations_subscriber", "subscriber_id", "created_at"),
+        # Nobody is invited twice by one import, whatever a restart replays.
+        Index("uq_partner_invitations_import_subscriber", "import_id", "subscriber_id", unique=True),
+    )
 
     outbox_id: Mapped[int] = mapped_column(
         ForeignKey("outbox_emails.id", ondelete="CASCADE"), primary_key=True

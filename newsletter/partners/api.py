@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Partner
 from newsletter.partners import exchange, registry, signing
+from newsletter.partners.checkpoint import ImportInterrupted
 from newsletter.partners.files import FileRefused
 from newsletter.partners.invitations import enqueue_invitations
 from newsletter.partners.registry import PartnerError
@@ -138,6 +139,8 @@ def contacts(partner_id: str):
         except (FileRefused, PartnerError) as exc:
             db().rollback()
             return _error(str(exc), 422)
+        except ImportInterrupted as exc:  # the chunks before are kept: sending the file again resumes
+            return _error(str(exc), 409)
         except IntegrityError:
             db().rollback()
             return _error(

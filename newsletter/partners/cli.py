@@ -127,6 +127,7 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
     from sqlalchemy.exc import IntegrityError
 
     from newsletter.partners import exchange
+    from newsletter.partners.checkpoint import ImportInterrupted
     from newsletter.partners.files import FileRefused
     from newsletter.partners.invitations import enqueue_invitations
     from newsletter.partners.registry import PartnerError, get_partner
@@ -151,6 +152,8 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
         except (FileRefused, PartnerError) as exc:
             session.rollback()
             raise _fail(f"{exc}; nothing was imported", file) from None
+        except ImportInterrupted as exc:
+            raise _fail(exc, file) from None
         except IntegrityError:
             session.rollback()
             raise _fail(
@@ -173,9 +176,14 @@ def _import(app: Flask, partner_id: str, file: str, what: str, topics: tuple[str
 )
 @with_app
 def import_(app: Flask, partner_id: str, file: str, topics: tuple[str, ...]) -> None:
-    """Verify PARTNER_ID's signed FILE, then invite the people in it to confirm with us."""
+    """Verify PARTNER_ID's signed FILE, then invite the people in it to confirm with us.
+
+    A run of a file whose import was stopped goes on where it stopped.
+    """
     report = _import(app, partner_id, file, "contacts", topics)
     click.echo(f"imported {file} (sha256 {report.file_sha256}): {report.records} records")
+    if report.resumed_after:
+        click.echo(f"  resumed: the first {report.resumed_after} were imported by an earlier run")
     click.echo(f"  invited: {report.invited}")
     for reason, count in sorted(report.skipped.items()):
         click.echo(f"  skipped, {reason.replace('_', ' ')}: {count}")

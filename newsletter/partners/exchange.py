@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import exists, insert, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
@@ -38,7 +39,8 @@ from newsletter.models import (
     Suppression,
 )
 from newsletter.models.subscribers import address_hash
-from newsletter.partners import files
+from newsletter.partners import checkpoint, files
+from newsletter.partners.checkpoint import ImportInterrupted
 from newsletter.partners.files import FileRefused
 from newsletter.partners.registry import require_store_id
 from newsletter.partners.signing import hash_mac
@@ -52,6 +54,10 @@ DEFAULT_TOPICS = ("newsletter",)
 BATCH = 1000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _FORMULA_START = tuple("=+-@\t\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: a lower-case ASCII address: email-validator's normal form of it, once valid, is itself
+#: (unless a label is punycode, "xn--", which it turns into Unicode)
+_PLAIN_ADDRESS = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9.-]+")
 
 
 def _text_problem(value: Any, limit: int) -> str | None:
@@ -60,7 +66,7 @@ def _text_problem(value: Any, limit: int) -> str | None:
         return "must be text"
     if len(value) > limit:
         return f"longer than {limit} characters ({len(value)})"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if _CONTROL.search(value):
         return "contains a line break or control character"
     if value.startswith(_FORMULA_START):
         return "starts like a spreadsheet formula (=, +, -, @)"
@@ -147,6 +153,8 @@ class ImportReport:
     skipped: Counter = field(default_factory=Counter)
     file_sha256: str = ""
     import_id: int | None = None
+    #: records applied by an earlier, stopped run of this import (0: a fresh import)
+    resumed_after: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -211,6 +219,28 @@ def _contact(line: int, value: Any, now: datetime) -> Contact:
     )
 
 
+def _checked_contact(line: int, value: dict) -> Contact:
+    """A record ``_contact`` accepted already (the same bytes: files.chunks checks), without the checks.
+
+    Only a non-plain address goes through email-validator again, for its normal form.
+    """
+    email = value["email"]
+    if not _PLAIN_ADDRESS.fullmatch(email) or "xn--" in email:
+        email = normalize_address(email)
+    consent = value["consent"]
+    return Contact(
+        line,
+        email,
+        address_hash(email),
+        value.get("first_name") or None,
+        consent["to"],
+        files.parse_time(consent["given_at"]),
+        consent["wording_version"],
+        consent["wording_sha256"],
+        value.get("source", ""),
+    )
+
+
 def import_contacts(
     session: Session,
     settings: Settings,
@@ -221,35 +251,93 @@ def import_contacts(
     dispatch: Callable[[list[int]], None],
     topics: tuple[str, ...] = DEFAULT_TOPICS,
 ) -> ImportReport:
-    """Verify the whole file, then invite the people who consented to us; the caller commits.
+    """Verify the whole file, then invite the people who consented to us; commits chunk by chunk.
 
-    Raises FileRefused (and has written nothing the caller's rollback would not undo) on a bad
-    signature or any bad record. ``dispatch(outbox_ids)`` runs after the commit.
+    ``handle`` is a seekable binary file (spool a stream first, as the API does). Passes: the
+    signature (hashes only), every record's validity (nothing written yet: FileRefused with the
+    line of the first bad record), then chunks of ``files.CHUNK_RECORDS`` records, each applied
+    and checkpointed in one transaction (``partners/checkpoint.py``). A run of a file whose
+    import was stopped goes on after its last committed chunk, with the topics it started with,
+    and ends with the report an unbroken run would have given. Raises ImportInterrupted if it
+    stops part-way (the chunks before are kept). ``dispatch(outbox_ids)`` runs after each commit.
     """
     store_id = require_store_id(settings)
+    partner_id, partner_name = partner.id, partner.name
     envelope = files.verify(
-        handle, partner.secret, kind=files.CONTACTS, sender=partner.id, recipient=store_id
+        handle, partner.secret, kind=files.CONTACTS, sender=partner_id, recipient=store_id
     )
+    now = clock.now()
+    log = checkpoint.unfinished(session, partner_id, "contacts", envelope.sha256)
+    if log is None:
+        topics = tuple(topics)
+        topic_ids = _topic_ids(session, topics)
+        # Every record is checked before anything is written: a bad file leaves no trace.
+        for _, chunk in files.chunks(handle, envelope):
+            for line, value in chunk:
+                _contact(line, value, now)
+        log = _start_import(session, partner_id, envelope, channel, now, list(topics))
+        report = ImportReport(records=envelope.records, file_sha256=envelope.sha256, import_id=log.id)
+    else:  # the same bytes were checked in full when this import started
+        topics = tuple(log.topics or DEFAULT_TOPICS)
+        topic_ids = _topic_ids(session, topics)
+        report = ImportReport(
+            records=envelope.records,
+            invited=log.report.get("invited", 0),
+            skipped=Counter(log.report.get("skipped", {})),
+            file_sha256=envelope.sha256,
+            import_id=log.id,
+            resumed_after=log.applied_records,
+        )
+    session.commit()
+    done = log.applied_records
+    batch_log = _BatchLog(log.id, log.file_sha256, partner_id, partner_name)
+    try:
+        for first, chunk in files.chunks(handle, envelope, done):
+            now = clock.now()
+            checkpoint.claim_chunk(session, log.id, first, len(chunk))
+            _plan_each_batch(session)
+            contacts = [_checked_contact(line, value) for line, value in chunk]
+            _import_batch(session, batch_log, store_id, contacts, topic_ids, topics, report, dispatch)
+            last = first + len(chunk) == envelope.records
+            checkpoint.save_progress(session, log.id, report.as_dict(), completed_at=now if last else None)
+            session.commit()
+            done = first + len(chunk)
+    except (IntegrityError, FileRefused) as exc:
+        session.rollback()
+        why = (
+            "a signup or another import added some of these addresses meanwhile"
+            if isinstance(exc, IntegrityError)
+            else str(exc)
+        )
+        raise ImportInterrupted(
+            f"{why}; {done} of {envelope.records} records are imported, run the import again to finish"
+        ) from None
+    except BaseException:
+        session.rollback()
+        raise
+    if envelope.records == 0:  # no chunk to carry the end time
+        checkpoint.save_progress(session, log.id, report.as_dict(), completed_at=clock.now())
+        session.commit()
+    return report
+
+
+def _topic_ids(session: Session, topics: tuple[str, ...]) -> list[int]:
     known_topics = topics_by_slug(session)
     unknown = [t for t in topics if t not in known_topics]
     if unknown:
         raise FileRefused(f"unknown topic(s): {', '.join(unknown)}")
-    topic_ids = [known_topics[t].id for t in topics]
-    _plan_each_batch(session)
-    now = clock.now()
-    log = _record_import(session, partner, "contacts", envelope, channel, now)
-    report = ImportReport(records=envelope.records, file_sha256=envelope.sha256, import_id=log.id)
-    batch: list[Contact] = []
-    for line, value in files.records(handle, envelope):
-        batch.append(_contact(line, value, now))
-        if len(batch) >= BATCH:
-            _import_batch(session, partner, store_id, log, batch, topic_ids, topics, report, dispatch)
-            batch = []
-    if batch:
-        _import_batch(session, partner, store_id, log, batch, topic_ids, topics, report, dispatch)
-    log.report = report.as_dict()
-    session.flush()
-    return report
+    return [known_topics[t].id for t in topics]
+
+
+def _start_import(session: Session, partner_id: str, envelope, channel: str, now, topics) -> PartnerImport:
+    """The import's row, committed before the first chunk; a concurrent first run of the file loses."""
+    try:
+        log = checkpoint.record_import(session, partner_id, "contacts", envelope, channel, now, topics=topics)
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ImportInterrupted("another run of this file started a moment ago; wait for it") from None
+    return log
 
 
 def _plan_each_batch(session: Session) -> None:
@@ -263,11 +351,20 @@ def _plan_each_batch(session: Session) -> None:
         session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
+@dataclass(frozen=True)
+class _BatchLog:
+    """What a batch writes into its rows about the import (plain values: they outlive commits)."""
+
+    id: int
+    file_sha256: str
+    partner_id: str
+    partner_name: str
+
+
 def _import_batch(
     session: Session,
-    partner: Partner,
+    log: _BatchLog,
     store_id: str,
-    log: PartnerImport,
     batch: list[Contact],
     topic_ids: list[int],
     topics: tuple[str, ...],
@@ -275,6 +372,7 @@ def _import_batch(
     dispatch: Callable[[list[int]], None],
 ) -> None:
     now = clock.now()
+    partner = log  # the partner's id and name travel with the import
     hashes = list({c.email_hash for c in batch})
     known = {
         h: (sid, status)
@@ -290,19 +388,21 @@ def _import_batch(
     opted_out_there = set(
         session.scalars(
             select(PartnerSuppression.email_hash).where(
-                PartnerSuppression.partner_id == partner.id, PartnerSuppression.email_hash.in_(hashes)
+                PartnerSuppression.partner_id == partner.partner_id,
+                PartnerSuppression.email_hash.in_(hashes),
             )
         )
     )
     known_ids = [sid for sid, _ in known.values()]
-    recently = set(
-        session.scalars(
-            select(PartnerInvitation.subscriber_id).where(
-                PartnerInvitation.subscriber_id.in_(known_ids),
-                PartnerInvitation.created_at > now - REINVITE_AFTER,
-            )
+    # subscriber -> invited by this import (an earlier chunk of the file) or by another one
+    recently: dict[int, bool] = {}
+    for sid, import_id in session.execute(
+        select(PartnerInvitation.subscriber_id, PartnerInvitation.import_id).where(
+            PartnerInvitation.subscriber_id.in_(known_ids),
+            PartnerInvitation.created_at > now - REINVITE_AFTER,
         )
-    )
+    ):
+        recently[sid] = recently.get(sid, False) or import_id == log.id
 
     invite: list[Contact] = []
     seen: set[str] = set()
@@ -313,7 +413,7 @@ def _import_batch(
             reason = "suppressed_here"  # our opt-outs win
         elif contact.email_hash in opted_out_there:
             reason = "opted_out_at_partner"
-        elif contact.email_hash in seen:
+        elif contact.email_hash in seen or recently.get(known.get(contact.email_hash, (None,))[0]):
             reason = "duplicate_in_file"
         elif contact.email_hash in known and known[contact.email_hash][1] == SubscriberStatus.ACTIVE:
             reason = "already_subscribed"
@@ -374,8 +474,8 @@ def _import_batch(
             {
                 "outbox_id": oid,
                 "subscriber_id": sid,
-                "partner_id": partner.id,
-                "partner_name": partner.name,
+                "partner_id": partner.partner_id,
+                "partner_name": partner.partner_name,
                 "import_id": log.id,
                 "created_at": now,
             }
@@ -393,12 +493,12 @@ def _import_batch(
                 "occurred_at": now,
                 "ip": None,
                 "user_agent": None,
-                "source": f"partner:{partner.id}"[:100],
+                "source": f"partner:{partner.partner_id}"[:100],
                 "wording_version": c.wording_version,
                 "wording_hash": c.wording_hash,
                 "details": {
-                    "partner": partner.id,
-                    "partner_name": partner.name,
+                    "partner": partner.partner_id,
+                    "partner_name": partner.partner_name,
                     "consent_to": c.consent_to,
                     "consent_given_at": files.iso(c.given_at),
                     "partner_source": c.source,
@@ -500,7 +600,8 @@ def import_suppressions(
         handle, partner.secret, kind=files.SUPPRESSIONS, sender=partner.id, recipient=store_id
     )
     now = clock.now()
-    log = _record_import(session, partner, "suppressions", envelope, channel, now)
+    # one transaction: the row is complete when it commits
+    log = checkpoint.record_import(session, partner.id, "suppressions", envelope, channel, now, complete=True)
     report = SuppressionReport(records=envelope.records, file_sha256=envelope.sha256)
     batch: list[str] = []
 
@@ -535,20 +636,3 @@ def import_suppressions(
     log.report = report.as_dict()
     session.flush()
     return report
-
-
-def _record_import(session: Session, partner, kind: str, envelope, channel: str, now) -> PartnerImport:
-    """The import's row (file hash, creation time, channel); its report is filled in at the end."""
-    log = PartnerImport(
-        partner_id=partner.id,
-        kind=kind,
-        file_sha256=envelope.sha256,
-        file_created_at=envelope.created_at,
-        imported_at=now,
-        channel=channel,
-        records=envelope.records,
-        report={},
-    )
-    session.add(log)
-    session.flush()
-    return log

@@ -6,6 +6,11 @@ original time, with the tool's name and the file's SHA-256. A row without eviden
 ordinary double opt-in: a pending subscriber and a confirmation email (same outbox, same
 per-address cap as the signup form). Suppressed addresses, subscribers who left, and
 subscribers already active are never touched, so a second run of the same file changes nothing.
+
+Memory stays flat however long the file: rows are streamed, the session lets go of what it
+loaded every CHUNK rows, an address seen earlier in the file is found in a temporary table
+(not a set in memory), and the confirmations' outbox ids wait for the commit as 8-byte
+integers in one array with one callback, not one closure per row.
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ from __future__ import annotations
 import csv
 import ipaddress
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import redis
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.core.config import Settings
+from newsletter.core.db import on_commit
 from newsletter.customers.records import BadRecord, parse_datetime
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
@@ -164,7 +172,9 @@ def import_subscribers(
         return report
     reader.fieldnames = header
     known_topics = set(signup.topics_by_slug(session))
-    seen: set[str] = set()
+    seen = _SeenAddresses(session)
+    confirmations = array("q")
+    on_commit(session, lambda: [dispatch(outbox_id) for outbox_id in confirmations])
     now = clock.now()
     for count, raw in enumerate(reader, 1):
         if None in raw:
@@ -175,11 +185,9 @@ def import_subscribers(
         except BadRecord as exc:
             report.add_error(reader.line_num, str(exc))
             continue
-        email_hash = address_hash(row.email)
-        if email_hash in seen:
+        if not seen.first_time(address_hash(row.email)):
             report.skipped["repeated in the file"] += 1
             continue
-        seen.add(email_hash)
         _import_row(
             session,
             conn,
@@ -189,13 +197,42 @@ def import_subscribers(
             source=source,
             file_sha256=file_sha256,
             now=now,
-            dispatch=dispatch,
+            confirmations=confirmations,
         )
         if count % CHUNK == 0:
             session.flush()
             session.expunge_all()
     session.flush()
+    seen.close()
     return report
+
+
+class _SeenAddresses:
+    """The address hashes met so far in this file, in a temporary table of this transaction."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.postgresql = session.get_bind().dialect.name == "postgresql"
+        if self.postgresql:  # dropped with the transaction, whatever way it ends
+            session.execute(
+                text("CREATE TEMP TABLE import_seen (email_hash VARCHAR(64) PRIMARY KEY) ON COMMIT DROP")
+            )
+        else:  # SQLite keeps a temporary table for the connection: start from none, drop it in close()
+            session.execute(text("DROP TABLE IF EXISTS temp.import_seen"))
+            session.execute(text("CREATE TEMP TABLE import_seen (email_hash VARCHAR(64) PRIMARY KEY)"))
+
+    def first_time(self, email_hash: str) -> bool:
+        return (
+            self.session.execute(
+                text("INSERT INTO import_seen (email_hash) VALUES (:h) ON CONFLICT DO NOTHING"),
+                {"h": email_hash},
+            ).rowcount
+            == 1
+        )
+
+    def close(self) -> None:
+        if not self.postgresql:
+            self.session.execute(text("DROP TABLE temp.import_seen"))
 
 
 def _import_row(
@@ -208,7 +245,7 @@ def _import_row(
     source: str,
     file_sha256: str,
     now: datetime,
-    dispatch,
+    confirmations: array,
 ) -> None:
     email_hash = address_hash(row.email)
     if suppression.find(session, email_hash) is not None:
@@ -233,8 +270,10 @@ def _import_row(
             topic_slugs=row.topics,
             wording=None,
             request=request,
-            dispatch=dispatch,
+            dispatch=None,  # all of them after the commit: see import_subscribers
         )
+        if outcome.outbox_id is not None:
+            confirmations.append(outcome.outbox_id)
         if outcome.email_kind is None:
             report.confirmation_capped += 1
         else:

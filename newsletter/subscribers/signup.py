@@ -57,6 +57,8 @@ class SignupOutcome:
 
     subscriber_id: int
     email_kind: OutboxKind | None  # None: no email (cap reached)
+    #: the email's outbox row, if one was added
+    outbox_id: int | None = None
 
 
 def list_topics(session: Session) -> list[Topic]:
@@ -167,7 +169,8 @@ def request_signup(
     ``counted``: the mailbox was already counted against its daily cap by ``limits.check_signup``
     (the view's one Redis round trip); without it the cap is counted here.
 
-    ``dispatch(outbox_id)`` is called only after the transaction commits. Two signups of
+    ``dispatch(outbox_id)`` is called only after the transaction commits (with ``dispatch=None``
+    the caller dispatches ``outcome.outbox_id`` itself, after its commit). Two signups of
     one new address at the same instant: the loser raises IntegrityError; run it again
     (see ``retry_on_conflict``) and it finds the winner's row.
     """
@@ -231,8 +234,9 @@ def request_signup(
     if new_id is None and not already_active:
         session.add(SignupRequest(event_id=event_id, subscriber_id=subscriber_id, first_name=first_name))
     outbox_id = _add_outbox(session, kind, subscriber_id, email, event_id)
-    on_commit(session, lambda: dispatch(outbox_id))
-    return SignupOutcome(subscriber_id, kind)
+    if dispatch is not None:
+        on_commit(session, lambda: dispatch(outbox_id))
+    return SignupOutcome(subscriber_id, kind, outbox_id)
 
 
 def _add_outbox(
