@@ -165,11 +165,11 @@ def test_a_view_that_declares_no_role_is_refused(app, client):
     ("target", "expected"),
     [
         ("/admin/campaigns/spring?x=1", "/admin/campaigns/spring?x=1"),
-        ("https://evil.example/admin", "/admin/campaigns"),
-        ("//evil.example/admin", "/admin/campaigns"),
-        ("/\\evil.example", "/admin/campaigns"),
-        ("/subscribe", "/admin/campaigns"),
-        (None, "/admin/campaigns"),
+        ("https://evil.example/admin", "/admin/overview"),
+        ("//evil.example/admin", "/admin/overview"),
+        ("/\\evil.example", "/admin/overview"),
+        ("/subscribe", "/admin/overview"),
+        (None, "/admin/overview"),
     ],
 )
 def test_after_signing_in_only_admin_paths_of_this_site(app, target, expected):

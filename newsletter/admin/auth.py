@@ -116,7 +116,7 @@ def safe_next(target: str | None) -> str:
     text = target or ""
     parts = urlsplit(text)
     if parts.scheme or parts.netloc or not parts.path.startswith("/admin") or "\\" in text:
-        return url_for("admin.campaigns")
+        return url_for("admin.overview")
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
