@@ -78,6 +78,7 @@ def db_upgrade(app: Flask, revision: str) -> None:
 @with_app
 def worker(app: Flask, burst: bool, queues: tuple[str, ...]) -> None:
     """Run an RQ worker with the app's configuration."""
+    from newsletter.core.config import example_identity
     from newsletter.mail.dkim import DKIMError, signer_for
     from newsletter.worker import run_worker
 
@@ -85,6 +86,9 @@ def worker(app: Flask, burst: bool, queues: tuple[str, ...]) -> None:
         signer_for(app.settings)
     except DKIMError as exc:
         raise click.ClickException(str(exc)) from None
+    app.extensions["newsletter"].redis.ping()  # an outage stays the one line it is, before any warning
+    for problem in example_identity(app.settings):  # fine for `make demo`, not for a store's mail
+        click.echo(f"warning: {problem}: set NEWSLETTER_{problem.split()[0]} to the store's own", err=True)
     ok = run_worker(app.extensions["newsletter"], list(queues) or None, burst=burst)
     sys.exit(0 if ok else 1)
 

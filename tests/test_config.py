@@ -81,3 +81,46 @@ def test_broken_instance_file(tmp_path):
     (tmp_path / "config.toml").write_text('secret_key = "k\n')
     with pytest.raises(ConfigError, match="config.toml"):
         load_settings(tmp_path, environ={})
+
+
+def test_the_default_base_url_is_where_make_run_serves():
+    """Links in a first try's emails lead to the server `make run` starts."""
+    import re
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    served = re.search(r"gunicorn .*--bind [\d.]+:(\d+) wsgi:app", makefile).group(1)
+    settings = load_settings("/nonexistent", environ={"NEWSLETTER_SECRET_KEY": "k" * 32})
+    assert urlsplit(settings.base_url).port == int(served) == 8000
+
+
+def test_the_example_from_and_postal_address_are_named_until_replaced():
+    from newsletter.core.config import example_identity
+
+    shipped = load_settings("/nonexistent", environ={"NEWSLETTER_SECRET_KEY": "k" * 32})
+    assert [p.split()[0] for p in example_identity(shipped)] == ["FROM", "POSTAL_ADDRESS"]
+    own = load_settings(
+        "/nonexistent",
+        environ={
+            "NEWSLETTER_SECRET_KEY": "k" * 32,
+            "NEWSLETTER_FROM": "Linen & Tea <news@linen-tea.example>",
+            "NEWSLETTER_POSTAL_ADDRESS": "4 Mill Lane, Bristol BS1 4XX, UK",
+        },
+    )
+    assert example_identity(own) == []
+
+
+def test_a_worker_started_with_the_example_identity_warns(app):
+    from click.testing import CliRunner
+
+    from newsletter.cli import cli
+    from tests.test_cli import env_for
+
+    done = CliRunner().invoke(cli, ["worker", "--burst"], env=env_for(app))
+    assert "Traceback" not in done.output
+    assert "warning: FROM is still the example 'Store <news@store.example>'" in done.stderr
+    assert "set NEWSLETTER_POSTAL_ADDRESS to the store's own" in done.stderr
+    own = {"NEWSLETTER_FROM": "Shop <news@shop.example>", "NEWSLETTER_POSTAL_ADDRESS": "1 Road, Town"}
+    quiet = CliRunner().invoke(cli, ["worker", "--burst"], env={**env_for(app), **own})
+    assert "warning" not in quiet.stderr

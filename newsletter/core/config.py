@@ -201,7 +201,7 @@ class Settings:
     )
     base_url: str = _setting(
         _url("http", "https"),
-        "http://localhost:5000",
+        "http://localhost:8000",  # where `make run` serves: the links of a first try lead somewhere
         "public address used in links inside emails; https (RFC 8058), or http on loopback to test",
     )
     from_: str = _setting(_str, "Store <news@store.example>", "From header of every email")
@@ -349,6 +349,17 @@ def is_loopback(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def example_identity(settings: Settings) -> list[str]:
+    """The shipped example values still in FROM and POSTAL_ADDRESS: mail that names a store that
+    isn't this one (and a postal address CAN-SPAM would not accept). Empty when both are the store's."""
+    defaults = {field.name: field.default for field in fields(Settings)}
+    return [
+        f"{name.upper().rstrip('_')} is still the example {value!r}"
+        for name, value in (("from_", settings.from_), ("postal_address", settings.postal_address))
+        if value == defaults[name]
+    ]
 
 
 def insecure_base_url(settings: Settings) -> str | None:
