@@ -23,23 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from render import SITE  # noqa: E402  (bench/render.py: the same site context)
 from sqlalchemy.orm import Session  # noqa: E402
 
 import newsletter.models  # noqa: E402, F401  (every table on the metadata)
 from newsletter.campaigns import folders  # noqa: E402
-from newsletter.campaigns.site import SiteContext  # noqa: E402
 from newsletter.campaigns.validation import find_campaigns, validate_folder  # noqa: E402
 from newsletter.core import clock  # noqa: E402
 from newsletter.core.db import Base, make_engine  # noqa: E402
-
-SITE = SiteContext(
-    store_name="Our store",
-    postal_address="1 Example Street, Example City",
-    base_url="https://news.shop.example",
-    sender="Our store <news@shop.example>",
-    list_id="shop.example",
-    topics={"newsletter": "Newsletter", "early-access": "Early access", "product-news": "Product news"},
-)
 
 
 def main() -> None:

@@ -486,30 +486,10 @@ def one_run(lab: Lab, admin_url: str, redis_url: str, size: int, count: int, lab
             raise SystemExit(f"guarantees broken ({count} workers): " + "; ".join(problems))
 
         sessions = count * SEND_CONNECTIONS
-        started = time.monotonic()
-        subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                WORKER_HOSTS[0],
-                tool("smtp-source"),
-                "-s",
-                str(sessions),
-                "-m",
-                str(size),
-                "-l",
-                str(message_bytes),
-                "-d",
-                "-f",
-                "news@store.example",
-                "-t",
-                "reader@bench.example",
-                f"{DB_IP}:{SMTP_PORT}",
-            ],
-            check=True,
+        reference = send.smtp_source_rate(
+            tool("smtp-source"), size, sessions, message_bytes, f"{DB_IP}:{SMTP_PORT}",
+            prefix=("ip", "netns", "exec", WORKER_HOSTS[0]),
         )
-        reference = size / (time.monotonic() - started)
         ref_rcpts, _, _ = sink_recipients(dump, offset)
         if sum(ref_rcpts.values()) != size:
             raise SystemExit(f"the sink counted {sum(ref_rcpts.values())} of smtp-source's {size} messages")

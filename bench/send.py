@@ -310,6 +310,20 @@ def sign_alone(instance: Path, message: bytes, rounds: int = 300) -> dict:
     return result
 
 
+def smtp_source_rate(
+    source: str, count: int, sessions: int, message_bytes: int, target: str, prefix: tuple[str, ...] = ()
+) -> float:
+    """The reference: emails/s of Postfix's smtp-source pushing COUNT messages of MESSAGE_BYTES over
+    SESSIONS sessions to TARGET (host:port); PREFIX runs it elsewhere (``ip netns exec HOST``)."""
+    began = time.monotonic()
+    subprocess.run(
+        [*prefix, source, "-s", str(sessions), "-m", str(count), "-l", str(message_bytes), "-d",
+         "-f", "news@store.example", "-t", "reader@bench.example", target],
+        check=True,
+    )
+    return count / (time.monotonic() - began)
+
+
 def run(cmd: list[str], env: dict) -> None:
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
@@ -475,26 +489,7 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
         # the same number of SMTP sessions as the engine: each worker sends SEND_CONNECTIONS at once
         sessions = workers_count * int(env.get("NEWSLETTER_SEND_CONNECTIONS", "4"))
-        began = time.monotonic()
-        subprocess.run(
-            [
-                source,
-                "-s",
-                str(sessions),
-                "-m",
-                str(sent),
-                "-l",
-                str(message_bytes),
-                "-d",
-                "-f",
-                "news@store.example",
-                "-t",
-                "reader@bench.example",
-                f"127.0.0.1:{port}",
-            ],
-            check=True,
-        )
-        reference = sent / (time.monotonic() - began)
+        reference = smtp_source_rate(source, sent, sessions, message_bytes, f"127.0.0.1:{port}")
     finally:
         for worker in workers:
             if worker.poll() is None:
