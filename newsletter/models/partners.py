@@ -96,3 +96,33 @@ class PartnerInvitation(Base):
     partner_name: Mapped[str] = mapped_column(String(100))
     import_id: Mapped[int] = mapped_column(ForeignKey("partner_imports.id"))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class PartnerExchange(Base):
+    """One exchange with a partner, either way: a file or API export, a push, a pull, an import.
+
+    The history of ``partners history`` and the exchange that a disclosure event names; an
+    export's ``since`` is the previous successful exchange's start, so only what changed travels.
+    """
+
+    __tablename__ = "partner_exchanges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: kept as text, not a foreign key: the history outlives the partner's removal
+    partner_id: Mapped[str] = mapped_column(String(50), index=True)
+    #: "export" (to the partner) or "import" (from the partner)
+    direction: Mapped[str] = mapped_column(String(10))
+    #: "file", "api", "push" or "pull"
+    channel: Mapped[str] = mapped_column(String(10))
+    #: "running", "done" or "failed"
+    status: Mapped[str] = mapped_column(String(10), default="running")
+    started_at: Mapped[datetime] = mapped_column(default=clock.now)
+    finished_at: Mapped[datetime | None]
+    #: the exchange this one continues from (only what changed since it travels)
+    previous_id: Mapped[int | None] = mapped_column(ForeignKey("partner_exchanges.id"))
+    records: Mapped[int] = mapped_column(default=0)
+    invited: Mapped[int] = mapped_column(default=0)
+    #: skipped records per reason, e.g. {"suppressed": 3, "opted_out_here": 1}
+    skipped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    #: one line, for a failed exchange
+    error: Mapped[str | None] = mapped_column(String(500))
