@@ -210,7 +210,7 @@ class Settings:
     )
     store_name: str = _setting(_str, "Our store", "the store's name as subscribers know it")
     default_language: str = _setting(
-        _str, "en", "language of pages and mail when neither the subscriber nor the browser names a shipped one"
+        _str, "en", "language of pages and mail when neither the subscriber nor the browser names one"
     )
     confirm_max_age_days: int = _setting(_int, 7, "days a confirmation link stays valid")
     signup_rate_limit: tuple[int, int] = _setting(_rate, "20/60", "signups per IP: COUNT/SECONDS")
