@@ -14,9 +14,6 @@ from newsletter.core.db import Base
 
 class StoreEvent(Base):
     __tablename__ = "store_events"
-    #: a first order is one with no earlier order_placed for the address, in any letter case
-    __table_args__ = (Index("ix_store_events_email_lower", func.lower("email")),)
-
     id: Mapped[int] = mapped_column(primary_key=True)
     #: the store's own id for the event; unique, so a retried event is found, not applied again
     event_id: Mapped[str] = mapped_column(String(200), unique=True)
@@ -28,6 +25,11 @@ class StoreEvent(Base):
     #: what the API answered for this event, answered again to a retry
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+#: a first order is one with no earlier order_placed for the address, in any letter case; on the
+#: column, not the string "email" (which compiled to lower('email'), a constant, unlike migration 0011)
+Index("ix_store_events_email_lower", func.lower(StoreEvent.email))
 
 
 class OrderInvitation(Base):
