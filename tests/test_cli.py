@@ -137,3 +137,12 @@ def test_campaign_list_on_an_unmigrated_database_suggests_db_upgrade(tmp_path):
     assert done.returncode != 0
     [line] = done.stderr.splitlines()
     assert line.startswith("Error: cannot read topics (") and line.endswith("run 'newsletter db upgrade'")
+
+
+def test_worker_burst_on_empty_queues_exits_zero(tmp_path, redis_conn):
+    """An empty queue is a clean stop (RQ's work() returns False when no job ran: it was exit 1)."""
+    from tests.conftest import REDIS_URL
+
+    assert newsletter(tmp_path, "db", "upgrade").returncode == 0
+    done = newsletter(tmp_path, "worker", "--burst", REDIS_URL=REDIS_URL)
+    assert done.returncode == 0, done.stderr
