@@ -48,7 +48,9 @@ def test_expression_indexes_match_the_models(database_url):
         if any(not isinstance(e, Column) for e in ix.expressions)
     ]
     assert expression_indexes, "the filter found no expression index: it is broken"
-    definition = text("SELECT indexdef FROM pg_indexes WHERE indexname = :name")
+    definition = text(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = :name AND schemaname = current_schema()"
+    )
     engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as connection:

@@ -41,5 +41,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_partner_exchanges_partner_id", table_name="partner_exchanges")
     op.drop_table("partner_exchanges")
-    with op.batch_alter_table("subscribers") as batch:
-        batch.drop_column("language")
+    # not batch mode: copying subscribers would meet its lower(email) index, which SQLite's
+    # reflection cannot read; SQLite drops a plain column itself since 3.35
+    op.drop_column("subscribers", "language")
