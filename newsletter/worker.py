@@ -31,9 +31,10 @@ class NewsletterWorker(Worker):
 def _sweep() -> None:
     from newsletter.campaigns.jobs import tick
     from newsletter.campaigns.tallies import fold_tallies
+    from newsletter.partners.sync import enqueue_due
     from newsletter.subscribers.jobs import count_growth, sweep_outbox
 
-    for task in (sweep_outbox, tick, fold_tallies, count_growth):
+    for task in (sweep_outbox, tick, fold_tallies, count_growth, enqueue_due):
         try:
             task()
         except (RedisError, OperationalError) as exc:  # an outage: one line, it runs again

@@ -330,6 +330,19 @@ class Settings:
     queue_sync: bool = _setting(
         _bool, False, "run jobs in the web process instead of RQ (demo without Redis)"
     )
+    # partners over the wire: push, pull, scheduled sync (docs/partners.md)
+    partner_timeout: int = _setting(
+        _positive_int, 30, "seconds a partner's engine may take to connect or to send the next bytes"
+    )
+    partner_retries: int = _setting(
+        _int, 3, "retries (with backoff) of a push or pull that met a network error or a 502/503/504"
+    )
+    partner_lock_seconds: int = _setting(
+        _positive_int, 120, "a partner's sync lock expires this long after its holder stopped renewing it"
+    )
+    partner_spool_dir: str = _setting(
+        _str, "", "files of push and pull kept until they are through (to resume); default: instance/partners"
+    )
 
 
 def key_of(name: str) -> str:
@@ -437,6 +450,8 @@ def load_settings(
         values["database_url"] = f"sqlite:///{Path(instance_path) / 'newsletter.sqlite3'}"
     if not values.get("outbox_dir"):
         values["outbox_dir"] = str(Path(instance_path) / "outbox")
+    if not values.get("partner_spool_dir"):
+        values["partner_spool_dir"] = str(Path(instance_path) / "partners")
     if values.get("dkim_selector") and not values.get("dkim_key_file"):
         values["dkim_key_file"] = str(Path(instance_path) / "dkim" / f"{values['dkim_selector']}.pem")
     return Settings(**values)

@@ -24,6 +24,12 @@ class Partner(Base):
     #: shared secret of the pair: signs files both ways and authenticates API requests
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    #: the partner engine's base URL (https, or http on loopback): push and pull call its API
+    url: Mapped[str | None] = mapped_column(String(300))
+    #: scheduled exchanges: "daily", "weekly" or "off"
+    sync: Mapped[str] = mapped_column(String(10), default="off", server_default="off")
+    #: when the workers' tick runs the next scheduled exchange (None: not scheduled)
+    next_sync_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class PartnerSuppression(Base):
@@ -126,3 +132,5 @@ class PartnerExchange(Base):
     skipped: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     #: one line, for a failed exchange
     error: Mapped[str | None] = mapped_column(String(500))
+    #: the partner's id of the same exchange (its file header names it); our next pull names it
+    remote_id: Mapped[int | None]

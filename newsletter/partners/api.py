@@ -9,11 +9,12 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Partner
-from newsletter.partners import exchange, registry, signing
+from newsletter.partners import exchange, files, history, registry, signing
 from newsletter.partners.checkpoint import ImportInterrupted
 from newsletter.partners.files import FileRefused
 from newsletter.partners.invitations import enqueue_invitations
 from newsletter.partners.registry import PartnerError
+from newsletter.partners.signing import PREVIOUS_HEADER
 from newsletter.web import db, runtime
 
 bp = Blueprint("partners_api", __name__, url_prefix="/api/partners")
@@ -80,10 +81,16 @@ def export(partner_id: str):
         return _error(str(exc), exc.status)
     settings = current_app.settings
     session = runtime().sessions()
+    # The caller names the last of our exports it imported whole: only what changed since travels.
+    previous = exchange.previous_export(session, partner.id, _previous_id())
+    row = history.start(session, partner.id, "export", "api", previous)
+    session.commit()
 
     def body():
         try:
-            yield from exchange.export_contacts(session, settings, partner)
+            yield from exchange.export_contacts(session, settings, partner, previous=previous, exchange=row)
+            history.finish(session, row)  # sent whole; the caller's own history says if it imported it
+            session.commit()
         finally:
             session.close()
 
@@ -91,6 +98,9 @@ def export(partner_id: str):
         chunks = body()
         first = next(chunks)
     except PartnerError as exc:
+        with runtime().sessions() as other:
+            history.fail(other, row.id, str(exc))
+            other.commit()
         return _error(str(exc), 503)
 
     def stream():
@@ -126,6 +136,7 @@ def contacts(partner_id: str):
         except signing.RequestRefused as exc:
             return _error(str(exc), exc.status)
         rt = runtime()
+        row_id = history.start_committed(rt.sessions, partner.id, "import", "api")
         try:
             report = exchange.import_contacts(
                 db(),
@@ -138,12 +149,21 @@ def contacts(partner_id: str):
             db().commit()
         except (FileRefused, PartnerError) as exc:
             db().rollback()
+            history.fail_committed(rt.sessions, row_id, str(exc))
             return _error(str(exc), 422)
         except ImportInterrupted as exc:  # the chunks before are kept: sending the file again resumes
+            history.fail_committed(rt.sessions, row_id, str(exc))
             return _error(str(exc), 409)
         except IntegrityError:
             db().rollback()
-            return _error(
-                "some of these addresses were added meanwhile; nothing was imported, send it again", 409
-            )
+            message = "some of these addresses were added meanwhile; nothing was imported, send it again"
+            history.fail_committed(rt.sessions, row_id, message)
+            return _error(message, 409)
+        history.finish_committed(rt.sessions, row_id, report, remote_id=files.header(spool).get("exchange"))
     return jsonify(report.as_dict())
+
+
+def _previous_id() -> int | None:
+    """``X-Partner-Previous-Exchange``: the id of our export the caller imported last (digits)."""
+    value = request.headers.get(PREVIOUS_HEADER, "")
+    return int(value) if value.isdigit() and len(value) < 12 else None

@@ -30,14 +30,24 @@ def partners() -> None:
 @click.argument("partner_id")
 @click.argument("name")
 @click.option("--secret", help="The pair's shared secret if the partner gave one (else one is generated).")
+@click.option(
+    "--url", help="The partner engine's base URL (https; http only on loopback), for push and pull."
+)
+@click.option(
+    "--sync",
+    type=click.Choice(["daily", "weekly", "off"]),
+    default="off",
+    show_default=True,
+    help="Scheduled exchanges (push, then pull) run by the workers.",
+)
 @with_app
-def add(app: Flask, partner_id: str, name: str, secret: str | None) -> None:
+def add(app: Flask, partner_id: str, name: str, secret: str | None, url: str | None, sync: str) -> None:
     """Register PARTNER_ID (its own store id) shown to people as NAME; prints the secret once."""
     from newsletter.partners.registry import PartnerError, add_partner
 
     with app.extensions["newsletter"].sessions() as session:
         try:
-            partner, secret = add_partner(session, partner_id, name, secret)
+            partner, secret = add_partner(session, partner_id, name, secret, url=url, sync=sync)
         except PartnerError as exc:
             raise _fail(exc) from None
         session.commit()
@@ -200,3 +210,104 @@ def import_suppressions(app: Flask, partner_id: str, file: str) -> None:
         f"imported {file} (sha256 {report.file_sha256}): {report.records} hashes, "
         f"{report.added} new, {report.known} known already"
     )
+
+
+@partners.command("update")
+@click.argument("partner_id")
+@click.option("--name", help="A new display name (one line, at most 100 characters).")
+@click.option("--url", help="The partner engine's base URL; an empty string removes it.")
+@click.option("--sync", type=click.Choice(["daily", "weekly", "off"]), help="Scheduled exchanges.")
+@with_app
+def update(app: Flask, partner_id: str, name: str | None, url: str | None, sync: str | None) -> None:
+    """Change PARTNER_ID's name, URL or sync schedule."""
+    from newsletter.partners.registry import PartnerError, update_partner
+
+    with app.extensions["newsletter"].sessions() as session:
+        try:
+            partner = update_partner(session, partner_id, name=name, url=url, sync=sync)
+        except PartnerError as exc:
+            raise _fail(exc) from None
+        session.commit()
+        due = f", next at {partner.next_sync_at:%Y-%m-%d %H:%M} UTC" if partner.next_sync_at else ""
+        click.echo(
+            f"updated partner {partner.id} ({partner.name}): "
+            f"url {partner.url or '-'}, sync {partner.sync}{due}"
+        )
+
+
+def _over_the_wire(app: Flask, partner_id: str, step: str, topics: tuple[str, ...] = ()) -> None:
+    from newsletter.partners import exchange, wire
+    from newsletter.partners.invitations import enqueue_invitations
+    from newsletter.partners.registry import PartnerError, get_partner
+    from newsletter.partners.sync import Busy, partner_lock
+
+    runtime = app.extensions["newsletter"]
+    try:
+        with partner_lock(runtime, partner_id), runtime.sessions() as session:
+            partner = get_partner(session, partner_id)
+            if step == "push":
+                outcomes = wire.push(session, app.settings, partner)
+            else:
+                outcomes = wire.pull(
+                    session,
+                    app.settings,
+                    partner,
+                    lambda ids: enqueue_invitations(runtime, ids),
+                    topics or exchange.DEFAULT_TOPICS,
+                )
+    except (Busy, PartnerError, wire.ExchangeFailed) as exc:
+        raise _fail(exc) from None
+    for outcome in outcomes:
+        what = "resumed the cut-off exchange" if outcome.resumed else step
+        click.echo(
+            f"{what} {outcome.exchange_id} with {partner_id}: "
+            f"{outcome.records} records, invited {outcome.invited}"
+        )
+        for reason, count in sorted(outcome.skipped.items()):
+            click.echo(f"  skipped, {reason.replace('_', ' ')}: {count}")
+
+
+@partners.command("push")
+@click.argument("partner_id")
+@with_app
+def push(app: Flask, partner_id: str) -> None:
+    """Send PARTNER_ID's engine the signed export of what changed since the last push."""
+    _over_the_wire(app, partner_id, "push")
+
+
+@partners.command("pull")
+@click.argument("partner_id")
+@click.option(
+    "--topic", "topics", multiple=True, metavar="TOPIC", help="A topic invited people confirm into."
+)
+@with_app
+def pull(app: Flask, partner_id: str, topics: tuple[str, ...]) -> None:
+    """Fetch PARTNER_ID's export of us (what changed since the last pull) and invite those people."""
+    _over_the_wire(app, partner_id, "pull", topics)
+
+
+@partners.command("history")
+@click.argument("partner_id")
+@click.option("--limit", default=50, show_default=True, help="How many of the newest exchanges.")
+@with_app
+def history_(app: Flask, partner_id: str, limit: int) -> None:
+    """Every exchange with PARTNER_ID: when, direction, channel, records, invited, skipped, error."""
+    from newsletter.partners import history
+
+    with app.extensions["newsletter"].sessions() as session:
+        rows = history.rows(session, partner_id, limit)
+    if not rows:
+        click.echo(f"no exchanges with {partner_id} yet")
+    for row in rows:
+        skipped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted((row.skipped or {}).items()))
+        line = (
+            f"{row.started_at:%Y-%m-%d %H:%M:%S}  #{row.id}  {row.direction:<6}  {row.channel:<4}  "
+            f"{row.status:<7}  records {row.records}  invited {row.invited}"
+        )
+        if skipped:
+            line += f"  skipped: {skipped}"
+        if row.previous_id:
+            line += f"  after #{row.previous_id}"
+        if row.error:
+            line += f"  error: {row.error}"
+        click.echo(line)

@@ -38,6 +38,7 @@ from newsletter.models import (
     SubscriptionStatus,
     Suppression,
 )
+from newsletter.models.partners import PartnerExchange
 from newsletter.models.subscribers import address_hash
 from newsletter.partners import checkpoint, files
 from newsletter.partners.checkpoint import ImportInterrupted
@@ -81,11 +82,21 @@ def _name_unusable(value: str) -> bool:
 # --- export -----------------------------------------------------------------------------------
 
 
-def export_contacts(session: Session, settings: Settings, partner: Partner) -> Iterator[bytes]:
+def export_contacts(
+    session: Session,
+    settings: Settings,
+    partner: Partner,
+    *,
+    previous: PartnerExchange | None = None,
+    exchange: PartnerExchange | None = None,
+) -> Iterator[bytes]:
     """The signed file of everyone who may be shared with ``partner``, streamed in chunks.
 
     Only confirmed subscribers whose current grant names this partner, who are not on our
-    suppression list and whom the partner has not told us opted out there.
+    suppression list and whom the partner has not told us opted out there. With ``previous``
+    (an earlier export to this partner), only those whose share changed since it started; the
+    header names ``previous`` and ``exchange`` (this export's row, whose ``records`` is set
+    when the stream ends; the caller commits).
     """
     store_id = require_store_id(settings)
     statement = (
@@ -113,9 +124,16 @@ def export_contacts(session: Session, settings: Settings, partner: Partner) -> I
         .order_by(Subscriber.id)
         .execution_options(yield_per=BATCH)
     )
+    if previous is not None:  # only what changed since the last exchange travels
+        statement = statement.where(PartnerShare.updated_at >= previous.started_at)
+    header_extra = None
+    if exchange is not None:
+        header_extra = {"exchange": exchange.id, "previous": previous.id if previous else None}
 
     def rows() -> Iterator[dict]:
+        count = 0
         for email, first_name, granted_at, version, wording_hash, source in session.execute(statement):
+            count += 1
             yield {
                 "email": email,
                 # a name the partner would refuse (formula-like, too long) is left out, not the person
@@ -129,8 +147,22 @@ def export_contacts(session: Session, settings: Settings, partner: Partner) -> I
                 },
                 "source": f"{store_id}:{source or 'unknown'}",
             }
+        if exchange is not None:
+            exchange.records = count
 
-    return files.write_signed(files.CONTACTS, store_id, partner.id, partner.secret, rows())
+    return files.write_signed(
+        files.CONTACTS, store_id, partner.id, partner.secret, rows(), header_extra=header_extra
+    )
+
+
+def previous_export(session: Session, partner_id: str, previous_id: int | None) -> PartnerExchange | None:
+    """The earlier export to this partner that a request names (None: unknown, so everything travels)."""
+    if previous_id is None:
+        return None
+    row = session.get(PartnerExchange, previous_id)
+    if row is None or row.partner_id != partner_id or row.direction != "export" or row.status != "done":
+        return None
+    return row
 
 
 def export_suppressions(session: Session, settings: Settings, partner: Partner) -> Iterator[bytes]:

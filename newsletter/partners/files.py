@@ -70,8 +70,12 @@ def write_signed(
     secret: str,
     records: Iterable[dict],
     created_at: datetime | None = None,
+    header_extra: dict | None = None,
 ) -> Iterator[bytes]:
-    """The file as chunks of bytes (for a response or a file), signed as it streams."""
+    """The file as chunks of bytes (for a response or a file), signed as it streams.
+
+    ``header_extra``: more header fields (an exchange's ``exchange`` and ``previous`` ids).
+    """
     mac = file_mac(secret)
     header = {
         "type": "header",
@@ -80,6 +84,7 @@ def write_signed(
         "from": sender,
         "to": recipient,
         "created_at": iso(created_at or clock.now()),
+        **(header_extra or {}),
     }
     buffer = bytearray(_line(header))
     count = 0
@@ -274,3 +279,10 @@ def chunks(
             raise FileRefused("the file changed since its signature was checked; stop changing it")
         skip = max(0, start - first)
         yield first + skip, [(first + i + 2, decode(first + i + 2, lines[i])) for i in range(skip, size)]
+
+
+def header(handle: BinaryIO) -> dict:
+    """The first line of a file ``verify`` accepted (its signature covers it), as a dict."""
+    handle.seek(0)
+    value = decode(1, handle.readline(MAX_LINE + 1))
+    return value if isinstance(value, dict) else {}

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
-from newsletter.core.config import Settings
+from newsletter.core.config import Settings, is_loopback
 from newsletter.models import Partner
 from newsletter.subscribers.sharing import clear_cache
 
 PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,49}")
 #: printable ASCII without spaces; long enough to resist guessing
 SECRET = re.compile(r"[!-~]{32,128}")
+#: scheduled exchanges: how often
+SYNC_PERIODS = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+SYNC_CHOICES = (*SYNC_PERIODS, "off")
 
 
 class PartnerError(Exception):
@@ -32,8 +37,63 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_url(url: str) -> str:
+    """The partner engine's base URL: https, or http on this machine (tests, a tunnel); no path tricks."""
+    url = (url or "").strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise PartnerError(f"{url!r}: the partner's URL must be https://host[:port][/path]")
+    if parts.scheme == "http" and not is_loopback(url):
+        raise PartnerError(f"{url!r}: plain http only on loopback; a partner on the network needs https")
+    if parts.query or parts.fragment or parts.username or parts.password or len(url) > 300:
+        raise PartnerError(f"{url!r}: no query, fragment or credentials, at most 300 characters")
+    return url
+
+
+def set_sync(partner: Partner, sync: str, now: datetime) -> None:
+    """Schedule (or stop) the partner's exchanges; a newly scheduled one is due at once."""
+    if sync not in SYNC_CHOICES:
+        raise PartnerError(f"sync must be one of {', '.join(SYNC_CHOICES)}")
+    if sync != "off" and not partner.url:
+        raise PartnerError("a scheduled sync needs the partner's URL (--url)")
+    if sync == "off":
+        partner.next_sync_at = None
+    elif partner.sync != sync or partner.next_sync_at is None:
+        partner.next_sync_at = now
+    partner.sync = sync
+
+
+def update_partner(
+    session: Session,
+    partner_id: str,
+    *,
+    name: str | None = None,
+    url: str | None = None,
+    sync: str | None = None,
+) -> Partner:
+    """Change a partner's name, URL (``""`` removes it) or schedule."""
+    partner = get_partner(session, partner_id)
+    if name is not None:
+        partner.name = check_name(name)
+    if url is not None:
+        partner.url = check_url(url) if url else None
+        if not partner.url and partner.sync != "off":
+            raise PartnerError("the partner has a scheduled sync: turn it off (--sync off) first")
+    if sync is not None:
+        set_sync(partner, sync, clock.now())
+    session.flush()
+    clear_cache()
+    return partner
+
+
 def add_partner(
-    session: Session, partner_id: str, name: str, secret: str | None = None
+    session: Session,
+    partner_id: str,
+    name: str,
+    secret: str | None = None,
+    *,
+    url: str | None = None,
+    sync: str = "off",
 ) -> tuple[Partner, str]:
     """Register a partner; returns it and its secret (generated unless given)."""
     if not PARTNER_ID.fullmatch(partner_id or ""):
@@ -47,7 +107,11 @@ def add_partner(
         raise PartnerError("the secret must be 32 to 128 printable ASCII characters without spaces")
     if session.get(Partner, partner_id) is not None:
         raise PartnerError(f"partner {partner_id!r} exists already")
-    partner = Partner(id=partner_id, name=name, secret=secret, created_at=clock.now())
+    partner = Partner(
+        id=partner_id, name=name, secret=secret, created_at=clock.now(), url=check_url(url) if url else None
+    )
+    partner.sync = "off"
+    set_sync(partner, sync, partner.created_at)
     session.add(partner)
     session.flush()
     clear_cache()

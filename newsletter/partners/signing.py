@@ -22,6 +22,8 @@ SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 TIMESTAMP_HEADER = "X-Partner-Timestamp"
 NONCE_HEADER = "X-Partner-Nonce"
 SIGNATURE_HEADER = "X-Partner-Signature"
+#: the id of the sender's export the caller imported last (only what changed since travels)
+PREVIOUS_HEADER = "X-Partner-Previous-Exchange"
 
 
 def file_mac(secret: str):
