@@ -1,6 +1,6 @@
 """partners over the wire: the partner engine's URL, its sync schedule; an exchange's remote id
 
-Revision ID: pwire_partner_sync
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-12-02
 
@@ -13,7 +13,7 @@ the exchange (named in the file header), which our next request names as the pre
 import sqlalchemy as sa
 from alembic import op
 
-revision = "pwire_partner_sync"
+revision = "0018"
 down_revision = "0017"
 branch_labels = None
 depends_on = None
