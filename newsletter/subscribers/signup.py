@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from sqlalchemy import Insert, Row, bindparam, func, insert, select
+from sqlalchemy import Insert, Row, Select, bindparam, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,7 @@ from newsletter.models import (
 )
 from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import limits, suppression
-from newsletter.subscribers.consent import RequestInfo, Wording, append_event, record_event
+from newsletter.subscribers.consent import RequestInfo, Wording, append_event, event_values, record_event
 from newsletter.subscribers.names import clean_first_name
 from newsletter.subscribers.sharing import grant_requested_shares
 
@@ -179,7 +179,13 @@ def request_signup(
     # The common case, a new address, costs one Core statement per table, no ORM object
     # (this is the hot path); the subscriber's INSERT also brings back the suppression.
     inserted = _insert_if_new(session, email, first_name)
-    if inserted is not None:
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if inserted is not None and postgresql:
+        # PostgreSQL: topics, ledger event and outbox row go in one statement once the verdict is known.
+        new_id, reason = inserted
+        subscriber_id, already_active = new_id, False
+        blocked = reason is not None and suppression.reason_blocks_opt_in(SuppressionReason(reason))
+    elif inserted is not None:
         new_id, reason = inserted
         if topics:
             now = clock.now()
@@ -219,6 +225,10 @@ def request_signup(
         verdict = "not sent: daily cap for this mailbox"
     else:
         verdict = kind.value
+    if inserted is not None and postgresql:
+        return _new_signup_rows(
+            session, subscriber_id, email, topics, kind, verdict, request, wording, dispatch
+        )
     event_id = append_event(
         session,
         subscriber_id,
@@ -237,6 +247,107 @@ def request_signup(
     if dispatch is not None:
         on_commit(session, lambda: dispatch(outbox_id))
     return SignupOutcome(subscriber_id, kind, outbox_id)
+
+
+def _new_signup_rows(
+    session: Session,
+    subscriber_id: int,
+    email: str,
+    topics: list[Topic],
+    kind: OutboxKind,
+    verdict: str,
+    request: RequestInfo,
+    wording: Wording | None,
+    dispatch,
+) -> SignupOutcome:
+    """PostgreSQL, a new address: its pending topics, the ledger event and (if it mails) the outbox
+    row in one statement, the same rows the three separate INSERTs write elsewhere."""
+    now = clock.now()
+    values = {
+        "p_sid": subscriber_id,
+        "p_sub_status": SubscriptionStatus.PENDING,
+        "p_now": now,
+        **{f"p_topic_{i}": t.id for i, t in enumerate(topics)},
+        **{
+            f"p_ev_{name}": value
+            for name, value in event_values(
+                subscriber_id,
+                ConsentAction.SIGNUP_REQUESTED,
+                request,
+                topics=[t.slug for t in topics],
+                wording=wording,
+                details={"email": verdict},
+            ).items()
+        },
+    }
+    mails = verdict == kind.value
+    if mails:
+        values.update(p_kind=kind, p_mailbox=mailbox_hash(email))
+    statement = _new_signup_statement(
+        len(topics), mails, tuple(k[5:] for k in values if k.startswith("p_ev_"))
+    )
+    outbox_id = session.connection().execute(statement, values).scalar()
+    if not mails:
+        log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
+        return SignupOutcome(subscriber_id, None)
+    if dispatch is not None:
+        on_commit(session, lambda: dispatch(outbox_id))
+    return SignupOutcome(subscriber_id, kind, outbox_id)
+
+
+_NEW_SIGNUP: dict[tuple[int, bool], Insert | Select] = {}  # event_values gives the same columns always
+
+
+def _new_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]):
+    """Built once per number of topics: INSERTs chained as CTEs (PostgreSQL runs each once)."""
+    key = (topic_count, mails)
+    if key not in _NEW_SIGNUP:
+        events, outbox = ConsentEvent.__table__, OutboxEmail.__table__
+        event = (
+            insert(events)
+            .values({name: bindparam(f"p_ev_{name}", type_=events.c[name].type) for name in event_columns})
+            .returning(events.c.id)
+            .cte("signup_event")
+        )
+        ctes = [event]
+        if topic_count:
+            subscriptions = Subscription.__table__
+            ctes.append(
+                insert(subscriptions)
+                .values(
+                    [
+                        {
+                            "subscriber_id": bindparam("p_sid"),
+                            "topic_id": bindparam(f"p_topic_{i}"),
+                            "status": bindparam("p_sub_status", type_=subscriptions.c.status.type),
+                            "updated_at": bindparam("p_now"),
+                        }
+                        for i in range(topic_count)
+                    ]
+                )
+                .cte("signup_topics")
+            )
+        if mails:
+            statement = (
+                insert(outbox)
+                .from_select(
+                    ["kind", "subscriber_id", "created_at", "attempts", "request_event_id", "mailbox_hash"],
+                    select(
+                        bindparam("p_kind", type_=outbox.c.kind.type),
+                        bindparam("p_sid"),
+                        bindparam("p_now"),
+                        literal(0),
+                        event.c.id,
+                        bindparam("p_mailbox", type_=outbox.c.mailbox_hash.type),
+                    ),
+                )
+                .returning(outbox.c.id)
+                .add_cte(*ctes[1:])
+            )
+        else:
+            statement = select(event.c.id).add_cte(*ctes[1:])
+        _NEW_SIGNUP[key] = statement
+    return _NEW_SIGNUP[key]
 
 
 def _add_outbox(
