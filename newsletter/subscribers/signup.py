@@ -10,13 +10,14 @@ partner's file) change nothing stored about the person until the person confirms
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from sqlalchemy import Insert, Row, Select, bindparam, func, insert, literal, select
+from sqlalchemy import Insert, Row, TextClause, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -263,29 +264,28 @@ def _new_signup_rows(
     """PostgreSQL, a new address: its pending topics, the ledger event and (if it mails) the outbox
     row in one statement, the same rows the three separate INSERTs write elsewhere."""
     now = clock.now()
+    event = event_values(
+        subscriber_id,
+        ConsentAction.SIGNUP_REQUESTED,
+        request,
+        topics=[t.slug for t in topics],
+        wording=wording,
+        details={"email": verdict},
+    )
     values = {
-        "p_sid": subscriber_id,
-        "p_sub_status": SubscriptionStatus.PENDING,
-        "p_now": now,
-        **{f"p_topic_{i}": t.id for i, t in enumerate(topics)},
-        **{
-            f"p_ev_{name}": value
-            for name, value in event_values(
-                subscriber_id,
-                ConsentAction.SIGNUP_REQUESTED,
-                request,
-                topics=[t.slug for t in topics],
-                wording=wording,
-                details={"email": verdict},
-            ).items()
-        },
+        "sid": subscriber_id,
+        "sub_status": SubscriptionStatus.PENDING.value,
+        "now": now,
+        **{f"topic_{i}": t.id for i, t in enumerate(topics)},
+        **{f"ev_{name}": value for name, value in event.items()},
+        "ev_action": event["action"].value,
+        "ev_topics": json.dumps(event["topics"]),
+        "ev_details": json.dumps(event["details"]),
     }
     mails = verdict == kind.value
     if mails:
-        values.update(p_kind=kind, p_mailbox=mailbox_hash(email))
-    statement = _new_signup_statement(
-        len(topics), mails, tuple(k[5:] for k in values if k.startswith("p_ev_"))
-    )
+        values.update(kind=kind.value, mailbox=mailbox_hash(email))
+    statement = _new_signup_statement(len(topics), mails, tuple(event))
     outbox_id = session.connection().execute(statement, values).scalar()
     if not mails:
         log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
@@ -295,58 +295,40 @@ def _new_signup_rows(
     return SignupOutcome(subscriber_id, kind, outbox_id)
 
 
-_NEW_SIGNUP: dict[tuple[int, bool], Insert | Select] = {}  # event_values gives the same columns always
+_NEW_SIGNUP: dict[tuple[int, bool], TextClause] = {}  # event_values gives the same columns always
+_JSON_COLUMNS = ("topics", "details")
 
 
-def _new_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]):
-    """Built once per number of topics: INSERTs chained as CTEs (PostgreSQL runs each once)."""
+def _new_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]) -> TextClause:
+    """Built once per number of topics: INSERTs chained as CTEs (PostgreSQL runs each once).
+
+    Plain SQL text: SQLAlchemy does not cache the compiled form of a Core INSERT with CTEs, and
+    compiling it on every request cost more than the two round trips it saves.
+    """
     key = (topic_count, mails)
     if key not in _NEW_SIGNUP:
-        events, outbox = ConsentEvent.__table__, OutboxEmail.__table__
-        event = (
-            insert(events)
-            .values({name: bindparam(f"p_ev_{name}", type_=events.c[name].type) for name in event_columns})
-            .returning(events.c.id)
-            .cte("signup_event")
+        placeholders = ", ".join(
+            f"CAST(:ev_{c} AS json)" if c in _JSON_COLUMNS else f":ev_{c}" for c in event_columns
         )
-        ctes = [event]
+        ctes = [
+            f"signup_event AS (INSERT INTO consent_events ({', '.join(event_columns)})"
+            f" VALUES ({placeholders}) RETURNING id)"
+        ]
         if topic_count:
-            subscriptions = Subscription.__table__
+            rows = ", ".join(f"(:sid, :topic_{i}, :sub_status, :now)" for i in range(topic_count))
             ctes.append(
-                insert(subscriptions)
-                .values(
-                    [
-                        {
-                            "subscriber_id": bindparam("p_sid"),
-                            "topic_id": bindparam(f"p_topic_{i}"),
-                            "status": bindparam("p_sub_status", type_=subscriptions.c.status.type),
-                            "updated_at": bindparam("p_now"),
-                        }
-                        for i in range(topic_count)
-                    ]
-                )
-                .cte("signup_topics")
+                "signup_topics AS (INSERT INTO subscriptions (subscriber_id, topic_id, status, updated_at)"
+                f" VALUES {rows})"
             )
         if mails:
-            statement = (
-                insert(outbox)
-                .from_select(
-                    ["kind", "subscriber_id", "created_at", "attempts", "request_event_id", "mailbox_hash"],
-                    select(
-                        bindparam("p_kind", type_=outbox.c.kind.type),
-                        bindparam("p_sid"),
-                        bindparam("p_now"),
-                        literal(0),
-                        event.c.id,
-                        bindparam("p_mailbox", type_=outbox.c.mailbox_hash.type),
-                    ),
-                )
-                .returning(outbox.c.id)
-                .add_cte(*ctes[1:])
+            tail = (
+                "INSERT INTO outbox_emails"
+                " (kind, subscriber_id, created_at, attempts, request_event_id, mailbox_hash)"
+                " SELECT :kind, :sid, :now, 0, id, :mailbox FROM signup_event RETURNING id"
             )
         else:
-            statement = select(event.c.id).add_cte(*ctes[1:])
-        _NEW_SIGNUP[key] = statement
+            tail = "SELECT id FROM signup_event"
+        _NEW_SIGNUP[key] = text(f"WITH {', '.join(ctes)} {tail}")
     return _NEW_SIGNUP[key]
 
 
