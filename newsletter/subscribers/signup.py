@@ -10,13 +10,14 @@ partner's file) change nothing stored about the person until the person confirms
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
-from sqlalchemy import Insert, Row, bindparam, func, insert, select
+from sqlalchemy import Insert, Row, TextClause, bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +41,7 @@ from newsletter.models import (
 )
 from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import limits, suppression
-from newsletter.subscribers.consent import RequestInfo, Wording, append_event, record_event
+from newsletter.subscribers.consent import RequestInfo, Wording, append_event, event_values, record_event
 from newsletter.subscribers.names import clean_first_name
 from newsletter.subscribers.sharing import grant_requested_shares
 
@@ -179,7 +180,13 @@ def request_signup(
     # The common case, a new address, costs one Core statement per table, no ORM object
     # (this is the hot path); the subscriber's INSERT also brings back the suppression.
     inserted = _insert_if_new(session, email, first_name)
-    if inserted is not None:
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if inserted is not None and postgresql:
+        # PostgreSQL: topics, ledger event and outbox row go in one statement once the verdict is known.
+        new_id, reason = inserted
+        subscriber_id, already_active = new_id, False
+        blocked = reason is not None and suppression.reason_blocks_opt_in(SuppressionReason(reason))
+    elif inserted is not None:
         new_id, reason = inserted
         if topics:
             now = clock.now()
@@ -219,6 +226,10 @@ def request_signup(
         verdict = "not sent: daily cap for this mailbox"
     else:
         verdict = kind.value
+    if inserted is not None and postgresql:
+        return _new_signup_rows(
+            session, subscriber_id, email, topics, kind, verdict, request, wording, dispatch
+        )
     event_id = append_event(
         session,
         subscriber_id,
@@ -237,6 +248,88 @@ def request_signup(
     if dispatch is not None:
         on_commit(session, lambda: dispatch(outbox_id))
     return SignupOutcome(subscriber_id, kind, outbox_id)
+
+
+def _new_signup_rows(
+    session: Session,
+    subscriber_id: int,
+    email: str,
+    topics: list[Topic],
+    kind: OutboxKind,
+    verdict: str,
+    request: RequestInfo,
+    wording: Wording | None,
+    dispatch,
+) -> SignupOutcome:
+    """PostgreSQL, a new address: its pending topics, the ledger event and (if it mails) the outbox
+    row in one statement, the same rows the three separate INSERTs write elsewhere."""
+    now = clock.now()
+    event = event_values(
+        subscriber_id,
+        ConsentAction.SIGNUP_REQUESTED,
+        request,
+        topics=[t.slug for t in topics],
+        wording=wording,
+        details={"email": verdict},
+    )
+    values = {
+        "sid": subscriber_id,
+        "sub_status": SubscriptionStatus.PENDING.value,
+        "now": now,
+        **{f"topic_{i}": t.id for i, t in enumerate(topics)},
+        **{f"ev_{name}": value for name, value in event.items()},
+        "ev_action": event["action"].value,
+        "ev_topics": json.dumps(event["topics"]),
+        "ev_details": json.dumps(event["details"]),
+    }
+    mails = verdict == kind.value
+    if mails:
+        values.update(kind=kind.value, mailbox=mailbox_hash(email))
+    statement = _new_signup_statement(len(topics), mails, tuple(event))
+    outbox_id = session.connection().execute(statement, values).scalar()
+    if not mails:
+        log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
+        return SignupOutcome(subscriber_id, None)
+    if dispatch is not None:
+        on_commit(session, lambda: dispatch(outbox_id))
+    return SignupOutcome(subscriber_id, kind, outbox_id)
+
+
+_NEW_SIGNUP: dict[tuple[int, bool], TextClause] = {}  # event_values gives the same columns always
+_JSON_COLUMNS = ("topics", "details")
+
+
+def _new_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]) -> TextClause:
+    """Built once per number of topics: INSERTs chained as CTEs (PostgreSQL runs each once).
+
+    Plain SQL text: SQLAlchemy does not cache the compiled form of a Core INSERT with CTEs, and
+    compiling it on every request cost more than the two round trips it saves.
+    """
+    key = (topic_count, mails)
+    if key not in _NEW_SIGNUP:
+        placeholders = ", ".join(
+            f"CAST(:ev_{c} AS json)" if c in _JSON_COLUMNS else f":ev_{c}" for c in event_columns
+        )
+        ctes = [
+            f"signup_event AS (INSERT INTO consent_events ({', '.join(event_columns)})"
+            f" VALUES ({placeholders}) RETURNING id)"
+        ]
+        if topic_count:
+            rows = ", ".join(f"(:sid, :topic_{i}, :sub_status, :now)" for i in range(topic_count))
+            ctes.append(
+                "signup_topics AS (INSERT INTO subscriptions (subscriber_id, topic_id, status, updated_at)"
+                f" VALUES {rows})"
+            )
+        if mails:
+            tail = (
+                "INSERT INTO outbox_emails"
+                " (kind, subscriber_id, created_at, attempts, request_event_id, mailbox_hash)"
+                " SELECT :kind, :sid, :now, 0, id, :mailbox FROM signup_event RETURNING id"
+            )
+        else:
+            tail = "SELECT id FROM signup_event"
+        _NEW_SIGNUP[key] = text(f"WITH {', '.join(ctes)} {tail}")
+    return _NEW_SIGNUP[key]
 
 
 def _add_outbox(
