@@ -6,7 +6,7 @@ request reads its words in the page's language (docs/languages.md).
 
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_gettext as _
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -23,8 +23,8 @@ from newsletter.subscribers.names import MAX_LENGTH, form_problem
 
 #: what the forms say about a first name ``names.name_problem`` refuses
 NAME_MESSAGES = {
-    "length": _l("Please keep your first name to at most %(count)s characters.", count=MAX_LENGTH),
-    "characters": _l("Please write your first name on one line, without line breaks or special characters."),
+    "length": _("Please keep your first name to at most %(count)s characters.", count=MAX_LENGTH),
+    "characters": _("Please write your first name on one line, without line breaks or special characters."),
 }
 
 
@@ -41,20 +41,20 @@ class CheckboxesField(SelectMultipleField):
 
 def at_least_one_topic(_form, field) -> None:
     if not field.data:
-        raise ValidationError(_l("Please choose at least one topic."))
+        raise ValidationError(_("Please choose at least one topic."))
 
 
 class SubscribeForm(FlaskForm):
     email = StringField(
-        _l("Email address"),
-        validators=[InputRequired(_l("Please enter your email address.")), Length(max=320)],
+        _("Email address"),
+        validators=[InputRequired(_("Please enter your email address.")), Length(max=320)],
     )
-    first_name = StringField(_l("First name (optional)"), validators=[Optional(), valid_first_name])
-    topics = CheckboxesField(_l("What would you like to hear about?"), choices=[])
+    first_name = StringField(_("First name (optional)"), validators=[Optional(), valid_first_name])
+    topics = CheckboxesField(_("What would you like to hear about?"), choices=[])
     #: optional, one per partner store, never pre-ticked; effective once the address is confirmed
-    partners = CheckboxesField(_l("Partner stores (optional)"), choices=[])
+    partners = CheckboxesField(_("Partner stores (optional)"), choices=[])
     #: honeypot: hidden from people, filled in by bots
-    website = StringField(_l("Leave this field empty"), validators=[Optional()])
+    website = StringField(_("Leave this field empty"), validators=[Optional()])
 
     def validate_topics(self, field) -> None:
         at_least_one_topic(self, field)
@@ -63,7 +63,7 @@ class SubscribeForm(FlaskForm):
 class JoinForm(FlaskForm):
     """An order invitation's page: the person ticks topics (none pre-ticked) and joins."""
 
-    topics = CheckboxesField(_l("What would you like to hear about?"), choices=[])
+    topics = CheckboxesField(_("What would you like to hear about?"), choices=[])
 
     def validate_topics(self, field) -> None:
         at_least_one_topic(self, field)
@@ -78,35 +78,35 @@ class ResendForm(FlaskForm):
 
 
 class LinksForm(FlaskForm):
-    """"Send me my links": an address, and an email with the preference centre's link if we know it."""
+    """ "Send me my links": an address, and an email with the preference centre's link if we know it."""
 
     email = StringField(
-        _l("Email address"),
-        validators=[InputRequired(_l("Please enter your email address.")), Length(max=320)],
+        _("Email address"),
+        validators=[InputRequired(_("Please enter your email address.")), Length(max=320)],
     )
 
 
 FREQUENCY_CHOICES = [
-    SelectChoice("any", _l("Whenever there is news (we never send more than a few a week)")),
-    SelectChoice("weekly", _l("At most once a week")),
-    SelectChoice("monthly", _l("At most once a month")),
+    SelectChoice("any", _("Whenever there is news (we never send more than a few a week)")),
+    SelectChoice("weekly", _("At most once a week")),
+    SelectChoice("monthly", _("At most once a month")),
 ]
 PAUSE_CHOICES = [
-    SelectChoice("", _l("Don't pause")),
-    SelectChoice("1", _l("Pause for 1 week")),
-    SelectChoice("2", _l("Pause for 2 weeks")),
-    SelectChoice("4", _l("Pause for 4 weeks")),
+    SelectChoice("", _("Don't pause")),
+    SelectChoice("1", _("Pause for 1 week")),
+    SelectChoice("2", _("Pause for 2 weeks")),
+    SelectChoice("4", _("Pause for 4 weeks")),
 ]
 
 
 class PreferencesForm(FlaskForm):
-    topics = CheckboxesField(_l("What would you like to hear about?"), choices=[])
-    frequency = RadioField(_l("How often may we write?"), choices=FREQUENCY_CHOICES, default="any")
-    pause = SelectField(_l("Pause emails"), choices=PAUSE_CHOICES, default="")
-    resume = BooleanField(_l("Resume now"))
-    time_zone = SelectField(_l("Your time zone (we never write at night)"), choices=[])
-    first_name = StringField(_l("First name"), validators=[Optional(), valid_first_name])
-    partners = CheckboxesField(_l("Partner stores"), choices=[])
+    topics = CheckboxesField(_("What would you like to hear about?"), choices=[])
+    frequency = RadioField(_("How often may we write?"), choices=FREQUENCY_CHOICES, default="any")
+    pause = SelectField(_("Pause emails"), choices=PAUSE_CHOICES, default="")
+    resume = BooleanField(_("Resume now"))
+    time_zone = SelectField(_("Your time zone (we never write at night)"), choices=[])
+    first_name = StringField(_("First name"), validators=[Optional(), valid_first_name])
+    partners = CheckboxesField(_("Partner stores"), choices=[])
     # (the language choice goes here: docs/languages.md)
 
 
@@ -114,7 +114,7 @@ class UnsubscribeForm(FlaskForm):
     """The visible page's form; the RFC 8058 one-click POST carries no CSRF token at all."""
 
     scope = RadioField(
-        _l("Unsubscribe from"),
+        _("Unsubscribe from"),
         choices=[SelectChoice("topic"), SelectChoice("everything")],
         default="everything",
     )

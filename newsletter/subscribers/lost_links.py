@@ -1,4 +1,4 @@
-""""Send me my links": someone who lost every email asks for their preference centre's link.
+"""The "send me my links" page: someone who lost every email asks for their preference centre's link.
 
 The page answers the same whatever the address's state, so it tells a stranger nothing about who
 is on the list; only an address we may write to gets the email: a pending, active or unsubscribed

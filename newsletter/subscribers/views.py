@@ -213,7 +213,7 @@ def join(token: str):
 
 @bp.route("/links", methods=["GET", "POST"])
 def send_links():
-    """"Send me my links": the same answer whatever the address's state (lost_links.py)."""
+    """The "send me my links" page: the same answer whatever the address's state (lost_links.py)."""
     settings = current_app.settings
     form = LinksForm()
     if request.method == "GET":
@@ -276,7 +276,9 @@ def _refused():
     return render_template(
         "web/error.html",
         title=_("We cannot add this address"),
-        message=_("This address asked us never to write to it. Please contact the store if that has changed."),
+        message=_(
+            "This address asked us never to write to it. Please contact the store if that has changed."
+        ),
     ), 409
 
 
