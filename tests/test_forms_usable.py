@@ -98,6 +98,7 @@ def test_time_zones_common_first_no_factory_and_the_browser_script(client, make_
     served.close()
     csp = client.get(path_of(links.preferences_url(app.settings, pat))).headers["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "script-src" not in client.get("/subscribe").headers["Content-Security-Policy"]  # no script there
 
     # chosen once: the page shows that choice, no guess; a legacy zone on file stays selectable
     with runtime.sessions() as session:

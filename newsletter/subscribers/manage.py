@@ -14,7 +14,7 @@ from newsletter.subscribers.data_rights import erase, export_data
 from newsletter.subscribers.forms import EraseForm, PreferencesForm, UnsubscribeForm
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import bp, request_info
-from newsletter.web import csrf, db
+from newsletter.web import csrf, db, security
 
 
 def _bad_link(exc: TokenError):
@@ -62,6 +62,7 @@ def _preferences_form(subscriber) -> PreferencesForm:
 
 
 def _render_preferences(subscriber, form, token, saved=False, status=200):
+    security.allow_own_scripts()  # the time zone's script (static/time-zone.js)
     return render_template(
         "web/preferences.html",
         form=form,
