@@ -26,6 +26,7 @@ class OutboxKind(enum.StrEnum):
     ALREADY_SUBSCRIBED = "already_subscribed"  #: an active subscriber signed up again
     PARTNER_INVITE = "partner_invite"  #: consent came from a partner store: please confirm with us
     WELCOME = "welcome"  #: sent once per subscriber, after their first confirmation
+    LINKS = "links"  #: "send me my links": the preference centre's link, asked for on the web
     # Store mail (newsletter.store_events): to the address in the store's event, no subscriber needed.
     ORDER_PLACED = "order_placed"  #: thank you for your order
     ORDER_SHIPPED = "order_shipped"  #: your order is on its way

@@ -3,38 +3,35 @@
 from __future__ import annotations
 
 import json
-import zoneinfo
-from functools import lru_cache
 
 from flask import Response, current_app, render_template, request
+from flask_babel import gettext as _
 from wtforms import SelectChoice
 
 from newsletter.models import Frequency, SubscriberStatus
-from newsletter.subscribers import attribution, links, preferences, sharing
+from newsletter.subscribers import attribution, links, preferences, sharing, time_zones
 from newsletter.subscribers.data_rights import erase, export_data
 from newsletter.subscribers.forms import EraseForm, PreferencesForm, UnsubscribeForm
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import bp, request_info
-from newsletter.web import csrf, db
-
-
-@lru_cache(maxsize=1)
-def time_zones() -> list[str]:
-    return sorted(zoneinfo.available_timezones() | {"UTC"})
+from newsletter.web import csrf, db, security
 
 
 def _bad_link(exc: TokenError):
     if exc.gone:
         return render_template(
             "web/error.html",
-            title="Nothing to see here",
-            message="We no longer hold anything for this address, so there is nothing to change.",
+            title=_("Nothing to see here"),
+            message=_("We no longer hold anything for this address, so there is nothing to change."),
         ), 410
     return render_template(
         "web/error.html",
-        title="This link does not work",
-        message="It may have been cut short or changed when it was copied. Please open it again "
-        "from the most recent email you got from us.",
+        title=_("This link does not work"),
+        message=_(
+            "It may have been cut short or changed when it was copied. Please open it again "
+            "from the most recent email you got from us."
+        ),
+        offer_links=True,
     ), 400
 
 
@@ -56,11 +53,16 @@ def _preferences_form(subscriber) -> PreferencesForm:
     form = PreferencesForm(data=data)
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics.values()]
     form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
-    form.time_zone.choices = [SelectChoice(z) for z in time_zones()]
+    common, others = time_zones.groups(subscriber.time_zone)
+    form.time_zone.choices = {
+        _("Common time zones"): [SelectChoice(z, time_zones.label(z)) for z in common],
+        _("All other time zones"): [SelectChoice(z, time_zones.label(z)) for z in others],
+    }
     return form
 
 
 def _render_preferences(subscriber, form, token, saved=False, status=200):
+    security.allow_own_scripts()  # the time zone's script (static/time-zone.js)
     return render_template(
         "web/preferences.html",
         form=form,
@@ -74,6 +76,8 @@ def _render_preferences(subscriber, form, token, saved=False, status=200):
         },
         paused=preferences.is_paused(subscriber),
         unsubscribe_url=links.unsubscribe_url(current_app.settings, subscriber),
+        # never chosen (still the default): the page's script starts from the browser's zone
+        start_from_browser=request.method == "GET" and subscriber.time_zone == time_zones.DEFAULT,
     ), status
 
 

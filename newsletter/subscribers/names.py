@@ -37,12 +37,18 @@ def name_problem(value: str) -> str | None:
     return None
 
 
-def form_message(value: str) -> str | None:
-    """``name_problem`` as the person filling a form should read it."""
+def form_problem(value: str) -> str | None:
+    """``name_problem`` as a key of ``FORM_MESSAGES`` (the forms translate it), None if it is fine."""
     problem = name_problem(value)
     if problem is None:
         return None
-    return FORM_MESSAGES["length" if problem.startswith("longer") else "characters"]
+    return "length" if problem.startswith("longer") else "characters"
+
+
+def form_message(value: str) -> str | None:
+    """``name_problem`` as the person filling a form should read it (in English)."""
+    key = form_problem(value)
+    return FORM_MESSAGES[key] if key else None
 
 
 def clean_first_name(raw: str | None) -> str | None:

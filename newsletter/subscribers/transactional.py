@@ -29,7 +29,7 @@ from newsletter.models import (
 )
 from newsletter.models.outbox import MAX_ATTEMPTS, STORE_KINDS
 from newsletter.models.subscribers import address_hash
-from newsletter.subscribers import links, order_invitation, suppression
+from newsletter.subscribers import links, lost_links, order_invitation, suppression
 from newsletter.subscribers.signup import request_for_outbox
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,13 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
         message = build_store_mail(settings, outbox.kind, event, invite_url=invite)
     else:
         subscriber = session.get(Subscriber, outbox.subscriber_id)
-        refusal = welcome_refusal(session, subscriber) if outbox.kind == OutboxKind.WELCOME else None
+        refusal = (
+            welcome_refusal(session, subscriber)
+            if outbox.kind == OutboxKind.WELCOME
+            else lost_links.refusal(session, subscriber)
+            if outbox.kind == OutboxKind.LINKS
+            else None
+        )
         if refusal is not None:
             give_up(outbox, refusal)
             session.commit()

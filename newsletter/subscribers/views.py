@@ -5,13 +5,14 @@ from __future__ import annotations
 from functools import partial
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext as _
 from wtforms import SelectChoice
 
 from newsletter.mail.addresses import InvalidAddress, mailbox_hash, normalize_address
 from newsletter.models import SubscriberStatus
-from newsletter.subscribers import limits, links, order_invitation, sharing, signup
+from newsletter.subscribers import limits, links, lost_links, order_invitation, sharing, signup
 from newsletter.subscribers.consent import RequestInfo, signup_wording
-from newsletter.subscribers.forms import ConfirmForm, JoinForm, ResendForm, SubscribeForm
+from newsletter.subscribers.forms import ConfirmForm, JoinForm, LinksForm, ResendForm, SubscribeForm
 from newsletter.subscribers.jobs import send_transactional
 from newsletter.subscribers.sharing import partner_wording, request_shares
 from newsletter.subscribers.tokens import Purpose, TokenError
@@ -56,11 +57,7 @@ def subscribe():
             settings.confirmations_per_address,
         )
         if not counted.ip_allowed:
-            return render_template(
-                "web/error.html",
-                title="Too many requests",
-                message="Too many signups from your network. Please try again in a minute.",
-            ), 429
+            return _too_many()
         if valid and form.website.data:
             # A bot filled the honeypot: answer as usual, keep nothing.
             return render_template("web/check_inbox.html")
@@ -140,7 +137,9 @@ def confirm(token: str):
     if outcome == signup.Confirmation.REFUSED:
         return _refused()
     return render_template(
-        "web/confirmed.html", topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"]
+        "web/confirmed.html",
+        topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"],
+        preferences_url=links.preferences_url(current_app.settings, subscriber),
     )
 
 
@@ -204,20 +203,61 @@ def join(token: str):
         return _refused()
     if outcome == signup.Confirmation.ALREADY:
         return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
+    joined = order_invitation.read(db(), settings, token).subscriber
     return render_template(
-        "web/confirmed.html", topics=[t.name for t in topics if t.slug in form.topics.data]
+        "web/confirmed.html",
+        topics=[t.name for t in topics if t.slug in form.topics.data],
+        preferences_url=joined and links.preferences_url(settings, joined),
     )
+
+
+@bp.route("/links", methods=["GET", "POST"])
+def send_links():
+    """The "send me my links" page: the same answer whatever the address's state (lost_links.py)."""
+    settings = current_app.settings
+    form = LinksForm()
+    if request.method == "GET":
+        return render_template("web/send_links.html", form=form)
+    email = None
+    if form.validate_on_submit():
+        try:
+            email = normalize_address(form.email.data)
+        except InvalidAddress as exc:
+            form.email.errors = [str(exc)]
+    # the signup's limits: the same per-IP count, and the mailbox's daily cap of such emails
+    counted = limits.check_signup(
+        runtime().redis,
+        request.remote_addr or "-",
+        settings.signup_rate_limit,
+        email and mailbox_hash(email),
+        settings.confirmations_per_address,
+    )
+    if not counted.ip_allowed:
+        return _too_many()
+    if email is None:
+        return render_template("web/send_links.html", form=form), 400
+    lost_links.request_links(db(), runtime().redis, email, counted, partial(send_transactional, runtime()))
+    db().commit()
+    return render_template("web/links_sent.html")
+
+
+def _too_many():
+    return render_template(
+        "web/error.html",
+        title=_("Too many requests"),
+        message=_("Too many requests from your network. Please try again in a minute."),
+    ), 429
 
 
 def _invitation_problem(exc: TokenError):
     """No resend for an invitation: it is offered once; the signup form is always open."""
     if exc.gone:
-        message = "This invitation is no longer on file. You can still subscribe with the form."
+        message = _("This invitation is no longer on file. You can still subscribe with the form.")
     elif exc.expired:
-        message = "This invitation has expired. You can still subscribe with the form."
+        message = _("This invitation has expired. You can still subscribe with the form.")
     else:
-        message = "This link is not valid. You can still subscribe with the form."
-    return render_template("web/error.html", title="This invitation cannot be used", message=message), (
+        message = _("This link is not valid. You can still subscribe with the form.")
+    return render_template("web/error.html", title=_("This invitation cannot be used"), message=message), (
         410 if exc.gone or exc.expired else 400
     )
 
@@ -235,8 +275,10 @@ def _refused():
     """The address is on the suppression list for good (a complaint, an operator's entry)."""
     return render_template(
         "web/error.html",
-        title="We cannot add this address",
-        message="This address asked us never to write to it. Please contact the store if that has changed.",
+        title=_("We cannot add this address"),
+        message=_(
+            "This address asked us never to write to it. Please contact the store if that has changed."
+        ),
     ), 409
 
 

@@ -15,6 +15,8 @@ from newsletter.core.config import Settings
 #: Our pages load nothing but their own inline stylesheet (allowed by nonce) and post only to us.
 #: ``frame-ancestors 'none'``: nobody may frame a page with an unsubscribe or erase button.
 CSP = "default-src 'none'; style-src {style}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+#: what a page that loads one of our own files under /static adds (``allow_own_scripts``): never inline
+OWN_SCRIPTS = "; script-src 'self'"
 
 
 def csp_nonce() -> str:
@@ -22,6 +24,11 @@ def csp_nonce() -> str:
     if "csp_nonce" not in g:
         g.csp_nonce = secrets.token_urlsafe(16)
     return g.csp_nonce
+
+
+def allow_own_scripts() -> None:
+    """This response's page loads a script of ours (a file under /static); every other page runs none."""
+    g.own_scripts = True
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -40,7 +47,8 @@ def _protect(response: Response) -> Response:
     """Headers every answer carries; a view that set one of them itself keeps its own."""
     headers = response.headers
     nonce = g.get("csp_nonce")
-    headers.setdefault("Content-Security-Policy", CSP.format(style=f"'nonce-{nonce}'" if nonce else "'none'"))
+    policy = CSP.format(style=f"'nonce-{nonce}'" if nonce else "'none'")
+    headers.setdefault("Content-Security-Policy", policy + (OWN_SCRIPTS if g.get("own_scripts") else ""))
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("X-Content-Type-Options", "nosniff")
     # same-origin, not no-referrer: Flask-WTF refuses an HTTPS form post without a same-origin
