@@ -32,5 +32,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("partner_invite_days")
-    op.drop_column("outbox_emails", "not_before")
-    op.drop_column("partner_shares", "disclosed_at")
+    # plain DROP COLUMN (SQLite >= 3.35 too): a batch copy would reflect subscribers' expression index
+    op.execute("ALTER TABLE outbox_emails DROP COLUMN not_before")
+    op.execute("ALTER TABLE partner_shares DROP COLUMN disclosed_at")
