@@ -132,15 +132,23 @@ class Store:
 def stores(make_app, second_database_url, redis_conn, redis_b):
     """Store A (the default test database) and store B (a second one), each knowing the other."""
 
-    def build(serve=None):
-        """``serve``: the conftest fixture, to put store B on real HTTP (returns its base URL too)."""
+    def build(serve=None, **settings):
+        """``serve``: the conftest fixture, to put store B on real HTTP (returns its base URL too);
+        ``settings``: overrides for both stores' apps (not seen by ``Store.cli``)."""
         from newsletter.partners.registry import add_partner
 
         a = Store(
-            make_app(STORE_ID="store-a", STORE_NAME="Store A", BASE_URL="http://store-a.test"), "store-a"
+            make_app(STORE_ID="store-a", STORE_NAME="Store A", BASE_URL="http://store-a.test", **settings),
+            "store-a",
         )
-        b_config = dict(
-            STORE_ID="store-b", STORE_NAME="Store B", DATABASE_URL=second_database_url, REDIS_URL=REDIS_URL_B
+        b_config = (
+            dict(
+                STORE_ID="store-b",
+                STORE_NAME="Store B",
+                DATABASE_URL=second_database_url,
+                REDIS_URL=REDIS_URL_B,
+            )
+            | settings
         )
         if serve is None:
             b = Store(make_app(BASE_URL="http://store-b.test", **b_config), "store-b")

@@ -279,6 +279,12 @@ class Settings:
     partner_max_body_mb: int = _setting(
         _positive_int, 64, "largest contact file a partner may POST to the API, in MiB (more: 413)"
     )
+    partner_api_rate_limit: tuple[int, int] = _setting(
+        _rate, "60/60", "partner API requests per partner: COUNT/SECONDS (more: 429 with Retry-After)"
+    )
+    partner_invites_per_day: int = _setting(
+        _positive_int, 1000, "invitations sent per UTC day because of one partner; the rest wait a day"
+    )
     # deliverability: DKIM, bounces, complaints, webhooks, automatic protection (docs/deliverability.md)
     dkim_selector: str = _setting(_str, "", "DKIM selector (s=); empty: the engine does not sign")
     dkim_domain: str = _setting(_str, "", "DKIM signing domain (d=); default: the From address's domain")

@@ -21,6 +21,8 @@ class ConsentAction(enum.StrEnum):
     PARTNER_SHARE_GRANTED = "partner_share_granted"  #: may share the address with a named partner
     PARTNER_SHARE_WITHDRAWN = "partner_share_withdrawn"
     PARTNER_IMPORTED = "partner_imported"  #: a partner sent us this person's consent; invited to confirm
+    PARTNER_DISCLOSED = "partner_disclosed"  #: the address went to a named partner (an export; Art. 15(1)(c))
+    PARTNER_WITHDRAWN = "partner_withdrawn"  #: a partner told us the person withdrew sharing with us
     ERASED = "erased"  #: personal data erased on request; this ledger stays, pseudonymised
     IMPORTED = "imported"  #: consent given elsewhere, brought in with its evidence (subscribers.imports)
     COMPLAINED = "complained"  #: marked one of our messages as spam (ARF or a provider): suppressed

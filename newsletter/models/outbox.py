@@ -79,5 +79,7 @@ class OutboxEmail(Base):
     failed_at: Mapped[datetime | None]
     #: the RQ job carrying the row when it is not the row's own ``outbox-<id>`` (a batch of invitations)
     job_id: Mapped[str | None] = mapped_column(String(64))
+    #: held back until then (a partner's daily invitation cap); neither claimed nor swept before
+    not_before: Mapped[datetime | None]
     #: store mail: the event whose address and details the email carries
     store_event_id: Mapped[int | None] = mapped_column(ForeignKey("store_events.id", ondelete="CASCADE"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import JSON, ForeignKey, Index, String, text
@@ -134,3 +134,13 @@ class PartnerExchange(Base):
     error: Mapped[str | None] = mapped_column(String(500))
     #: the partner's id of the same exchange (its file header names it); our next pull names it
     remote_id: Mapped[int | None]
+
+
+class PartnerInviteDay(Base):
+    """Invitations handed to SMTP on one UTC day because of one partner: the daily cap's count."""
+
+    __tablename__ = "partner_invite_days"
+
+    partner_id: Mapped[str] = mapped_column(String(50), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)
+    sent: Mapped[int] = mapped_column(default=0)

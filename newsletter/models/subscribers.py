@@ -170,3 +170,5 @@ class PartnerShare(Base):
     source: Mapped[str | None] = mapped_column(String(100))
     #: ticked on the signup form; becomes a grant only when the person confirms their address
     requested_at: Mapped[datetime | None]
+    #: when the address last went to this partner (an export): a withdrawal is told only then
+    disclosed_at: Mapped[datetime | None]

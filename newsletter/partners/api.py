@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, stream_wit
 from sqlalchemy.exc import IntegrityError
 
 from newsletter.models import Partner
-from newsletter.partners import exchange, files, history, registry, signing
+from newsletter.partners import exchange, files, history, limits, registry, signing
 from newsletter.partners.checkpoint import ImportInterrupted
 from newsletter.partners.files import FileRefused
 from newsletter.partners.invitations import enqueue_invitations
@@ -24,6 +24,13 @@ _CHUNK = 64 * 1024
 
 def _error(message: str, status: int):
     return jsonify(error=message), status
+
+
+def _refused(exc: signing.RequestRefused):
+    response = jsonify(error=str(exc))
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response, exc.status
 
 
 def _precheck(partner_id: str) -> Partner:
@@ -43,7 +50,8 @@ def _precheck(partner_id: str) -> Partner:
 
 
 def _authenticate(partner: Partner, body_sha256: str) -> Partner:
-    """The signature, then the nonce (so nobody without the secret can burn a partner's nonces)."""
+    """The signature, then the nonce (so nobody without the secret can burn a partner's nonces),
+    then the partner's rate limit (429)."""
     signing.check_signature(
         partner.secret,
         request.method,
@@ -54,6 +62,8 @@ def _authenticate(partner: Partner, body_sha256: str) -> Partner:
         request.headers.get(signing.SIGNATURE_HEADER),
     )
     signing.claim_nonce(runtime().redis, partner.id, request.headers[signing.NONCE_HEADER])
+    # counted once authentic (forged requests cannot spend a partner's budget); fails closed
+    limits.check_partner_api(runtime().redis, partner.id, current_app.settings.partner_api_rate_limit)
     return partner
 
 
@@ -78,7 +88,7 @@ def export(partner_id: str):
     try:
         partner = _authenticate(_precheck(partner_id), hashlib.sha256(b"").hexdigest())
     except signing.RequestRefused as exc:
-        return _error(str(exc), exc.status)
+        return _refused(exc)
     settings = current_app.settings
     session = runtime().sessions()
     # The caller names the last of our exports it imported whole: only what changed since travels.
@@ -88,7 +98,9 @@ def export(partner_id: str):
 
     def body():
         try:
-            yield from exchange.export_contacts(session, settings, partner, previous=previous, exchange=row)
+            yield from exchange.export_contacts(
+                session, settings, partner, channel="api", previous=previous, exchange=row
+            )
             history.finish(session, row)  # sent whole; the caller's own history says if it imported it
             session.commit()
         finally:
@@ -134,7 +146,7 @@ def contacts(partner_id: str):
         try:
             partner = _authenticate(partner, digest.hexdigest())
         except signing.RequestRefused as exc:
-            return _error(str(exc), exc.status)
+            return _refused(exc)
         rt = runtime()
         row_id = history.start_committed(rt.sessions, partner.id, "import", "api")
         try:

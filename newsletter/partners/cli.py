@@ -197,6 +197,8 @@ def import_(app: Flask, partner_id: str, file: str, topics: tuple[str, ...]) -> 
     click.echo(f"  invited: {report.invited}")
     for reason, count in sorted(report.skipped.items()):
         click.echo(f"  skipped, {reason.replace('_', ' ')}: {count}")
+    if report.withdrawn:
+        click.echo(f"  withdrawals applied (the partner's opt-outs now): {report.withdrawn}")
 
 
 @partners.command("import-suppressions")

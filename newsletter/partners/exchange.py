@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import exists, insert, select, text
+from sqlalchemy import exists, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -40,7 +40,7 @@ from newsletter.models import (
 )
 from newsletter.models.partners import PartnerExchange
 from newsletter.models.subscribers import address_hash
-from newsletter.partners import checkpoint, files
+from newsletter.partners import checkpoint, files, withdrawals
 from newsletter.partners.checkpoint import ImportInterrupted
 from newsletter.partners.files import FileRefused
 from newsletter.partners.registry import require_store_id
@@ -87,72 +87,179 @@ def export_contacts(
     settings: Settings,
     partner: Partner,
     *,
+    channel: str = "file",
     previous: PartnerExchange | None = None,
     exchange: PartnerExchange | None = None,
 ) -> Iterator[bytes]:
     """The signed file of everyone who may be shared with ``partner``, streamed in chunks.
 
     Only confirmed subscribers whose current grant names this partner, who are not on our
-    suppression list and whom the partner has not told us opted out there. With ``previous``
-    (an earlier export to this partner), only those whose share changed since it started; the
-    header names ``previous`` and ``exchange`` (this export's row, whose ``records`` is set
-    when the stream ends; the caller commits).
+    suppression list and whom the partner has not told us opted out there; then a withdrawal
+    record (``{"withdrawn": sha256}``) per person the partner received who withdrew since. With
+    ``previous`` only shares granted, changed or withdrawn since its start travel.
+
+    The export is its own ``partner_exchanges`` row (``exchange``, when the caller made it: a push
+    keeps it running until the partner answers) (the header names it and ``previous``).
+    Commits as it goes: each page of people gets its ``partner_disclosed`` ledger events in a
+    transaction committed *before* any of its bytes are handed out, so a stream cut short
+    (crash, closed connection) over-reports by at most one page and never under-reports; the
+    exchange is marked done when the trailer has been produced, failed if the stream stops.
     """
     store_id = require_store_id(settings)
-    statement = (
-        select(
-            Subscriber.email,
-            Subscriber.first_name,
-            PartnerShare.granted_at,
-            PartnerShare.wording_version,
-            PartnerShare.wording_hash,
-            PartnerShare.source,
-        )
-        .join(PartnerShare, PartnerShare.subscriber_id == Subscriber.id)
-        .where(
-            PartnerShare.partner_id == partner.id,
-            PartnerShare.granted.is_(True),
-            PartnerShare.granted_at.is_not(None),
-            PartnerShare.wording_hash.is_not(None),
-            Subscriber.status == SubscriberStatus.ACTIVE,
-            ~exists().where(Suppression.email_hash == Subscriber.email_hash),
-            ~exists().where(
-                PartnerSuppression.partner_id == partner.id,
-                PartnerSuppression.email_hash == Subscriber.email_hash,
-            ),
-        )
-        .order_by(Subscriber.id)
-        .execution_options(yield_per=BATCH)
+    partner_id, partner_name, secret = partner.id, partner.name, partner.secret
+    previous_id = previous.id if previous is not None else None
+    since = previous.started_at if previous is not None else None
+    run = exchange or PartnerExchange(
+        partner_id=partner_id,
+        direction="export",
+        channel=channel,
+        status="running",
+        started_at=clock.now(),
+        previous_id=previous_id,
+        records=0,
+        invited=0,
+        skipped={},
     )
-    if previous is not None:  # only what changed since the last exchange travels
-        statement = statement.where(PartnerShare.updated_at >= previous.started_at)
-    header_extra = None
-    if exchange is not None:
-        header_extra = {"exchange": exchange.id, "previous": previous.id if previous else None}
+    session.add(run)
+    session.commit()
+    exchange_id = run.id
+    counts = {"records": 0, "withdrawn": 0}
+    header = {"exchange": exchange_id} | ({"previous": previous_id} if previous_id is not None else {})
 
     def rows() -> Iterator[dict]:
-        count = 0
-        for email, first_name, granted_at, version, wording_hash, source in session.execute(statement):
-            count += 1
-            yield {
-                "email": email,
-                # a name the partner would refuse (formula-like, too long) is left out, not the person
-                "first_name": first_name if first_name and not _name_unusable(first_name) else None,
-                "consent": {
-                    "to": partner.id,
-                    "to_name": partner.name,
-                    "given_at": files.iso(granted_at),
-                    "wording_version": version,
-                    "wording_sha256": wording_hash,
-                },
-                "source": f"{store_id}:{source or 'unknown'}",
-            }
-        if exchange is not None:
-            exchange.records = count
+        for page in _disclosable_pages(session, partner_id, since):
+            _record_disclosures(session, partner_id, partner_name, exchange_id, previous_id, channel, page)
+            session.commit()  # on record before a byte of this page leaves
+            counts["records"] += len(page)
+            for _, email, first_name, granted_at, version, wording_hash, source in page:
+                yield {
+                    "email": email,
+                    # a name the partner would refuse (formula-like, too long) is left out, not the person
+                    "first_name": first_name if first_name and not _name_unusable(first_name) else None,
+                    "consent": {
+                        "to": partner_id,
+                        "to_name": partner_name,
+                        "given_at": files.iso(granted_at),
+                        "wording_version": version,
+                        "wording_sha256": wording_hash,
+                    },
+                    "source": f"{store_id}:{source or 'unknown'}",
+                }
+        for email_hash in withdrawals.to_tell(session, partner_id, since):
+            counts["withdrawn"] += 1
+            yield {"withdrawn": email_hash}
 
-    return files.write_signed(
-        files.CONTACTS, store_id, partner.id, partner.secret, rows(), header_extra=header_extra
+    def stream() -> Iterator[bytes]:
+        try:
+            yield from files.write_signed(files.CONTACTS, store_id, partner_id, secret, rows(), header=header)
+        except BaseException as exc:  # GeneratorExit too: the consumer stopped reading
+            session.rollback()
+            why = "the stream was not read to the end" if isinstance(exc, GeneratorExit) else str(exc)
+            _finish_export(session, exchange_id, counts, "failed", f"{why}"[:500])
+            raise
+        # a row the caller made (a push) stays running until the partner has answered
+        _finish_export(session, exchange_id, counts, "running" if exchange is not None else "done", None)
+
+    return stream()
+
+
+def _disclosable_pages(session: Session, partner_id: str, since: datetime | None) -> Iterator[list[tuple]]:
+    """The people to export, a page of BATCH at a time by id (keyset: no cursor held across commits)."""
+    last = 0
+    while True:
+        statement = (
+            select(
+                Subscriber.id,
+                Subscriber.email,
+                Subscriber.first_name,
+                PartnerShare.granted_at,
+                PartnerShare.wording_version,
+                PartnerShare.wording_hash,
+                PartnerShare.source,
+            )
+            .join(PartnerShare, PartnerShare.subscriber_id == Subscriber.id)
+            .where(
+                Subscriber.id > last,
+                PartnerShare.partner_id == partner_id,
+                PartnerShare.granted.is_(True),
+                PartnerShare.granted_at.is_not(None),
+                PartnerShare.wording_hash.is_not(None),
+                Subscriber.status == SubscriberStatus.ACTIVE,
+                ~exists().where(Suppression.email_hash == Subscriber.email_hash),
+                ~exists().where(
+                    PartnerSuppression.partner_id == partner_id,
+                    PartnerSuppression.email_hash == Subscriber.email_hash,
+                ),
+            )
+            .order_by(Subscriber.id)
+            .limit(BATCH)
+        )
+        if since is not None:
+            statement = statement.where(PartnerShare.updated_at >= since)
+        page = [tuple(row) for row in session.execute(statement)]
+        if not page:
+            return
+        yield page
+        last = page[-1][0]
+
+
+def _record_disclosures(
+    session: Session,
+    partner_id: str,
+    partner_name: str,
+    exchange_id: int,
+    previous_id: int | None,
+    channel: str,
+    page: list[tuple],
+) -> None:
+    """One ``partner_disclosed`` ledger event per person of the page, and the share's ``disclosed_at``."""
+    now = clock.now()
+    insert_rows(
+        session,
+        ConsentEvent,
+        [
+            {
+                "subscriber_id": sid,
+                "action": ConsentAction.PARTNER_DISCLOSED,
+                "topics": [],
+                "occurred_at": now,
+                "ip": None,
+                "user_agent": None,
+                "source": f"partner-export:{channel}"[:100],
+                "wording_version": version,
+                "wording_hash": wording_hash,
+                "details": {
+                    "partner": partner_id,
+                    "partner_name": partner_name,
+                    "exchange_id": exchange_id,
+                    "previous_exchange_id": previous_id,
+                    "channel": channel,
+                },
+            }
+            for sid, _, _, _, version, wording_hash, _ in page
+        ],
     )
+    session.execute(
+        update(PartnerShare)
+        .where(PartnerShare.partner_id == partner_id, PartnerShare.subscriber_id.in_([r[0] for r in page]))
+        # updated_at kept: a disclosure is no change of the share (the next delta must not resend it)
+        .values(disclosed_at=now, updated_at=PartnerShare.updated_at)
+    )
+
+
+def _finish_export(session: Session, exchange_id: int, counts: dict, status: str, error: str | None) -> None:
+    session.execute(
+        update(PartnerExchange)
+        .where(PartnerExchange.id == exchange_id)
+        .values(
+            status=status,
+            finished_at=None if status == "running" else clock.now(),
+            records=counts["records"],
+            skipped={"withdrawn": counts["withdrawn"]} if counts["withdrawn"] else {},
+            error=error,
+        )
+    )
+    session.commit()
 
 
 def previous_export(session: Session, partner_id: str, previous_id: int | None) -> PartnerExchange | None:
@@ -187,14 +294,17 @@ class ImportReport:
     import_id: int | None = None
     #: records applied by an earlier, stopped run of this import (0: a fresh import)
     resumed_after: int = 0
+    #: withdrawal records applied (withdrawals.py)
+    withdrawn: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        report = {
             "records": self.records,
             "invited": self.invited,
             "skipped": dict(sorted(self.skipped.items())),
             "file_sha256": self.file_sha256,
         }
+        return report | ({"withdrawn": self.withdrawn} if self.withdrawn else {})
 
 
 @dataclass(frozen=True)
@@ -306,7 +416,8 @@ def import_contacts(
         # Every record is checked before anything is written: a bad file leaves no trace.
         for _, chunk in files.chunks(handle, envelope):
             for line, value in chunk:
-                _contact(line, value, now)
+                if not withdrawals.check(line, value):  # hook: withdrawal records are checked there
+                    _contact(line, value, now)
         log = _start_import(session, partner_id, envelope, channel, now, list(topics))
         report = ImportReport(records=envelope.records, file_sha256=envelope.sha256, import_id=log.id)
     else:  # the same bytes were checked in full when this import started
@@ -319,6 +430,7 @@ def import_contacts(
             file_sha256=envelope.sha256,
             import_id=log.id,
             resumed_after=log.applied_records,
+            withdrawn=log.report.get("withdrawn", 0),
         )
     session.commit()
     done = log.applied_records
@@ -328,6 +440,9 @@ def import_contacts(
             now = clock.now()
             checkpoint.claim_chunk(session, log.id, first, len(chunk))
             _plan_each_batch(session)
+            # hook: withdrawal records are applied there and left out of the chunk
+            chunk, withdrawn = withdrawals.apply(session, partner_id, batch_log.id, chunk)
+            report.withdrawn += withdrawn
             contacts = [_checked_contact(line, value) for line, value in chunk]
             _import_batch(session, batch_log, store_id, contacts, topic_ids, topics, report, dispatch)
             last = first + len(chunk) == envelope.records

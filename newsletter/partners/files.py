@@ -70,23 +70,22 @@ def write_signed(
     secret: str,
     records: Iterable[dict],
     created_at: datetime | None = None,
-    header_extra: dict | None = None,
+    header: dict | None = None,
 ) -> Iterator[bytes]:
     """The file as chunks of bytes (for a response or a file), signed as it streams.
 
-    ``header_extra``: more header fields (an exchange's ``exchange`` and ``previous`` ids).
+    ``header``: more fields for the header line (an export's ``exchange`` and ``previous`` ids).
     """
     mac = file_mac(secret)
-    header = {
+    first = {
         "type": "header",
         "format": kind,
         "version": VERSION,
         "from": sender,
         "to": recipient,
         "created_at": iso(created_at or clock.now()),
-        **(header_extra or {}),
-    }
-    buffer = bytearray(_line(header))
+    } | (header or {})
+    buffer = bytearray(_line(first))
     count = 0
     for record in records:
         buffer += _line(record)

@@ -60,7 +60,8 @@ def deliver_invitations(outbox_ids: list[int]) -> int:
     try:
         for outbox_id in outbox_ids:
             with session_scope(runtime.sessions) as session:
-                if not transactional.claim(session, outbox_id):
+                if not transactional.claim(session, outbox_id, runtime.settings.partner_invites_per_day):
+                    session.commit()  # a held invitation keeps its not_before (the daily cap)
                     continue
                 session.commit()
                 if transactional.deliver(session, runtime.settings, transport, outbox_id):

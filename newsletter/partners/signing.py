@@ -58,9 +58,11 @@ def _epoch() -> float:
 class RequestRefused(Exception):
     """The request is not authentic, too old, or replayed; ``status`` is the HTTP answer."""
 
-    def __init__(self, message: str, status: int = 401):
+    def __init__(self, message: str, status: int = 401, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        #: seconds, for a 429 (the Retry-After header)
+        self.retry_after = retry_after
 
 
 def check_timestamp(timestamp: str | None) -> None:

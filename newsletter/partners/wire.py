@@ -246,7 +246,7 @@ def push(session: Session, settings: Settings, partner: Partner) -> list[Outcome
 
 def _export_adapter(session, settings, partner, *, previous, exchange: PartnerExchange):
     """The one place push calls the exporter, with the exchange it belongs to and the one it follows."""
-    return export_contacts(session, settings, partner, previous=previous, exchange=exchange)
+    return export_contacts(session, settings, partner, channel="push", previous=previous, exchange=exchange)
 
 
 def _post(

@@ -118,7 +118,7 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
     """Everything held about the person, JSON-ready."""
     events = session.scalars(
         select(ConsentEvent).where(ConsentEvent.subscriber_id == subscriber.id).order_by(ConsentEvent.id)
-    )
+    ).all()
     emails = session.scalars(
         select(OutboxEmail).where(OutboxEmail.subscriber_id == subscriber.id).order_by(OutboxEmail.id)
     )
@@ -145,6 +145,17 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "time_zone": subscriber.time_zone,
         "topics": {s.topic.slug: s.status.value for s in subscriber.subscriptions},
         "partner_sharing": {p.partner_id: p.granted for p in subscriber.partner_shares},
+        # the recipients of the address (Art. 15(1)(c)): one entry per export to a partner
+        "partner_disclosures": [
+            {
+                "partner": e.details.get("partner"),
+                "partner_name": e.details.get("partner_name"),
+                "at": _iso(e.occurred_at),
+                "exchange_id": e.details.get("exchange_id"),
+            }
+            for e in events
+            if e.action == ConsentAction.PARTNER_DISCLOSED
+        ],
         # names typed with later signups of this address, used only if that signup is confirmed
         "unconfirmed_signups": [
             {"requested_at": _iso(r.created_at), "first_name": r.first_name} for r in requests

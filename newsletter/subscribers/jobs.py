@@ -114,7 +114,8 @@ def deliver_transactional(outbox_id: int) -> str | None:
     """Send one transactional email (confirmation, notice) from the outbox."""
     runtime = get_runtime()
     with session_scope(runtime.sessions) as session:
-        if not transactional.claim(session, outbox_id):
+        if not transactional.claim(session, outbox_id, runtime.settings.partner_invites_per_day):
+            session.commit()  # a partner invitation over its partner's daily cap is held to midnight
             return None  # sent already, or another worker has it
         session.commit()  # the claim is visible before the slow part starts
         transport = make_transport(runtime.settings)

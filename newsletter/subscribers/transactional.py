@@ -29,7 +29,7 @@ from newsletter.models import (
 )
 from newsletter.models.outbox import MAX_ATTEMPTS, STORE_KINDS
 from newsletter.models.subscribers import address_hash
-from newsletter.subscribers import links, lost_links, order_invitation, suppression
+from newsletter.subscribers import links, lost_links, order_invitation, partner_cap, suppression
 from newsletter.subscribers.signup import request_for_outbox
 
 log = logging.getLogger(__name__)
@@ -38,9 +38,14 @@ log = logging.getLogger(__name__)
 STALE_CLAIM = timedelta(minutes=10)
 
 
-def claim(session: Session, outbox_id: int) -> bool:
+def claim(session: Session, outbox_id: int, invites_per_day: int | None = None) -> bool:
     """Take the row for this worker and count the attempt; False if it is sent, given up, out of
-    attempts or another worker holds it."""
+    attempts, another worker holds it, or it is held back (``not_before``).
+
+    A partner invitation also takes a slot of its partner's day (``invites_per_day``,
+    partner_cap.py); with the day full it is held until midnight UTC instead (committed by the
+    caller, as the claim is), no attempt counted.
+    """
     now = clock.now()
     result = session.execute(
         update(OutboxEmail)
@@ -50,10 +55,21 @@ def claim(session: Session, outbox_id: int) -> bool:
             OutboxEmail.failed_at.is_(None),
             OutboxEmail.attempts < MAX_ATTEMPTS,
             or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
+            or_(OutboxEmail.not_before.is_(None), OutboxEmail.not_before <= now),
         )
         .values(claimed_at=now, attempts=OutboxEmail.attempts + 1)
     )
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    partner_id = partner_cap.partner_of(session, outbox_id) if invites_per_day else None
+    if partner_id is None or partner_cap.take_invite_slot(session, partner_id, now.date(), invites_per_day):
+        return True
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == outbox_id)
+        .values(claimed_at=None, attempts=OutboxEmail.attempts - 1, not_before=partner_cap.next_day(now))
+    )
+    return False
 
 
 def deliver(session: Session, settings: Settings, transport: Transport, outbox_id: int) -> str | None:
@@ -97,6 +113,7 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
     except Exception as exc:
         permanent = isinstance(exc, TransportError) and not exc.temporary
         if not permanent and outbox.attempts < MAX_ATTEMPTS:
+            partner_cap.give_back(session, outbox)  # the retry takes a slot of its own day
             outbox.claimed_at = None  # let the retry (or the sweep) take it again
             outbox.last_error = str(exc)[:1000]
             session.commit()
@@ -228,6 +245,7 @@ def unsent_outbox(session: Session, older_than: timedelta, limit: int = 1000) ->
                 OutboxEmail.sent_at.is_(None),
                 OutboxEmail.failed_at.is_(None),
                 OutboxEmail.created_at <= now - older_than,
+                or_(OutboxEmail.not_before.is_(None), OutboxEmail.not_before <= now),
                 or_(OutboxEmail.claimed_at.is_(None), OutboxEmail.claimed_at < now - STALE_CLAIM),
                 OutboxEmail.attempts < MAX_ATTEMPTS,
             )
