@@ -100,3 +100,21 @@ def test_welcome_email_in_the_language(lang, phrase):
     )
     assert subject.startswith(phrase)
     assert "https://e.test/u" in html and "News" in text
+
+
+def test_preference_centre_language_persists_and_drives_the_page(app, client, runtime, make_subscriber):
+    from newsletter.models import Subscriber
+    from newsletter.subscribers import links
+    from tests.test_preferences import path, post_preferences
+
+    sub = make_subscriber(topics=["newsletter"])
+    url = links.preferences_url(app.settings, sub)
+    page = client.get(path(url), headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert '<option selected value="fr">Français</option>' in page  # the browser's, offered
+    assert ">Deutsch</option>" in page and ">English</option>" in page
+    assert post_preferences(client, url, language="de").status_code == 200
+    with runtime.sessions() as session:
+        assert session.get(Subscriber, sub.id).language == "de"
+    # the stored choice wins over the browser's
+    again = client.get(path(url), headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert '<html lang="de"' in again or '<option selected value="de">' in again

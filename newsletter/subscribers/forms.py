@@ -83,6 +83,8 @@ class PreferencesForm(FlaskForm):
     time_zone = SelectField("Time zone", choices=[])
     first_name = StringField("First name", validators=[Optional(), valid_first_name])
     partners = CheckboxesField("Partners", choices=[])
+    # not sent by an older copy of the page: the stored language stays (the view checks the value)
+    language = SelectField("Language", choices=[], validate_choice=False)
 
 
 class UnsubscribeForm(FlaskForm):

@@ -7,8 +7,10 @@ import zoneinfo
 from functools import lru_cache
 
 from flask import Response, current_app, render_template, request
+from flask_babel import get_locale, refresh
 from wtforms import SelectChoice
 
+from newsletter.core.languages import language_name, shipped_languages
 from newsletter.models import Frequency, SubscriberStatus
 from newsletter.subscribers import attribution, links, preferences, sharing
 from newsletter.subscribers.data_rights import erase, export_data
@@ -16,6 +18,7 @@ from newsletter.subscribers.forms import EraseForm, PreferencesForm, Unsubscribe
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import bp, request_info
 from newsletter.web import csrf, db
+from newsletter.web.i18n import use_language
 
 
 @lru_cache(maxsize=1)
@@ -51,12 +54,14 @@ def _preferences_form(subscriber) -> PreferencesForm:
             "time_zone": prefs.time_zone,
             "first_name": prefs.first_name or "",
             "partners": sorted(prefs.partners),
+            "language": subscriber.language or str(get_locale()),
         }
     )
     form = PreferencesForm(data=data)
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics.values()]
     form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
     form.time_zone.choices = [SelectChoice(z) for z in time_zones()]
+    form.language.choices = [SelectChoice(lang, language_name(lang)) for lang in shipped_languages()]
     return form
 
 
@@ -83,6 +88,7 @@ def preferences_page(token: str):
         subscriber, _ = links.read_link(db(), current_app.settings, Purpose.PREFERENCES, token)
     except TokenError as exc:
         return _bad_link(exc)
+    use_language(subscriber.language)
     form = _preferences_form(subscriber)
     if request.method == "GET":
         return _render_preferences(subscriber, form, token)
@@ -95,9 +101,12 @@ def preferences_page(token: str):
         time_zone=form.time_zone.data,
         first_name=(form.first_name.data or "").strip() or None,
         partners=set(form.partners.data or []),
+        language=form.language.data if form.language.data in shipped_languages() else None,
     )
     preferences.update(db(), subscriber, wanted, request_info("web:preferences"), sharing.partner_names(db()))
     db().commit()
+    use_language(subscriber.language)
+    refresh()  # the page that answers is in the language just chosen
     return _render_preferences(subscriber, _preferences_form(subscriber), token, saved=True)
 
 
