@@ -51,3 +51,12 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache tests/artifacts
+
+## make translations: re-extract every string, update the de/fr catalogs, compile them (docs/languages.md)
+.PHONY: translations
+translations: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project newsletter \
+	  -o newsletter/translations/messages.pot .
+	$(BIN)/pybabel update -i newsletter/translations/messages.pot -d newsletter/translations \
+	  --no-location --ignore-obsolete
+	$(BIN)/pybabel compile -d newsletter/translations --statistics

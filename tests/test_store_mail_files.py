@@ -50,9 +50,17 @@ def test_the_shipped_files_pass(settings):
 
 def test_every_problem_of_every_kind_at_once_each_at_file_line_col(settings, email_dir):
     # a '}' short, in the title block of order_delayed.mjml (line 2)
-    edit(email_dir / "order_delayed.mjml", "{{ event.order_id }} will", "{{ event.order_id } will")
+    edit(
+        email_dir / "order_delayed.mjml",
+        "order=event.order_id) }}{% endblock",
+        "order=event.order_id) } will{% endblock",
+    )
     # a name no store mail has
-    edit(email_dir / "order_placed.txt", "Hello", "Hello {{ customer.name }}")
+    edit(
+        email_dir / "order_placed.txt",
+        "{% if event.first_name %}",
+        "{{ customer.name }}{% if event.first_name %}",
+    )
     # a field only order_delayed events carry, in the shipping mail: it would fail at send time
     edit(email_dir / "order_shipped.txt", "\n\n", "\n\nBy {{ event.new_date }}\n")
     edit(email_dir / "order_cancelled.mjml", "</mj-text>", "")  # the first <mj-text> left open
@@ -138,10 +146,10 @@ def test_the_command_prints_problems_on_stderr_and_exits_1(settings, email_dir, 
     good = runner.invoke(cli, ["events", "check"], env=env)
     assert good.exit_code == 0, good.output
     assert good.stdout == "store mail: every kind renders, no marketing content\n"
-    edit(email_dir / "order_placed.txt", "Hello", "Hello {{ nobody }}")
+    edit(email_dir / "order_placed.txt", "{% if event.first_name %}", "{{ nobody }}{% if event.first_name %}")
     bad = runner.invoke(cli, ["events", "check"], env=env)
     assert bad.exit_code == 1 and bad.stdout == ""
-    assert bad.stderr.startswith("templates/email/order_placed.txt:3:10: 'nobody' is undefined")
+    assert bad.stderr.startswith("templates/email/order_placed.txt:3:4: 'nobody' is undefined")
 
 
 def test_preview_writes_html_text_and_the_message(settings, tmp_path):

@@ -74,14 +74,19 @@ def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
 
 
 def sandbox(loader: BaseLoader) -> MailEnvironment:
-    """``.mjml`` autoescaped as HTML, ``.txt`` not; an undefined name is an error, never empty text."""
+    """``.mjml`` autoescaped as HTML, ``.txt`` not; an undefined name is an error, never empty text.
+
+    ``{% trans %}`` and ``_()`` are there (jinja2.ext.i18n, newstyle: a translated string is escaped
+    like any other value); untranslated until a caller installs a language's catalog."""
     env = MailEnvironment(
         loader=loader,
+        extensions=["jinja2.ext.i18n"],
         autoescape=select_autoescape(enabled_extensions=("mjml", "html"), default_for_string=False),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
     env.filters["default"] = env.filters["d"] = _default
+    env.install_null_translations(newstyle=True)
     return env
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from jinja2 import FileSystemLoader
 from mjml import mjml2html
 
+from newsletter.core.languages import SOURCE_LANGUAGE, translations
 from newsletter.mail.sandbox import MailEnvironment, sandbox
 
 #: The repository's top-level ``templates/`` folder, installed as the package ``newsletter.templates``
@@ -22,11 +23,14 @@ def email_folder() -> Path:
     return TEMPLATES / "email"
 
 
-@lru_cache(maxsize=1)
-def email_environment() -> MailEnvironment:
+@lru_cache(maxsize=8)
+def email_environment(language: str = SOURCE_LANGUAGE) -> MailEnvironment:
     """Templates under ``templates/email`` in the campaign files' sandbox: ``.mjml`` autoescaped as
-    HTML, ``.txt`` not, an undefined name an error."""
-    return sandbox(FileSystemLoader(email_folder()))
+    HTML, ``.txt`` not, an undefined name an error; their strings in ``language`` (one environment
+    per language: the worker renders outside any request, so Flask-Babel's choice is not there)."""
+    env = sandbox(FileSystemLoader(email_folder()))
+    env.install_gettext_translations(translations(language), newstyle=True)
+    return env
 
 
 def split_subject(name: str, text: str) -> tuple[str, str]:
@@ -37,9 +41,10 @@ def split_subject(name: str, text: str) -> tuple[str, str]:
     return subject_line.removeprefix("Subject: ").strip(), body.lstrip("\n")
 
 
-def render_transactional(name: str, **context) -> tuple[str, str, str]:
-    """Render ``templates/email/<name>.mjml`` and ``<name>.txt``; return (subject, text, html)."""
-    env = email_environment()
+def render_transactional(name: str, language: str = SOURCE_LANGUAGE, **context) -> tuple[str, str, str]:
+    """Render ``templates/email/<name>.mjml`` and ``<name>.txt`` in ``language``; return (subject,
+    text, html)."""
+    env = email_environment(language)
     mjml_source = env.get_template(f"{name}.mjml").render(**context)
     subject, body = split_subject(name, env.get_template(f"{name}.txt").render(**context))
     return subject, body, mjml2html(mjml_source)

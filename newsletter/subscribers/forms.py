@@ -107,7 +107,8 @@ class PreferencesForm(FlaskForm):
     time_zone = SelectField(_("Your time zone (we never write at night)"), choices=[])
     first_name = StringField(_("First name"), validators=[Optional(), valid_first_name])
     partners = CheckboxesField(_("Partner stores"), choices=[])
-    # (the language choice goes here: docs/languages.md)
+    # not sent by an older copy of the page: the stored language stays (the view checks the value)
+    language = SelectField(_("Language"), choices=[], validate_choice=False)
 
 
 class UnsubscribeForm(FlaskForm):

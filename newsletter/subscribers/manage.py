@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from flask import Response, current_app, render_template, request
+from flask_babel import get_locale, refresh
 from flask_babel import gettext as _
 from wtforms import SelectChoice
 
+from newsletter.core.languages import language_name, shipped_languages
 from newsletter.models import Frequency, SubscriberStatus
 from newsletter.subscribers import attribution, links, preferences, sharing, time_zones
 from newsletter.subscribers.data_rights import erase, export_data
@@ -15,6 +17,7 @@ from newsletter.subscribers.forms import EraseForm, PreferencesForm, Unsubscribe
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import bp, request_info
 from newsletter.web import csrf, db, security
+from newsletter.web.i18n import use_language
 
 
 def _bad_link(exc: TokenError):
@@ -48,6 +51,7 @@ def _preferences_form(subscriber) -> PreferencesForm:
             "time_zone": prefs.time_zone,
             "first_name": prefs.first_name or "",
             "partners": sorted(prefs.partners),
+            "language": subscriber.language or str(get_locale()),
         }
     )
     form = PreferencesForm(data=data)
@@ -58,6 +62,7 @@ def _preferences_form(subscriber) -> PreferencesForm:
         _("Common time zones"): [SelectChoice(z, time_zones.label(z)) for z in common],
         _("All other time zones"): [SelectChoice(z, time_zones.label(z)) for z in others],
     }
+    form.language.choices = [SelectChoice(lang, language_name(lang)) for lang in shipped_languages()]
     return form
 
 
@@ -87,6 +92,7 @@ def preferences_page(token: str):
         subscriber, _ = links.read_link(db(), current_app.settings, Purpose.PREFERENCES, token)
     except TokenError as exc:
         return _bad_link(exc)
+    use_language(subscriber.language)
     form = _preferences_form(subscriber)
     if request.method == "GET":
         return _render_preferences(subscriber, form, token)
@@ -99,9 +105,12 @@ def preferences_page(token: str):
         time_zone=form.time_zone.data,
         first_name=(form.first_name.data or "").strip() or None,
         partners=set(form.partners.data or []),
+        language=form.language.data if form.language.data in shipped_languages() else None,
     )
     preferences.update(db(), subscriber, wanted, request_info("web:preferences"), sharing.partner_names(db()))
     db().commit()
+    use_language(subscriber.language)
+    refresh()  # the page that answers is in the language just chosen
     return _render_preferences(subscriber, _preferences_form(subscriber), token, saved=True)
 
 

@@ -40,6 +40,8 @@ class Preferences:
     time_zone: str
     first_name: str | None
     partners: set[str] = field(default_factory=set)
+    #: the person's language (one of the shipped ones); None leaves it as it is
+    language: str | None = None
 
 
 def current(subscriber: Subscriber) -> Preferences:
@@ -61,6 +63,7 @@ def _snapshot(subscriber: Subscriber) -> dict[str, Any]:
         "paused_until": subscriber.paused_until.isoformat() + "Z" if subscriber.paused_until else None,
         "time_zone": prefs.time_zone,
         "status": subscriber.status.value,
+        "language": subscriber.language,
     }
 
 
@@ -86,6 +89,8 @@ def update(
     subscriber.frequency = wanted.frequency
     subscriber.time_zone = wanted.time_zone
     subscriber.first_name = first_name
+    if wanted.language is not None:
+        subscriber.language = wanted.language
     if wanted.pause_weeks == 0:
         subscriber.paused_until = None
     elif wanted.pause_weeks:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.core.config import Settings
+from newsletter.core.languages import resolve
 from newsletter.mail import verp
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
@@ -157,7 +158,9 @@ def store_context(settings: Settings, event: StoreEvent, invite_url: str | None 
 
 def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent, invite_url: str | None = None):
     """Store mail: the event's details, to the event's address; no marketing links in it."""
-    subject, text, html = render_transactional(kind.value, **store_context(settings, event, invite_url))
+    subject, text, html = render_transactional(
+        kind.value, settings.default_language, **store_context(settings, event, invite_url)
+    )
     return build_message(sender=settings.from_, to=event.email, subject=subject, text=text, html=html)
 
 
@@ -229,7 +232,8 @@ def build_for(
     else:
         context["preferences_url"] = links.preferences_url(settings, subscriber)
         context["unsubscribe_url"] = links.unsubscribe_url(settings, subscriber)
-    subject, text, html = render_transactional(kind.value, **context)
+    language = resolve(subscriber.language, settings.default_language)
+    subject, text, html = render_transactional(kind.value, language, **context)
     return build_message(sender=settings.from_, to=subscriber.email, subject=subject, text=text, html=html)
 
 

@@ -8,27 +8,15 @@ store's ``DEFAULT_LANGUAGE``. Catalogs live in ``newsletter/translations/<lang>/
 
 from __future__ import annotations
 
-from functools import cache
-from importlib.resources import files
-from pathlib import Path
-
 from flask import Flask, current_app, g, request
 from flask_babel import Babel
 
 from newsletter.core.config import ConfigError, Settings
+from newsletter.core.languages import SOURCE_LANGUAGE, TRANSLATIONS, shipped_languages
 
-SOURCE_LANGUAGE = "en"
-TRANSLATIONS = Path(str(files("newsletter") / "translations"))
+__all__ = ["SOURCE_LANGUAGE", "TRANSLATIONS", "babel", "init_app", "shipped_languages", "use_language"]
 
 babel = Babel()
-
-
-@cache
-def shipped_languages() -> tuple[str, ...]:
-    """English, then every language with a catalog, in name order."""
-    catalogs = TRANSLATIONS.glob("*/LC_MESSAGES/messages.po") if TRANSLATIONS.is_dir() else ()
-    found = sorted(p.parent.parent.name for p in catalogs)
-    return (SOURCE_LANGUAGE, *[lang for lang in found if lang != SOURCE_LANGUAGE])
 
 
 def init_app(app: Flask, settings: Settings) -> None:
