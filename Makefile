@@ -58,5 +58,5 @@ translations: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg --no-location --sort-output --project newsletter \
 	  -o newsletter/translations/messages.pot .
 	$(BIN)/pybabel update -i newsletter/translations/messages.pot -d newsletter/translations \
-	  --no-location --ignore-obsolete
+	  --ignore-obsolete
 	$(BIN)/pybabel compile -d newsletter/translations --statistics
