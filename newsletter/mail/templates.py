@@ -9,6 +9,8 @@ from pathlib import Path
 from jinja2 import FileSystemLoader
 from mjml import mjml2html
 
+from newsletter.core.config import Settings
+from newsletter.mail.branding import brand_of
 from newsletter.mail.sandbox import MailEnvironment, sandbox
 
 #: The repository's top-level ``templates/`` folder, installed as the package ``newsletter.templates``
@@ -22,11 +24,22 @@ def email_folder() -> Path:
     return TEMPLATES / "email"
 
 
-@lru_cache(maxsize=1)
-def email_environment() -> MailEnvironment:
-    """Templates under ``templates/email`` in the campaign files' sandbox: ``.mjml`` autoescaped as
-    HTML, ``.txt`` not, an undefined name an error."""
-    return sandbox(FileSystemLoader(email_folder()))
+def email_folders(overrides_dir: str | None) -> list[str]:
+    """Where email templates are looked up: the instance's ``OVERRIDES_DIR/email`` first (a file
+    there wins over the shipped one of the same name), then ``templates/email``."""
+    shipped = [str(email_folder())]
+    return [str(Path(overrides_dir) / "email"), *shipped] if overrides_dir else shipped
+
+
+@lru_cache(maxsize=8)
+def email_environment(settings: Settings | None = None) -> MailEnvironment:
+    """Templates under the override folder and ``templates/email`` in the campaign files' sandbox
+    (overrides too): ``.mjml`` autoescaped as HTML, ``.txt`` not, an undefined name an error. With
+    ``settings``, every template sees ``brand`` (logo, colours: mail/branding.py)."""
+    env = sandbox(FileSystemLoader(email_folders(settings.overrides_dir if settings else None)))
+    if settings is not None:
+        env.globals["brand"] = brand_of(settings)
+    return env
 
 
 def split_subject(name: str, text: str) -> tuple[str, str]:
@@ -37,9 +50,9 @@ def split_subject(name: str, text: str) -> tuple[str, str]:
     return subject_line.removeprefix("Subject: ").strip(), body.lstrip("\n")
 
 
-def render_transactional(name: str, **context) -> tuple[str, str, str]:
-    """Render ``templates/email/<name>.mjml`` and ``<name>.txt``; return (subject, text, html)."""
-    env = email_environment()
+def render_transactional(name: str, settings: Settings | None = None, **context) -> tuple[str, str, str]:
+    """Render ``<name>.mjml`` and ``<name>.txt`` (an override's if there is one): (subject, text, html)."""
+    env = email_environment(settings)
     mjml_source = env.get_template(f"{name}.mjml").render(**context)
     subject, body = split_subject(name, env.get_template(f"{name}.txt").render(**context))
     return subject, body, mjml2html(mjml_source)
