@@ -119,7 +119,7 @@ def test_a_worker_started_with_the_example_identity_warns(app):
 
     done = CliRunner().invoke(cli, ["worker", "--burst"], env=env_for(app))
     assert "Traceback" not in done.output
-    assert "warning: FROM is still the example 'Store <news@store.example>'" in done.stderr
+    assert "warning: FROM is still the example 'news@store.example'" in done.stderr
     assert "set NEWSLETTER_POSTAL_ADDRESS to the store's own" in done.stderr
     own = {"NEWSLETTER_FROM": "Shop <news@shop.example>", "NEWSLETTER_POSTAL_ADDRESS": "1 Road, Town"}
     quiet = CliRunner().invoke(cli, ["worker", "--burst"], env={**env_for(app), **own})

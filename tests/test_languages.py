@@ -76,7 +76,7 @@ CONFIRM = {
     ],
 )
 def test_confirmation_email_in_the_language(lang, subject, phrase):
-    got_subject, text, html = render_transactional("confirm", lang, **CONFIRM)
+    got_subject, text, html = render_transactional("confirm", language=lang, **CONFIRM)
     assert got_subject == subject
     assert phrase in html
     assert "https://example.test/confirm/x?a=1&b=2" in text
@@ -89,7 +89,7 @@ def test_confirmation_email_in_the_language(lang, subject, phrase):
 def test_welcome_email_in_the_language(lang, phrase):
     subject, text, html = render_transactional(
         "welcome",
-        lang,
+        language=lang,
         store="Shop",
         postal_address="x",
         first_name=None,

@@ -50,9 +50,10 @@ class RenderError(Exception):
         self.file, self.line, self.col, self.message = file, line, col, message
 
 
-def environment(folder: Path) -> MailEnvironment:
-    """The sandbox: the campaign folder first, then templates/email (base.mjml)."""
-    return sandbox(FileSystemLoader([str(folder), str(TEMPLATES)]))
+def environment(folder: Path, overrides_dir: str = "") -> MailEnvironment:
+    """The sandbox: the campaign folder first, then OVERRIDES_DIR/email, then templates/email (base.mjml)."""
+    overrides = [str(Path(overrides_dir) / "email")] if overrides_dir else []
+    return sandbox(FileSystemLoader([str(folder), *overrides, str(TEMPLATES)]))
 
 
 #: what a campaign without ``[reward]`` says when its email prints a code anyway
@@ -85,6 +86,7 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
         },
         "sale": {"url": sale.url, "public_at": sale.public_at, "ends_at": sale.ends_at} if sale else None,
         "store": {"name": site.store_name, "postal_address": site.postal_address, "url": site.base_url},
+        "brand": site.brand,  # logo and colours (docs/theming.md)
         "wave": {"name": wave.name, "send_at": wave.send_at},
         # [email]: base.mjml's mj-body takes them
         "email": {"background": source.background or "#f4f4f4", "width": source.width or 600},
@@ -196,7 +198,7 @@ def _one_line(env: MailEnvironment, key: str, text: str, context: dict, where: t
 
 def render_sources(source: CampaignSource, site: SiteContext, wave: WaveSource) -> Sources:
     """Run the Jinja step for one wave (RenderError on failure)."""
-    env = environment(source.folder)
+    env = environment(source.folder, site.overrides_dir)
     context = template_context(source, site, wave)
     toml = str(source.folder / "campaign.toml")
     subject, preheader = (

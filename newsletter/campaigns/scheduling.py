@@ -20,6 +20,7 @@ from newsletter.campaigns.site import site_context, topics_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
 from newsletter.core.config import Settings, insecure_base_url, is_loopback
+from newsletter.mail import branding
 from newsletter.models import Campaign, CampaignStatus, Delivery, DeliveryState, Wave, WaveStatus
 
 
@@ -95,7 +96,7 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         session.delete(existing)
         session.flush()
 
-    sender = source.sender or settings.from_
+    sender = branding.sender(source.sender or settings.from_, settings.store_name)
     emails = {
         (name or ALL_WAVES): FrozenEmail(
             subject=email.subject,

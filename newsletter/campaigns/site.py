@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.core.config import Settings
+from newsletter.mail.branding import Brand, brand_of, from_header
 from newsletter.mail.message import domain_of
 from newsletter.models import Topic
 
@@ -20,6 +21,8 @@ class SiteContext:
     sender: str  #: the configured From
     list_id: str  #: domain part of List-Id
     topics: dict[str, str]  #: slug -> name
+    brand: Brand = field(default_factory=lambda: brand_of(Settings()))  #: logo, colours (base.mjml)
+    overrides_dir: str = ""  #: OVERRIDES_DIR: its email/base.mjml wins over the shipped one
 
 
 def topics_from_db(session: Session) -> dict[str, str]:
@@ -34,7 +37,9 @@ def site_context(settings: Settings, topics: dict[str, str]) -> SiteContext:
         store_name=settings.store_name,
         postal_address=settings.postal_address,
         base_url=settings.base_url.rstrip("/"),
-        sender=settings.from_,
+        sender=from_header(settings),
         list_id=settings.list_id or domain_of(settings.from_),
         topics=dict(topics),
+        brand=brand_of(settings),
+        overrides_dir=settings.overrides_dir,
     )

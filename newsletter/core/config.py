@@ -14,6 +14,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -147,6 +148,36 @@ def _address(value: Any) -> str:
     return text
 
 
+def _colour(value: Any) -> str:
+    """A hex colour, ``#1a7f37`` or ``#1a7``, as lower-case ``#rrggbb`` (it goes into CSS and MJML)."""
+    text = str(value).strip().lower()
+    if not re.fullmatch(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})", text):
+        raise ValueError("expected a hex colour like #1a7f37")
+    return "#" + "".join(c * 2 for c in text[1:]) if len(text) == 4 else text
+
+
+def _logo_url(value: Any) -> str:
+    """The logo's address: https, or http on loopback (to test); empty for the store's name as text."""
+    text = str(value).strip()
+    if text and not (
+        urlsplit(text).scheme == "https"
+        and urlsplit(text).hostname
+        or urlsplit(text).scheme == "http"
+        and is_loopback(text)
+    ):
+        raise ValueError("expected an https:// URL (http:// only on loopback)")
+    return text
+
+
+def _sender(value: Any) -> str:
+    """``news@store.example`` (shown as STORE_NAME) or ``Name <news@store.example>``."""
+    text = str(value).strip()
+    local, _, domain = parseaddr(text)[1].partition("@")
+    if not local or not domain or "@" in domain or any(ch in local + domain for ch in ' <>"'):
+        raise ValueError("expected an address like news@store.example or 'Store <news@store.example>'")
+    return text
+
+
 def _token(value: Any) -> str:
     """A shared secret: empty (off) or long enough not to be guessed."""
     text = str(value).strip()
@@ -204,7 +235,11 @@ class Settings:
         "http://localhost:8000",  # where `make run` serves: the links of a first try lead somewhere
         "public address used in links inside emails; https (RFC 8058), or http on loopback to test",
     )
-    from_: str = _setting(_str, "Store <news@store.example>", "From header of every email")
+    from_: str = _setting(
+        _sender,
+        "news@store.example",
+        "From of every email: a bare address is shown as STORE_NAME; 'Name <address>' names its own",
+    )
     postal_address: str = _setting(
         _str, "1 Example Street, Example City", "postal address printed in marketing mail (CAN-SPAM)"
     )
@@ -349,6 +384,16 @@ class Settings:
     partner_spool_dir: str = _setting(
         _str, "", "files of push and pull kept until they are through (to resume); default: instance/partners"
     )
+    # the store's look (docs/theming.md)
+    overrides_dir: str = _setting(
+        _str, "", "templates here win over the shipped ones (web/..., email/...); default: instance/overrides"
+    )
+    logo_url: str = _setting(
+        _logo_url, "", "the logo in the header of pages and emails (https); empty: the store's name"
+    )
+    logo_width: int = _setting(_positive_int, 160, "the logo's width in emails, in pixels")
+    brand_colour: str = _setting(_colour, "#1a7f37", "buttons, links and focus rings (hex, e.g. #1a7f37)")
+    header_colour: str = _setting(_colour, "#ffffff", "background of the header with the logo (hex)")
 
 
 def key_of(name: str) -> str:
@@ -380,7 +425,7 @@ def example_identity(settings: Settings) -> list[str]:
     return [
         f"{name.upper().rstrip('_')} is still the example {value!r}"
         for name, value in (("from_", settings.from_), ("postal_address", settings.postal_address))
-        if value == defaults[name]
+        if value == defaults[name] or (name == "from_" and parseaddr(value)[1] == defaults[name])
     ]
 
 
@@ -458,6 +503,10 @@ def load_settings(
         values["outbox_dir"] = str(Path(instance_path) / "outbox")
     if not values.get("partner_spool_dir"):
         values["partner_spool_dir"] = str(Path(instance_path) / "partners")
+    if values.get("overrides_dir") and not Path(values["overrides_dir"]).is_dir():
+        raise ConfigError(f"{PREFIX}OVERRIDES_DIR: no such folder {values['overrides_dir']!r}")
+    if not values.get("overrides_dir"):
+        values["overrides_dir"] = str(Path(instance_path) / "overrides")
     if values.get("dkim_selector") and not values.get("dkim_key_file"):
         values["dkim_key_file"] = str(Path(instance_path) / "dkim" / f"{values['dkim_selector']}.pem")
     return Settings(**values)

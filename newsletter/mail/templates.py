@@ -9,7 +9,9 @@ from pathlib import Path
 from jinja2 import FileSystemLoader
 from mjml import mjml2html
 
+from newsletter.core.config import Settings
 from newsletter.core.languages import SOURCE_LANGUAGE, translations
+from newsletter.mail.branding import brand_of
 from newsletter.mail.sandbox import MailEnvironment, sandbox
 
 #: The repository's top-level ``templates/`` folder, installed as the package ``newsletter.templates``
@@ -23,13 +25,24 @@ def email_folder() -> Path:
     return TEMPLATES / "email"
 
 
-@lru_cache(maxsize=8)
-def email_environment(language: str = SOURCE_LANGUAGE) -> MailEnvironment:
-    """Templates under ``templates/email`` in the campaign files' sandbox: ``.mjml`` autoescaped as
-    HTML, ``.txt`` not, an undefined name an error; their strings in ``language`` (one environment
-    per language: the worker renders outside any request, so Flask-Babel's choice is not there)."""
-    env = sandbox(FileSystemLoader(email_folder()))
+def email_folders(overrides_dir: str | None) -> list[str]:
+    """Where email templates are looked up: the instance's ``OVERRIDES_DIR/email`` first (a file
+    there wins over the shipped one of the same name), then ``templates/email``."""
+    shipped = [str(email_folder())]
+    return [str(Path(overrides_dir) / "email"), *shipped] if overrides_dir else shipped
+
+
+@lru_cache(maxsize=16)
+def email_environment(settings: Settings | None = None, language: str = SOURCE_LANGUAGE) -> MailEnvironment:
+    """Templates under the override folder and ``templates/email`` in the campaign files' sandbox
+    (overrides too): ``.mjml`` autoescaped as HTML, ``.txt`` not, an undefined name an error. With
+    ``settings``, every template sees ``brand`` (logo, colours: mail/branding.py). Their strings in
+    ``language`` (one environment per language: the worker renders outside any request, so
+    Flask-Babel's choice is not there)."""
+    env = sandbox(FileSystemLoader(email_folders(settings.overrides_dir if settings else None)))
     env.install_gettext_translations(translations(language), newstyle=True)
+    if settings is not None:
+        env.globals["brand"] = brand_of(settings)
     return env
 
 
@@ -41,10 +54,12 @@ def split_subject(name: str, text: str) -> tuple[str, str]:
     return subject_line.removeprefix("Subject: ").strip(), body.lstrip("\n")
 
 
-def render_transactional(name: str, language: str = SOURCE_LANGUAGE, **context) -> tuple[str, str, str]:
-    """Render ``templates/email/<name>.mjml`` and ``<name>.txt`` in ``language``; return (subject,
-    text, html)."""
-    env = email_environment(language)
+def render_transactional(
+    name: str, settings: Settings | None = None, language: str = SOURCE_LANGUAGE, **context
+) -> tuple[str, str, str]:
+    """Render ``<name>.mjml`` and ``<name>.txt`` (an override's if there is one) in ``language``:
+    (subject, text, html)."""
+    env = email_environment(settings, language)
     mjml_source = env.get_template(f"{name}.mjml").render(**context)
     subject, body = split_subject(name, env.get_template(f"{name}.txt").render(**context))
     return subject, body, mjml2html(mjml_source)

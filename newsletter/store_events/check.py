@@ -98,11 +98,11 @@ def _marketing(path: Path) -> list[FileProblem]:
     ]
 
 
-def _render(name: str, context: dict) -> tuple[str | None, list[FileProblem]]:
+def _render(name: str, context: dict, settings: Settings) -> tuple[str | None, list[FileProblem]]:
     """One file rendered, or its first failure located in whichever template it happened."""
     folder = templates.email_folder()
     try:
-        return templates.email_environment().get_template(name).render(context), []
+        return templates.email_environment(settings).get_template(name).render(context), []
     except Exception as exc:  # noqa: BLE001 - every template failure becomes a located problem
         found = template_error(exc, str(folder / name), (str(folder),))
         message = found.message.replace("not allowed in a campaign", "not allowed in an email")
@@ -149,7 +149,7 @@ def kind_problems(settings: Settings, kind: str) -> list[FileProblem]:
                     FileProblem(_shown(file), line, col, f"unknown MJML tag <{tag}>")
                     for line, col, tag in unknown_tags(text)
                 ]
-        output, failed = _render(name, context)
+        output, failed = _render(name, context, settings)
         found += failed
         if output is not None:
             rendered[ext] = output

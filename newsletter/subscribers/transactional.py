@@ -13,6 +13,7 @@ from newsletter.core import clock
 from newsletter.core.config import Settings
 from newsletter.core.languages import resolve
 from newsletter.mail import verp
+from newsletter.mail.branding import from_header
 from newsletter.mail.message import build_message
 from newsletter.mail.templates import render_transactional
 from newsletter.mail.transports import Transport, TransportError
@@ -158,10 +159,10 @@ def store_context(settings: Settings, event: StoreEvent, invite_url: str | None 
 
 def build_store_mail(settings: Settings, kind: OutboxKind, event: StoreEvent, invite_url: str | None = None):
     """Store mail: the event's details, to the event's address; no marketing links in it."""
-    subject, text, html = render_transactional(
-        kind.value, settings.default_language, **store_context(settings, event, invite_url)
-    )
-    return build_message(sender=settings.from_, to=event.email, subject=subject, text=text, html=html)
+    context = store_context(settings, event, invite_url)
+    subject, text, html = render_transactional(kind.value, settings, settings.default_language, **context)
+    sender = from_header(settings)
+    return build_message(sender=sender, to=event.email, subject=subject, text=text, html=html)
 
 
 def store_address_suppressed(session: Session, email: str) -> bool:
@@ -233,8 +234,9 @@ def build_for(
         context["preferences_url"] = links.preferences_url(settings, subscriber)
         context["unsubscribe_url"] = links.unsubscribe_url(settings, subscriber)
     language = resolve(subscriber.language, settings.default_language)
-    subject, text, html = render_transactional(kind.value, language, **context)
-    return build_message(sender=settings.from_, to=subscriber.email, subject=subject, text=text, html=html)
+    subject, text, html = render_transactional(kind.value, settings, language, **context)
+    sender = from_header(settings)
+    return build_message(sender=sender, to=subscriber.email, subject=subject, text=text, html=html)
 
 
 def unsent_outbox(session: Session, older_than: timedelta, limit: int = 1000) -> list[tuple[int, str | None]]:

@@ -18,7 +18,7 @@ from werkzeug.formparser import FormDataParser
 
 from newsletter.core.config import Settings, load_settings
 from newsletter.core.runtime import Runtime, set_runtime
-from newsletter.web import i18n, security
+from newsletter.web import i18n, security, theme
 
 log = logging.getLogger(__name__)
 csrf = CSRFProtect()
@@ -62,6 +62,7 @@ def setup(app: App, test_config: Mapping[str, Any] | None) -> None:
     security.init_app(app, settings)
     csrf.init_app(app)
     i18n.init_app(app, settings)
+    theme.init_app(app, settings)
     app.teardown_appcontext(_close_session)
     # every page names the store as its customers know it (the same names campaign files use)
     store = {"name": settings.store_name, "postal_address": settings.postal_address}

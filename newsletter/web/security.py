@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g
 
 from newsletter.core.config import Settings
+from newsletter.web.theme import image_source
 
 #: Our pages load nothing but their own inline stylesheet (allowed by nonce) and post only to us.
 #: ``frame-ancestors 'none'``: nobody may frame a page with an unsubscribe or erase button.
 CSP = "default-src 'none'; style-src {style}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 #: what a page that loads one of our own files under /static adds (``allow_own_scripts``): never inline
 OWN_SCRIPTS = "; script-src 'self'"
+#: with LOGO_URL set, its origin may serve images (the header's logo), nothing else
+IMG_SRC = "; img-src {origin}"
 
 
 def csp_nonce() -> str:
@@ -40,6 +43,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.config["SECRET_KEY_FALLBACKS"] = list(settings.secret_key_fallbacks)
     app.config["WTF_CSRF_SECRET_KEY"] = [*settings.secret_key_fallbacks, settings.secret_key]
     app.add_template_global(csp_nonce)
+    app.config["NEWSLETTER_IMG_SRC"] = image_source(settings)
     app.after_request(_protect)
 
 
@@ -48,7 +52,9 @@ def _protect(response: Response) -> Response:
     headers = response.headers
     nonce = g.get("csp_nonce")
     policy = CSP.format(style=f"'nonce-{nonce}'" if nonce else "'none'")
-    headers.setdefault("Content-Security-Policy", policy + (OWN_SCRIPTS if g.get("own_scripts") else ""))
+    images = current_app.config.get("NEWSLETTER_IMG_SRC")
+    extra = (OWN_SCRIPTS if g.get("own_scripts") else "") + (IMG_SRC.format(origin=images) if images else "")
+    headers.setdefault("Content-Security-Policy", policy + extra)
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("X-Content-Type-Options", "nosniff")
     # same-origin, not no-referrer: Flask-WTF refuses an HTTPS form post without a same-origin
