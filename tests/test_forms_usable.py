@@ -66,7 +66,7 @@ def test_radio_groups_sit_in_a_fieldset_with_a_legend(client, make_subscriber, a
     # every select of the preference centre has its label
     html = client.get(path_of(links.preferences_url(app.settings, pat))).get_data(as_text=True)
     selects = re.findall(r'<select[^>]*id="([^"]+)"', html)
-    assert selects == ["pause", "time_zone"] and all(f'for="{s}"' in html for s in selects)
+    assert selects == ["pause", "time_zone", "language"] and all(f'for="{s}"' in html for s in selects)
 
 
 # --- the time zone ----------------------------------------------------------------------------------
