@@ -77,4 +77,4 @@ def test_campaign_and_transactional_mail_carry_their_rows_verp_return_path(
     with runtime.sessions() as session:
         outbox_id = session.scalar(select(OutboxEmail.id))
     assert verp.read(runtime.settings, sender) == verp.VerpRef(verp.OUTBOX, outbox_id)
-    assert message["From"] == runtime.settings.from_  # the visible sender does not change
+    assert message["From"] == from_header(runtime.settings)  # the visible sender does not change
