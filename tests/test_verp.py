@@ -11,6 +11,7 @@ from sqlalchemy import select
 from newsletter.campaigns import scheduling
 from newsletter.core.config import Settings
 from newsletter.mail import verp
+from newsletter.mail.branding import from_header
 from newsletter.models import Delivery, OutboxEmail
 from tests.sending_helpers import now_floor, run_engine, write_campaign
 

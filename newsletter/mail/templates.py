@@ -36,8 +36,8 @@ def email_folders(overrides_dir: str | None) -> list[str]:
 def email_environment(settings: Settings | None = None, language: str = SOURCE_LANGUAGE) -> MailEnvironment:
     """Templates under the override folder and ``templates/email`` in the campaign files' sandbox
     (overrides too): ``.mjml`` autoescaped as HTML, ``.txt`` not, an undefined name an error. Every
-    template sees ``brand`` (logo, colours: mail/branding.py), the defaults' without ``settings``. Their strings in
-    ``language`` (one environment per language: the worker renders outside any request, so
+    template sees ``brand`` (logo, colours: mail/branding.py), the defaults' without ``settings``.
+    Their strings in ``language`` (one environment per language: the worker renders outside any request, so
     Flask-Babel's choice is not there)."""
     env = sandbox(FileSystemLoader(email_folders(settings.overrides_dir if settings else None)))
     env.install_gettext_translations(translations(language), newstyle=True)
