@@ -23,6 +23,11 @@ def test_german_and_french_are_shipped():
     assert {"de", "fr"} <= set(TRANSLATED)
 
 
+def _key(msgid):
+    """A plural entry's id is its singular and plural forms (a list or tuple): one hashable key."""
+    return tuple(msgid) if isinstance(msgid, (list, tuple)) else msgid
+
+
 @pytest.fixture(scope="module")
 def fresh_extraction(tmp_path_factory):
     """The strings of the source as it is now (a new untranslated string fails below)."""
@@ -34,17 +39,17 @@ def fresh_extraction(tmp_path_factory):
         capture_output=True,
     )
     with out.open("rb") as f:
-        return {m.id for m in read_po(f) if m.id}
+        return {_key(m.id) for m in read_po(f) if m.id}
 
 
 @pytest.mark.parametrize("lang", TRANSLATED)
 def test_every_string_is_translated(lang, fresh_extraction):
     with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
         catalog = read_po(f)
-    translated = {m.id for m in catalog if m.id and m.string and not m.fuzzy}
-    fuzzy = sorted(m.id for m in catalog if m.id and m.fuzzy)
+    translated = {_key(m.id) for m in catalog if m.id and m.string and not m.fuzzy}
+    fuzzy = sorted((m.id for m in catalog if m.id and m.fuzzy), key=str)  # plural ids are tuples
     assert not fuzzy, f"{lang}: fuzzy entries (check and clear): {fuzzy}"
-    missing = sorted(fresh_extraction - translated)
+    missing = sorted(fresh_extraction - translated, key=str)
     assert not missing, f"{lang}: not translated (run make translations, then fill in): {missing}"
 
 
@@ -53,8 +58,10 @@ def test_committed_mo_matches_po(lang):
     """The .mo files are committed (a fresh clone and the wheel work without pybabel compile)."""
     folder = TRANSLATIONS / lang / "LC_MESSAGES"
     with (folder / "messages.po").open("rb") as f:
-        po = {m.id: m.string for m in read_po(f) if m.id}
-    mo = {m.id: m.string for m in read_mo(io.BytesIO((folder / "messages.mo").read_bytes())) if m.id}
+        po = {_key(m.id): _key(m.string) for m in read_po(f) if m.id}
+    mo = {
+        _key(m.id): _key(m.string) for m in read_mo(io.BytesIO((folder / "messages.mo").read_bytes())) if m.id
+    }
     assert mo == po, f"{lang}: messages.mo is stale: run make translations"
 
 
