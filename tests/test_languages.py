@@ -106,6 +106,7 @@ def test_confirmation_email_in_the_language(lang, subject, phrase):
     # newstyle gettext keeps autoescape: a value inside a translated string is escaped in HTML
     assert "&lt;Ann&gt;" in html and "<Ann>" not in html
     assert "Shop &amp; Co" in html
+    assert f'<html lang="{lang}"' in html  # a screen reader reads it in its language
 
 
 @pytest.mark.parametrize(("lang", "phrase"), [("de", "Willkommen bei den E-Mails von"), ("fr", "Bienvenue")])
@@ -135,6 +136,7 @@ def test_preference_centre_language_persists_and_drives_the_page(app, client, ru
     page = client.get(path(url), headers={"Accept-Language": "fr"}).get_data(as_text=True)
     assert '<option selected value="fr">Français</option>' in page  # the browser's, offered
     assert ">Deutsch</option>" in page and ">English</option>" in page
+    assert '<html lang="fr">' in page
     assert post_preferences(client, url, language="de").status_code == 200
     with runtime.sessions() as session:
         assert session.get(Subscriber, sub.id).language == "de"

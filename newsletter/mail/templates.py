@@ -60,6 +60,7 @@ def email_environment(settings: Settings | None = None, language: str = SOURCE_L
     Flask-Babel's choice is not there)."""
     env = sandbox(FileSystemLoader(email_folders(settings.overrides_dir if settings else None)))
     env.install_gettext_translations(translations(language), newstyle=True)
+    env.globals["language"] = language  # <mjml lang>: the email says which language it is in
     # without settings (a check of the files, a test): the shipped look, so the layouts still render
     env.globals["brand"] = brand_of(settings if settings is not None else Settings())
     return env

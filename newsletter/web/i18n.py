@@ -9,7 +9,7 @@ store's ``DEFAULT_LANGUAGE``. Catalogs live in ``newsletter/translations/<lang>/
 from __future__ import annotations
 
 from flask import Flask, current_app, g, request
-from flask_babel import Babel
+from flask_babel import Babel, get_locale
 
 from newsletter.core.config import ConfigError, Settings
 from newsletter.core.languages import SOURCE_LANGUAGE, TRANSLATIONS, shipped_languages
@@ -28,6 +28,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.config["BABEL_DEFAULT_LOCALE"] = settings.default_language
     app.config["BABEL_TRANSLATION_DIRECTORIES"] = str(TRANSLATIONS)
     babel.init_app(app, locale_selector=select_language)
+    # <html lang> names the language the page is in: a screen reader reads German text as German
+    app.context_processor(lambda: {"page_language": str(get_locale() or settings.default_language)})
 
 
 def use_language(language: str | None) -> None:
