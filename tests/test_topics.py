@@ -6,7 +6,9 @@ real Redis and SMTP on loopback."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
+from html import unescape
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,11 +20,12 @@ from newsletter.campaigns.ledger import TOPIC_RETIRED, Ledger, batch_ranges
 from newsletter.cli import cli
 from newsletter.core import clock
 from newsletter.core.migrate import downgrade, upgrade
-from newsletter.models import Campaign, CampaignStatus, ConsentEvent, DeliveryState, Subscription, Topic
+from newsletter.models import Campaign, CampaignStatus, ConsentEvent, DeliveryState, Role, Subscription, Topic
 from newsletter.subscribers import links
 from tests import campaign_helpers
 from tests.conftest import confirm_link, csrf_token
 from tests.sending_helpers import now_floor, recipients, rows, run_engine, write_campaign
+from tests.test_admin import add, sign_in
 from tests.test_cli import env_for
 from tests.test_sending import NO_CAPS, schedule
 
@@ -241,6 +244,16 @@ def test_the_data_download_keeps_the_retired_topic_in_the_history(
         ("signup_requested", ["newsletter", "product-news"]),
         ("confirmed", ["newsletter", "product-news"]),
     ]
+
+    # the dashboard's profile keeps the row and says it is retired
+    add(runtime, "vic@store.example", Role.VIEWER)
+    assert sign_in(client, "vic@store.example").status_code == 303
+    with runtime.sessions() as session:
+        sid = session.scalar(select(Subscription.subscriber_id).limit(1))
+    profile = unescape(client.get(f"/admin/subscribers/{sid}").get_data(as_text=True))
+    row = re.search(r'<tr data-topic="product-news">(.*?)</tr>', profile, re.S).group(1)
+    assert "Product news" in row and "retired" in row and "active" in row
+    assert "retired" not in re.search(r'<tr data-topic="newsletter">(.*?)</tr>', profile, re.S).group(1)
 
 
 def test_campaign_validate_and_schedule_refuse_a_retired_topic_at_its_position(app, runtime, tmp_path):
