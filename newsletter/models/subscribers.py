@@ -132,6 +132,8 @@ class Topic(Base):
     description: Mapped[str] = mapped_column(String(300), default="")
     #: order on forms
     position: Mapped[int] = mapped_column(default=0)
+    #: retired (``newsletter topics retire``): off the forms, no more mail; its subscriptions stay
+    retired_at: Mapped[datetime | None]
 
 
 class Subscription(Base):

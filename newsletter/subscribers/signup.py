@@ -63,7 +63,10 @@ class SignupOutcome:
 
 
 def list_topics(session: Session) -> list[Topic]:
-    return list(session.scalars(select(Topic).order_by(Topic.position, Topic.id)))
+    """The topics on offer (not retired), in form order."""
+    return list(
+        session.scalars(select(Topic).where(Topic.retired_at.is_(None)).order_by(Topic.position, Topic.id))
+    )
 
 
 @dataclass(frozen=True)
@@ -78,8 +81,16 @@ _topic_cache: tuple[float, object, dict[str, TopicInfo]] | None = None
 TOPIC_CACHE_SECONDS = 30
 
 
+def forget_topics() -> None:
+    """Drop this process's cached topics (after ``newsletter topics`` changed them); other processes
+    see the change within ``TOPIC_CACHE_SECONDS``."""
+    global _topic_cache
+    _topic_cache = None
+
+
 def topics_by_slug(session: Session) -> dict[str, TopicInfo]:
-    """Topics in form order, cached for a few seconds: every signup needs them, they rarely change."""
+    """Topics on offer in form order, cached for a few seconds: every signup needs them, they rarely
+    change. A retired topic is not among them, so nothing offers it or adds anyone to it."""
     global _topic_cache
     bind = session.get_bind()
     now = time.monotonic()

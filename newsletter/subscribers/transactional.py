@@ -205,7 +205,11 @@ def welcome_context(session: Session, subscriber: Subscriber) -> dict:
     """What the welcome says: the topics the person gets (as named on the form) and how often."""
     active = {s.topic_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.ACTIVE}
     topics = [
-        t.name for t in session.scalars(select(Topic).order_by(Topic.position, Topic.id)) if t.id in active
+        t.name
+        for t in session.scalars(
+            select(Topic).where(Topic.retired_at.is_(None)).order_by(Topic.position, Topic.id)
+        )
+        if t.id in active
     ]
     return {"topics": topics, "frequency": subscriber.frequency.value}
 

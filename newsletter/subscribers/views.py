@@ -138,7 +138,11 @@ def confirm(token: str):
         return _refused()
     return render_template(
         "web/confirmed.html",
-        topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"],
+        topics=[
+            s.topic.name
+            for s in subscriber.subscriptions
+            if s.status == "active" and s.topic.retired_at is None
+        ],
         preferences_url=links.preferences_url(current_app.settings, subscriber),
     )
 
