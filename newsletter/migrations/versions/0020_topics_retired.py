@@ -1,6 +1,6 @@
 """topics retired
 
-Revision ID: topics_retired
+Revision ID: 0020
 Revises: 0019
 Create Date: 2026-12-02
 
@@ -13,7 +13,7 @@ and mailed again, so retire them again (or delete their campaigns) after upgradi
 import sqlalchemy as sa
 from alembic import op
 
-revision = "topics_retired"
+revision = "0020"
 down_revision = "0019"
 branch_labels = None
 depends_on = None
