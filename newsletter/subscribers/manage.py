@@ -19,7 +19,7 @@ from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import bp, request_info
 from newsletter.subscribers.wording import partner_wording
 from newsletter.web import csrf, db, security
-from newsletter.web.i18n import use_language
+from newsletter.web.i18n import page_language, use_language
 
 
 def _bad_link(exc: TokenError):
@@ -79,7 +79,7 @@ def _render_preferences(subscriber, form, token, saved=False, status=200):
         topics=list(preferences.topics_by_slug(db()).values()),
         partners=sharing.partner_names(db()),
         partner_wording={
-            pid: partner_wording(current_app.settings, name, str(get_locale())).text
+            pid: partner_wording(current_app.settings, name, page_language()).text
             for pid, name in sharing.partner_names(db()).items()
         },
         paused=preferences.is_paused(subscriber),
@@ -116,7 +116,7 @@ def preferences_page(token: str):
         wanted,
         request_info("web:preferences"),
         sharing.partner_names(db()),
-        wording_of=partial(partner_wording, current_app.settings, language=str(get_locale())),
+        wording_of=partial(partner_wording, current_app.settings, language=page_language()),
     )
     db().commit()
     use_language(subscriber.language)
@@ -191,7 +191,7 @@ def unsubscribe(token: str):
         if exc.gone:
             return render_template("web/unsubscribed.html", topic=None), 200
         return _bad_link(exc)
-    use_language(subscriber.language)  # erasing clears it: the answer page is read before
+    use_language(subscriber.language)
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     topic = preferences.topics_by_slug(db()).get(payload.get("t") or "")
     # One-click leaves everything: a mailbox's "unsubscribe" button means "stop writing to me".

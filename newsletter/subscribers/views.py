@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from wtforms import SelectChoice
 
@@ -19,16 +18,11 @@ from newsletter.subscribers.sharing import request_shares
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.wording import partner_wording, signup_wording
 from newsletter.web import db, runtime
-from newsletter.web.i18n import use_language
+from newsletter.web.i18n import page_language, use_language
 
 bp = Blueprint("public", __name__)
 # The wording files are read and checked when the app is built: a bad one stops the start, in one line.
 bp.record_once(lambda state: wording.catalog_of(state.app.settings))
-
-
-def page_language() -> str:
-    """The language this request's page is shown in (web/i18n.py chose it)."""
-    return str(get_locale())
 
 
 def request_info(source: str) -> RequestInfo:
