@@ -157,3 +157,27 @@ def test_the_early_access_page(stored, accept, expected, person):
     page = answer.get_data(as_text=True)
     assert answer.status_code == 404 and lang_of(page) == expected
     assert says(page, expected, "This link is not for this sale")
+
+
+def test_joining_from_an_order_invitation_keeps_the_page_language_and_its_wording(make_app, work, smtp_sink):
+    from newsletter.models import ConsentAction, ConsentEvent
+    from tests.test_consent_wording import sha256, shown
+    from tests.test_order_invitation import TOKEN, join_path, order, thank_yous
+
+    app = make_app(API_TOKEN=TOKEN, STORE_NAME="Bramble Books")
+    [mail] = thank_yous(app, work, smtp_sink, order("o-1"))
+    client = app.test_client()
+    link = join_path(mail)
+    page = client.get(link, headers=headers("fr")).get_data(as_text=True)
+    text, version = shown(page, "consent-wording")
+    assert lang_of(page) == "fr" and version == "signup-2026-11:fr" and text.startswith("Oui, Bramble Books")
+    joined = client.post(
+        link, data={"csrf_token": csrf_token(page), "topics": ["newsletter"]}, headers=headers("fr")
+    )
+    assert joined.status_code == 200
+    assert stored_language(app, "ann@example.com") == "fr"
+    with app.extensions["newsletter"].sessions() as session:
+        event = session.scalar(
+            select(ConsentEvent).where(ConsentEvent.action == ConsentAction.SIGNUP_REQUESTED)
+        )
+    assert (event.wording_version, event.wording_hash) == (version, sha256(text))
