@@ -87,7 +87,8 @@ class Subscriber(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
     #: set when the person's data was erased; the row stays as a pseudonymous tombstone
     erased_at: Mapped[datetime | None]
-    #: the person's own choice of language (preference centre); NULL: the browser's, else the store's
+    #: the person's language: their choice (preference centre), else their signup form's;
+    #: NULL: the browser's, else the store's
     language: Mapped[str | None] = mapped_column(String(16))
 
     subscriptions: Mapped[list[Subscription]] = relationship(

@@ -115,7 +115,9 @@ def find_subscriber(session: Session, normalized_email: str) -> Subscriber | Non
     return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(normalized_email)))
 
 
-def _insert_if_new(session: Session, normalized_email: str, first_name: str | None) -> Row | None:
+def _insert_if_new(
+    session: Session, normalized_email: str, first_name: str | None, language: str | None
+) -> Row | None:
     """Insert a pending subscriber in one statement.
 
     Returns its id and the address's suppression reason (or None), or None if the address is known.
@@ -125,6 +127,7 @@ def _insert_if_new(session: Session, normalized_email: str, first_name: str | No
         "email": normalized_email,
         "email_hash": email_hash,
         "first_name": first_name,
+        "language": language,
         "status": SubscriberStatus.PENDING,
         "created_at": clock.now(),
         "suppressed_hash": email_hash,
@@ -150,7 +153,7 @@ def _new_subscriber_statement(session: Session) -> Insert:
             .values(
                 {
                     name: bindparam(name)
-                    for name in ("email", "email_hash", "first_name", "status", "created_at")
+                    for name in ("email", "email_hash", "first_name", "language", "status", "created_at")
                 }
             )
             .on_conflict_do_nothing(index_elements=["email_hash"])
@@ -175,8 +178,12 @@ def request_signup(
     request: RequestInfo,
     dispatch,
     counted: limits.SignupVerdict | None = None,
+    language: str | None = None,
 ) -> SignupOutcome:
     """Record a signup request and queue the right email (``email`` must be normalised).
+
+    ``language``: the one the form was shown in; a new address keeps it (its confirmation email
+    and its pages follow it). A known address keeps what it has: anyone can type it into the form.
 
     ``counted``: the mailbox was already counted against its daily cap by ``limits.check_signup``
     (the view's one Redis round trip); without it the cap is counted here.
@@ -190,7 +197,7 @@ def request_signup(
     topics = [t for t in topics_by_slug(session).values() if t.slug in set(topic_slugs)]
     # The common case, a new address, costs one Core statement per table, no ORM object
     # (this is the hot path); the subscriber's INSERT also brings back the suppression.
-    inserted = _insert_if_new(session, email, first_name)
+    inserted = _insert_if_new(session, email, first_name, language)
     postgresql = session.get_bind().dialect.name == "postgresql"
     if inserted is not None and postgresql:
         # PostgreSQL: topics, ledger event and outbox row go in one statement once the verdict is known.
@@ -490,7 +497,7 @@ def confirm(
     if lifted:
         details["suppression_lifted"] = lifted.value
     record_event(session, subscriber.id, ConsentAction.CONFIRMED, request, topics=activated, details=details)
-    grant_requested_shares(session, subscriber, request)  # partners ticked on the signup form
+    grant_requested_shares(session, subscriber, request, settings)  # partners ticked on the signup form
     session.flush()
     if settings is not None and settings.welcome_email:
         _add_welcome(session, subscriber, asked.id, dispatch)
