@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -256,8 +257,12 @@ def emptied(url: str) -> str:
         if seeded:
             conn.execute(text("DELETE FROM topics WHERE id <> ALL(:ids)"), {"ids": [t["id"] for t in seeded]})
             columns = [c for c in seeded[0] if c != "id"]
-            assign = ", ".join(f"{c} = :{c}" for c in columns)
-            conn.execute(text(f"UPDATE topics SET {assign} WHERE id = :id"), seeded)
+            as_json = {c for c in columns if isinstance(seeded[0][c], (dict, list))}  # topics.translations
+            assign = ", ".join(
+                f"{c} = CAST(:{c} AS json)" if c in as_json else f"{c} = :{c}" for c in columns
+            )
+            rows = [{c: json.dumps(v) if c in as_json else v for c, v in row.items()} for row in seeded]
+            conn.execute(text(f"UPDATE topics SET {assign} WHERE id = :id"), rows)
     engine.dispose()
     return url
 

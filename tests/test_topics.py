@@ -99,6 +99,8 @@ def test_add_and_rename_show_on_the_signup_form_and_in_the_list(app, client, run
         "label",
         "subscribers",
         "state",
+        "also",
+        "in",
     ]
     assert plain.stdout.splitlines()[4].split() == [
         "pet-care",
@@ -108,7 +110,9 @@ def test_add_and_rename_show_on_the_signup_form_and_in_the_list(app, client, run
         "people",
         "0",
         "offered",
+        "-",
     ]
+    assert plain.stdout.splitlines()[1].split()[-2:] == ["de", "fr"]  # the seeded topics' own labels
 
 
 @pytest.mark.parametrize(
@@ -132,6 +136,10 @@ def test_add_and_rename_show_on_the_signup_form_and_in_the_list(app, client, run
         (["rename", "nope", "Nope"], "no topic 'nope' (known: newsletter, early-access, product-news)"),
         (["rename", "newsletter", ""], "the label is empty"),
         (["retire", "nope"], "no topic 'nope' (known: newsletter, early-access, product-news)"),
+        (
+            ["rename", "newsletter", "Neuigkeiten", "--language", "xx"],
+            "no language 'xx' is shipped (shipped: en, de, fr)",
+        ),
     ],
 )
 def test_refusals_are_one_line_and_change_nothing(app, runtime, args, message):
@@ -397,5 +405,77 @@ def test_the_migration_goes_down_and_up_keeping_subscriptions(database_url):
             assert conn.execute(text("SELECT subscriber_id, status FROM subscriptions")).all() == [
                 (1, "active")
             ]
+    finally:
+        engine.dispose()
+
+
+def test_a_topic_is_shown_in_the_reader_s_language(app, client, runtime, work, smtp_sink):
+    """The seeded topics ship German and French labels; ``rename --language`` sets one; the form, the
+    confirmed page and the welcome email show the label of the reader's language, else the default."""
+    german = {"Accept-Language": "de"}
+    assert "Produktneuheiten" in client.get("/subscribe", headers=german).get_data(as_text=True)
+    french = client.get("/subscribe", headers={"Accept-Language": "fr"}).get_data(as_text=True)
+    assert "Nouveautés produits" in french and "Nouveaux arrivages" in french
+    assert "Product news" in client.get("/subscribe", headers={"Accept-Language": "en"}).get_data(
+        as_text=True
+    )
+
+    renamed = topics(app, "rename", "product-news", "Neu im Sortiment", "--language", "de")
+    assert renamed.exit_code == 0, renamed.output
+    assert renamed.stdout.startswith("renamed product-news in de: 'Produktneuheiten' -> 'Neu im Sortiment'")
+    added = topics(app, "add", "pet-care", "Pet care")
+    assert added.exit_code == 0, added.output
+    page = client.get("/subscribe", headers=german).get_data(as_text=True)
+    assert "Neu im Sortiment" in page and "Produktneuheiten" not in page
+    assert "Neuheiten und Produkte, die wieder vorrätig sind." in page  # the description stays
+    assert "Pet care" in page  # no German label yet: the default one
+    assert "Product news" in client.get("/subscribe").get_data(as_text=True)  # English untouched
+    assert {t["slug"]: t["languages"] for t in listed(app)} == {
+        "newsletter": ["de", "fr"],
+        "early-access": ["de", "fr"],
+        "product-news": ["de", "fr"],
+        "pet-care": [],
+    }
+
+    form = client.get("/subscribe", headers=german).get_data(as_text=True)
+    answer = client.post(
+        "/subscribe",
+        headers=german,
+        data={
+            "csrf_token": csrf_token(form),
+            "email": "jan@example.com",
+            "topics": ["product-news", "pet-care"],
+            "website": "",
+        },
+    )
+    assert answer.status_code in (200, 302), answer.get_data(as_text=True)
+    work()
+    [confirmation] = smtp_sink.take()
+    link = urlsplit(confirm_link(confirmation))
+    path = f"{link.path}?{link.query}" if link.query else link.path
+    token = csrf_token(client.get(path).get_data(as_text=True))
+    confirmed = unescape(client.post(path, data={"csrf_token": token}).get_data(as_text=True))  # no header
+    assert "Neu im Sortiment" in confirmed and "Pet care" in confirmed  # the stored language: German
+    work()
+    [welcome] = smtp_sink.take()
+    text_part = welcome.get_body(("plain",)).get_content()
+    assert "Neu im Sortiment" in text_part and "Product news" not in text_part
+
+
+def test_the_translations_migration_leaves_a_renamed_seeded_topic_alone(database_url):
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        downgrade(database_url, "0020")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE topics SET name = 'Our news' WHERE slug = 'newsletter'"))
+        upgrade(database_url)
+        with engine.connect() as conn:
+            labels = dict(conn.execute(text("SELECT slug, translations FROM topics")).all())
+        labels = {
+            slug: json.loads(value) if isinstance(value, str) else value for slug, value in labels.items()
+        }
+        assert labels["newsletter"] == {}  # the store's own label: no guess at its German
+        assert labels["product-news"]["de"]["name"] == "Produktneuheiten"
+        assert labels["early-access"]["fr"]["name"] == "Ventes en avant-première"
     finally:
         engine.dispose()

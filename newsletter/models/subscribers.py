@@ -6,7 +6,7 @@ import enum
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.functions import FunctionElement
@@ -135,6 +135,13 @@ class Topic(Base):
     position: Mapped[int] = mapped_column(default=0)
     #: retired (``newsletter topics retire``): off the forms, no more mail; its subscriptions stay
     retired_at: Mapped[datetime | None]
+    #: the label and description in other languages: {"de": {"name": ..., "description": ...}}
+    #: (``newsletter topics rename --language``); a language without an entry gets name/description
+    translations: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
+
+    def name_in(self, language: str | None) -> str:
+        """The label people reading ``language`` see (the default label if it has none there)."""
+        return ((self.translations or {}).get(language) or {}).get("name") or self.name
 
 
 class Subscription(Base):

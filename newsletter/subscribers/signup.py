@@ -13,7 +13,7 @@ import enum
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import redis
@@ -75,6 +75,23 @@ class TopicInfo:
     slug: str
     name: str
     description: str
+    #: (language, name, description) of its labels in other languages (``topics rename --language``)
+    translations: tuple[tuple[str, str, str], ...] = ()
+
+    def in_language(self, language: str | None) -> TopicInfo:
+        """This topic as people reading ``language`` see it: its label there, else the default."""
+        for lang, name, description in self.translations:
+            if lang == language:
+                return replace(self, name=name, description=description)
+        return self
+
+
+def topic_info(topic: Topic) -> TopicInfo:
+    labels = tuple(
+        (lang, entry.get("name") or topic.name, entry.get("description", topic.description))
+        for lang, entry in sorted((topic.translations or {}).items())
+    )
+    return TopicInfo(topic.id, topic.slug, topic.name, topic.description, labels)
 
 
 _topic_cache: tuple[float, object, dict[str, TopicInfo]] | None = None
@@ -95,7 +112,7 @@ def topics_by_slug(session: Session) -> dict[str, TopicInfo]:
     bind = session.get_bind()
     now = time.monotonic()
     if _topic_cache is None or _topic_cache[1] is not bind or now - _topic_cache[0] > TOPIC_CACHE_SECONDS:
-        topics = {t.slug: TopicInfo(t.id, t.slug, t.name, t.description) for t in list_topics(session)}
+        topics = {t.slug: topic_info(t) for t in list_topics(session)}
         _topic_cache = (now, bind, topics)
     return _topic_cache[2]
 

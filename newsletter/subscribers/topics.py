@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.core.db import on_commit
+from newsletter.core.languages import shipped_languages
 from newsletter.models import Subscriber, SubscriberStatus, Subscription, SubscriptionStatus, Topic
 from newsletter.subscribers.signup import forget_topics
 
@@ -47,6 +48,8 @@ class TopicRow:
     retired_at: datetime | None
     #: confirmed people with an active subscription (whom a campaign would mail, were it live)
     subscribers: int
+    #: the languages it has its own label in (``rename --language``)
+    languages: tuple[str, ...] = ()
 
 
 def check_slug(slug: str) -> str:
@@ -107,13 +110,34 @@ def _exists(topic: Topic) -> str:
     return f"topic {topic.slug!r} exists (label {topic.name!r}); `newsletter topics rename` changes its label"
 
 
-def rename_topic(session: Session, slug: str, label: str, description: str | None = None) -> str:
-    """Change the label people see (and the description, if given); the slug stays. The old label."""
+def rename_topic(
+    session: Session, slug: str, label: str, description: str | None = None, language: str | None = None
+) -> str:
+    """Change the label people see (and the description, if given); the slug stays. The old label.
+    With ``language``, the label (and description) shown to people reading that language: a page or
+    email in a language the topic has no label in shows ``name``."""
     topic = find_topic(session, slug)
-    old = topic.name
-    topic.name = _text(label, "label", LABEL_LENGTH, required=True)
+    label = _text(label, "label", LABEL_LENGTH, required=True)
     if description is not None:
-        topic.description = _text(description, "description", DESCRIPTION_LENGTH, required=False)
+        description = _text(description, "description", DESCRIPTION_LENGTH, required=False)
+    if language is None:
+        old = topic.name
+        topic.name = label
+        if description is not None:
+            topic.description = description
+    else:
+        if language not in shipped_languages():
+            raise TopicError(
+                f"no language {language!r} is shipped (shipped: {', '.join(shipped_languages())})"
+            )
+        translations = dict(topic.translations or {})
+        entry = translations.get(language) or {"description": topic.description}
+        old = entry.get("name") or topic.name
+        translations[language] = {
+            "name": label,
+            "description": entry["description"] if description is None else description,
+        }
+        topic.translations = translations  # a new dict: the JSON column sees the change
     on_commit(session, forget_topics)
     return old
 
@@ -143,10 +167,16 @@ def topic_rows(session: Session) -> list[TopicRow]:
     )
     rows = session.execute(
         select(
-            Topic.slug, Topic.name, Topic.description, Topic.position, Topic.retired_at, subscribed
+            Topic.slug,
+            Topic.name,
+            Topic.description,
+            Topic.position,
+            Topic.retired_at,
+            subscribed,
+            Topic.translations,
         ).order_by(Topic.position, Topic.id)
     )
-    return [TopicRow(*row) for row in rows]
+    return [TopicRow(*row[:6], languages=tuple(sorted(row[6] or {}))) for row in rows]
 
 
 def retired_slugs(session: Session) -> dict[str, datetime]:

@@ -49,13 +49,17 @@ def topics_add(app: Flask, slug: str, label: str, description: str) -> None:
 @click.argument("slug")
 @click.argument("label")
 @click.option("--description", default=None, help="Replace the line under the label too.")
+@click.option(
+    "--language", default=None, help="The label in this language (e.g. de); without: the default label."
+)
 @with_app
-def topics_rename(app: Flask, slug: str, label: str, description: str | None) -> None:
+def topics_rename(app: Flask, slug: str, label: str, description: str | None, language: str | None) -> None:
     """Show topic SLUG as LABEL from now on; the slug stays (campaign files and links name it)."""
     from newsletter.subscribers.topics import rename_topic
 
-    old = _change(app, lambda session: rename_topic(session, slug, label, description))
-    click.echo(f"renamed {slug}: {old!r} -> {label.strip()!r} (the slug stays {slug})")
+    old = _change(app, lambda session: rename_topic(session, slug, label, description, language))
+    where = f" in {language}" if language else ""
+    click.echo(f"renamed {slug}{where}: {old!r} -> {label.strip()!r} (the slug stays {slug})")
 
 
 @topics.command("retire")
@@ -89,6 +93,7 @@ def topics_list(app: Flask, as_json: bool) -> None:
                 "description": r.description,
                 "subscribers": r.subscribers,
                 "retired_at": r.retired_at.isoformat() + "Z" if r.retired_at else None,
+                "languages": list(r.languages),
             }
             for r in rows
         ]
@@ -96,7 +101,8 @@ def topics_list(app: Flask, as_json: bool) -> None:
         return
     width = max([len(r.slug) for r in rows] + [4])
     label_width = max([len(r.label) for r in rows] + [5])
-    click.echo(f"{'slug':<{width}}  {'label':<{label_width}}  {'subscribers':>11}  state")
+    click.echo(f"{'slug':<{width}}  {'label':<{label_width}}  {'subscribers':>11}  {'state':<18}  also in")
     for r in rows:
         state = f"retired {r.retired_at:%Y-%m-%d}" if r.retired_at else "offered"
-        click.echo(f"{r.slug:<{width}}  {r.label:<{label_width}}  {r.subscribers:>11}  {state}")
+        also = " ".join(r.languages) or "-"
+        click.echo(f"{r.slug:<{width}}  {r.label:<{label_width}}  {r.subscribers:>11}  {state:<18}  {also}")

@@ -147,7 +147,7 @@ def confirm(token: str):
     return render_template(
         "web/confirmed.html",
         topics=[
-            s.topic.name
+            s.topic.name_in(page_language())
             for s in subscriber.subscriptions
             if s.status == "active" and s.topic.retired_at is None
         ],
@@ -221,7 +221,7 @@ def join(token: str):
     joined = order_invitation.read(db(), settings, token).subscriber
     return render_template(
         "web/confirmed.html",
-        topics=[t.name for t in topics if t.slug in form.topics.data],
+        topics=[t.in_language(page_language()).name for t in topics if t.slug in form.topics.data],
         preferences_url=joined and links.preferences_url(settings, joined),
     )
 
