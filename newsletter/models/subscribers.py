@@ -165,6 +165,8 @@ class PartnerShare(Base):
     """Whether a subscriber lets the store share their address with one named partner."""
 
     __tablename__ = "partner_shares"
+    #: an export's "changed since the last exchange" (and its withdrawals) read a range of it
+    __table_args__ = (Index("ix_partner_shares_changed", "partner_id", "updated_at"),)
 
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
