@@ -1,7 +1,7 @@
 """partner shares: an index for the export's "changed since"
 
-Revision ID: wire17_share_index
-Revises: 0019
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-02
 
 ``ix_partner_shares_changed`` (partner_id, updated_at): a delta export to a partner (push, or a
@@ -13,8 +13,8 @@ building it reads the table once.
 
 from alembic import op
 
-revision = "wire17_share_index"
-down_revision = "0019"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
