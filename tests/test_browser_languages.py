@@ -34,6 +34,13 @@ def test_signup_and_preferences_in_german_and_french(browser, serve, make_subscr
         assert page.get_attribute("html", "lang") == lang
         button = page.inner_text("button[type=submit]").strip()
         assert button == catalog.gettext("Subscribe") != "Subscribe"
+        seeded = {
+            "de": ("Produktneuheiten", "Ja, Linen & Tea darf mir"),
+            "fr": ("Nouveautés produits", "Oui"),
+        }
+        topic, consent = seeded[lang]
+        assert page.inner_text("label[for=topic-product-news]").strip() == topic  # the topic's own label
+        assert page.inner_text("#consent-wording").strip().startswith(consent)  # the wording file's language
         page.screenshot(path=str(ARTIFACTS / f"languages-signup-{lang}.png"), full_page=True)
     finally:
         context.close()
