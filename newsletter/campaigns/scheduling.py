@@ -97,24 +97,32 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         session.flush()
 
     sender = branding.sender(source.sender or settings.from_, settings.store_name)
+    by_language = {None: report.emails, **report.variants}
     emails = {
-        (name or ALL_WAVES): FrozenEmail(
+        (language, name or ALL_WAVES): FrozenEmail(
             subject=email.subject,
             html=email.html,
             text=email.text,
             slots=email.slots,
             headers=campaign_headers(source, site, name),
         )
-        for name, email in report.emails.items()
+        for language, rendered in by_language.items()
+        for name, email in rendered.items()
     }
     links: tuple[str, ...] = ()
     if source.track_clicks or source.track_opens:
         emails, links = tracking.apply(emails, clicks=source.track_clicks, opens=source.track_opens)
+    variants: dict[str, dict[str, FrozenEmail]] = {}
+    for (language, name), email in emails.items():
+        if language is not None:
+            variants.setdefault(language, {})[name] = email
     frozen = FrozenCampaign(
         sender=sender,
         envelope_from=parseaddr(sender)[1],
         files=file_hashes(folder),
-        waves=emails,
+        waves={name: email for (language, name), email in emails.items() if language is None},
+        language=source.language,
+        variants=variants,
         track_clicks=source.track_clicks,
         track_opens=source.track_opens,
         links=links,
