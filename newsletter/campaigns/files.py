@@ -477,9 +477,7 @@ def _variants(
     files: dict[str, dict[str, Path]] = {}
     for lang, kind, path in variant_files(folder):
         if lang not in shipped_languages():
-            message = (
-                f"unknown language {lang!r} in the file name (shipped: {shipped}; email.<language>.{kind})"
-            )
+            message = f"unknown language {lang!r} in the file name (shipped: {shipped})"
             problems.append(Problem(str(path), 1, 1, message))
         elif lang == source.language:
             message = (
