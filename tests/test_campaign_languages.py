@@ -273,7 +273,10 @@ def _german_sale(tmp_path: Path) -> Path:
     """A sale folder with the spring sale's files (English and German) and a German subject."""
     start = now_floor()
     folder = write_sale(
-        tmp_path, waves=[("all", "all", start + timedelta(minutes=1))], public_at=start + timedelta(days=1)
+        tmp_path,
+        waves=[("all", "all", start + timedelta(minutes=1))],
+        public_at=start + timedelta(days=1),
+        variants=True,
     )
     assert (folder / "email.de.mjml").is_file()
     with (folder / "campaign.toml").open("a", encoding="utf-8") as toml:
@@ -335,3 +338,20 @@ def test_each_subscriber_gets_their_languages_email(
     assert ledger == {
         p.id: ("de" if f"{lang or 'none'}@example.com" in german else "en") for lang, p in people.items()
     }
+
+
+def test_validate_names_the_broken_variant_file(app, tmp_path):
+    jinja = with_variant(
+        tmp_path / "a",
+        mjml_de=GERMAN_MJML.replace("{{ subscriber.first_name }}", "{{ subscriber.shoe_size }}"),
+    )
+    unclosed = with_variant(tmp_path / "b", mjml_de=GERMAN_MJML.replace("</mj-section>", ""))
+    result = run(app, "validate", str(jinja), str(unclosed))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"{jinja}/email.de.mjml:5:27: 'dict object' has no attribute 'shoe_size'",
+        f"{jinja}: 1 error(s), 0 warning(s)",
+        f"{unclosed}/email.de.mjml:3:1: MJML: <mj-section> is never closed "
+        "(unexpected end of stream in root template)",
+        f"{unclosed}: 1 error(s), 0 warning(s)",
+    ]
