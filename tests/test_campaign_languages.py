@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from newsletter.campaigns.frozen import FrozenCampaign
 from newsletter.campaigns.preview import write_preview
 from newsletter.campaigns.validation import sample_values, validate_campaign
+from newsletter.core import clock
 from newsletter.models import Campaign, Delivery, DeliveryState, Subscriber
 from tests.campaign_helpers import EXAMPLES, MJML, NOW, SITE, TOML, write_campaign
 from tests.sending_helpers import now_floor, run_engine
@@ -355,3 +356,41 @@ def test_validate_names_the_broken_variant_file(app, tmp_path):
         "(unexpected end of stream in root template)",
         f"{unclosed}: 1 error(s), 0 warning(s)",
     ]
+
+
+def test_a_link_only_the_german_email_has_is_tracked_and_followed(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    from tests.test_clicks import BROWSER
+
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    dora = make_subscriber("dora@example.com", topics=("early-access",), first_name="Dora")
+    make_subscriber("ellen@example.com", topics=("early-access",), first_name="Ellen")
+    _set_languages(runtime, {dora.id: "de"})
+    folder = _german_sale(tmp_path)
+    german_only = "https://shop.example/de/fruehling"
+    mjml = (folder / "email.de.mjml").read_text("utf-8")
+    (folder / "email.de.mjml").write_text(
+        mjml.replace(
+            "</mj-column>", f'<mj-text><a href="{german_only}">Auf Deutsch</a></mj-text></mj-column>'
+        ),
+        "utf-8",
+    )
+    toml = folder / "campaign.toml"
+    toml.write_text("track_clicks = true\n" + toml.read_text("utf-8"), "utf-8")
+    schedule(runtime, folder)
+    run_engine(runtime, work)
+    sent = _by_recipient(smtp_sink)
+    german_html = sent["dora@example.com"][1].get_body(("html",)).get_content()
+    english_html = sent["ellen@example.com"][1].get_body(("html",)).get_content()
+    assert german_only not in german_html and german_only not in english_html  # rewritten / absent
+    paths = re.findall(r'href="https://newsletter\.test(/c/[^"]+)"', german_html)
+    with runtime.sessions() as session:
+        frozen = FrozenCampaign.of(session.scalar(select(Campaign)))
+    index = frozen.links.index(german_only)  # one list for every language
+    assert index not in frozen.email_for("all").links and index in frozen.email_for("all", "de").links
+    path = next(p for p in paths if p.endswith(f"/{index}"))
+    clock.travel(timedelta(minutes=10))  # a person reading later, not a scanner
+    followed = app.test_client().get(path, headers={"User-Agent": BROWSER})
+    assert followed.status_code == 302 and followed.headers["Location"] == german_only
