@@ -394,3 +394,24 @@ def test_a_link_only_the_german_email_has_is_tracked_and_followed(
     clock.travel(timedelta(minutes=10))  # a person reading later, not a scanner
     followed = app.test_client().get(path, headers={"User-Agent": BROWSER})
     assert followed.status_code == 302 and followed.headers["Location"] == german_only
+
+
+def test_preview_for_a_subscriber_shows_their_language(app, runtime, make_subscriber, tmp_path):
+    dora = make_subscriber("dora@example.com", topics=("early-access",), first_name="Dora")
+    _set_languages(runtime, {dora.id: "de"})
+    out = tmp_path / "out"
+    args = ("preview", str(EXAMPLES / "spring-sale"), "--subscriber", "dora@example.com", "--out", str(out))
+    result = run(app, *args, "--no-screenshots")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"spring-sale-{w}.de.{s}" for w in ("everyone", "vip") for s in ("eml", "html", "txt")
+    )
+    assert "Hallo Dora," in (out / "spring-sale-vip.de.html").read_text("utf-8")
+
+
+def test_previews_choose_a_language_as_sending_does():
+    report = validate_campaign(EXAMPLES / "spring-sale", SITE, NOW)
+    frozen = FrozenCampaign.from_json({**OLD_COMPILED, "variants": {"de": OLD_COMPILED["waves"]}})
+    for language in ("en", "de", "fr", None, "xx"):
+        for default in ("en", "de", "fr"):
+            assert report.language_for(language, default) == frozen.language_for(language, default)

@@ -105,7 +105,9 @@ def new(slug: str, root: str, topic: str) -> None:
 
 @campaign.command("preview")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--subscriber", "email", help="Render for this subscriber (real name and links).")
+@click.option(
+    "--subscriber", "email", help="Render for this subscriber (real name and links, their language's email)."
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
 @click.option("--no-screenshots", is_flag=True, help="Skip the Chromium screenshots.")
 @click.option(
@@ -129,7 +131,9 @@ def preview(
     chosen = _languages(report, path, languages)
     values, to = sample_values(site), "alex@example.com"
     if email:
-        values, to = _subscriber_values(runtime, report, email)
+        values, to, language = _subscriber_values(runtime, report, email)
+        if not languages:  # what this person would get
+            chosen = [report.language_for(language, runtime.settings.default_language)]
     try:
         files = write_preview(
             report, site, to, values, Path(out), screenshots=not no_screenshots, languages=chosen
@@ -155,8 +159,9 @@ def _languages(report, path: str, asked: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(asked)) or report.languages
 
 
-def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str]:
-    """Real personal values of one subscriber (their own links), as a worker would pass them."""
+def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str, str | None]:
+    """Real personal values of one subscriber (their own links), as a worker would pass them, and
+    their stored language."""
     from sqlalchemy import select
 
     from newsletter.mail.addresses import InvalidAddress, normalize_address
@@ -183,7 +188,7 @@ def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str
         }
         if source.sale:
             values["early_access_url"] = links.early_access_url(settings, subscriber, campaign_id)
-        return values, subscriber.email
+        return values, subscriber.email, subscriber.language
 
 
 @campaign.command("test-send")

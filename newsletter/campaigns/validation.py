@@ -68,6 +68,13 @@ class ValidationReport:
             return []
         return [self.campaign.language, *self.variants]
 
+    def language_for(self, language: str | None, default_language: str) -> str:
+        """The language of the email a person with ``language`` gets, as sending decides it
+        (``FrozenCampaign.language_for``): theirs, else the store default's, else the default's."""
+        return next(
+            (lang for lang in (language, default_language) if lang in self.languages), self.languages[0]
+        )
+
     @property
     def ok(self) -> bool:
         return not self.errors
