@@ -24,6 +24,7 @@ from newsletter.feedback.dkim_cli import dkim, dns
 from newsletter.partners.cli import partners
 from newsletter.store_events.cli import events
 from newsletter.subscribers.cli import subscribers, suppressions
+from newsletter.subscribers.topics_cli import topics
 
 if TYPE_CHECKING:  # annotations only: importing Flask here would slow down every --help
     from flask import Flask
@@ -116,6 +117,7 @@ def demo(keep_going: bool) -> None:
 
 cli.add_command(subscribers)
 cli.add_command(suppressions)
+cli.add_command(topics)
 cli.add_command(customers)
 cli.add_command(events)
 cli.add_command(partners)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -222,14 +223,23 @@ def migrated_pg_schema(prefix: str) -> Iterator[str]:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     url = f"{PG_URL}?options=-csearch_path%3D{schema}"
     upgrade(url)
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.connect() as conn:
+        _SEEDED_TOPICS[url] = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM topics"))]
+    engine.dispose()
     yield url
     with admin.begin() as conn:
         conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
 
 
+#: each migrated schema's topics as the migrations seeded them (``emptied`` puts them back)
+_SEEDED_TOPICS: dict[str, list[dict]] = {}
+
+
 def emptied(url: str) -> str:
-    """Empty every table of a migrated PostgreSQL schema but the seeded ones; returns the URL."""
+    """Empty every table of a migrated PostgreSQL schema but the seeded ones, and put the seeded topics
+    back as they were (a test adds, renames and retires topics: tests/test_topics.py); returns the URL."""
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as conn:
         tables = [
@@ -243,6 +253,16 @@ def emptied(url: str) -> str:
         ]
         if tables:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        seeded = _SEEDED_TOPICS.get(url, [])
+        if seeded:
+            conn.execute(text("DELETE FROM topics WHERE id <> ALL(:ids)"), {"ids": [t["id"] for t in seeded]})
+            columns = [c for c in seeded[0] if c != "id"]
+            as_json = {c for c in columns if isinstance(seeded[0][c], (dict, list))}  # topics.translations
+            assign = ", ".join(
+                f"{c} = CAST(:{c} AS json)" if c in as_json else f"{c} = :{c}" for c in columns
+            )
+            rows = [{c: json.dumps(v) if c in as_json else v for c, v in row.items()} for row in seeded]
+            conn.execute(text(f"UPDATE topics SET {assign} WHERE id = :id"), rows)
     engine.dispose()
     return url
 

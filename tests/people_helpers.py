@@ -6,7 +6,8 @@ from sqlalchemy import select
 
 from newsletter.models import ConsentAction, ConsentEvent, Subscriber
 from newsletter.subscribers import signup
-from newsletter.subscribers.consent import RequestInfo, signup_wording
+from newsletter.subscribers.consent import RequestInfo
+from newsletter.subscribers.wording import signup_wording
 
 WEB = RequestInfo("203.0.113.7", "people-test/1.0", "web:subscribe")
 
@@ -27,7 +28,7 @@ def join(
             email=email,
             first_name=first_name,
             topic_slugs=list(topics),
-            wording=signup_wording(settings.store_name),
+            wording=signup_wording(settings),
             request=WEB,
             dispatch=lambda _outbox_id: None,
         )

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from newsletter.models import ConsentEvent, Subscriber
-from newsletter.subscribers.sharing import partner_wording
+from newsletter.subscribers.wording import partner_wording
 from tests.conftest import ARTIFACTS, confirm_link
 
 pytestmark = pytest.mark.browser
@@ -56,7 +56,7 @@ def test_invited_person_confirms_at_the_partner_store_in_a_browser(
     # B's own signup page offers sharing with A, unticked, in words that name A.
     page.goto(f"{base_b}/subscribe")
     assert not page.is_checked("#partner-store-a")
-    assert page.inner_text("label[for=partner-store-a]") == partner_wording("Store A").text
+    assert page.inner_text("label[for=partner-store-a]") == partner_wording(None, "Store A").text
     context.close()
 
     with b.runtime.sessions() as session:

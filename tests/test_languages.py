@@ -28,6 +28,20 @@ def _key(msgid):
     return tuple(msgid) if isinstance(msgid, (list, tuple)) else msgid
 
 
+def _complete(string, num_plurals: int) -> bool:
+    """A translation with text in every form: a plural entry needs the language's number of forms."""
+    if isinstance(string, (list, tuple)):
+        return len(string) == num_plurals and all(string)
+    return bool(string)
+
+
+def test_a_plural_entry_missing_a_form_counts_as_untranslated():
+    assert _complete(("1 Tag", "%(num)s Tage"), 2)
+    assert not _complete(("1 jour", "%(num)s jours", ""), 3)
+    assert not _complete(("1 jour", "%(num)s jours"), 3)
+    assert not _complete("", 2)
+
+
 @pytest.fixture(scope="module")
 def fresh_extraction(tmp_path_factory):
     """The strings of the source as it is now (a new untranslated string fails below)."""
@@ -46,7 +60,9 @@ def fresh_extraction(tmp_path_factory):
 def test_every_string_is_translated(lang, fresh_extraction):
     with (TRANSLATIONS / lang / "LC_MESSAGES" / "messages.po").open("rb") as f:
         catalog = read_po(f)
-    translated = {_key(m.id) for m in catalog if m.id and m.string and not m.fuzzy}
+    translated = {
+        _key(m.id) for m in catalog if m.id and _complete(m.string, catalog.num_plurals) and not m.fuzzy
+    }
     fuzzy = sorted((m.id for m in catalog if m.id and m.fuzzy), key=str)  # plural ids are tuples
     assert not fuzzy, f"{lang}: fuzzy entries (check and clear): {fuzzy}"
     missing = sorted(fresh_extraction - translated, key=str)
@@ -90,6 +106,7 @@ def test_confirmation_email_in_the_language(lang, subject, phrase):
     # newstyle gettext keeps autoescape: a value inside a translated string is escaped in HTML
     assert "&lt;Ann&gt;" in html and "<Ann>" not in html
     assert "Shop &amp; Co" in html
+    assert f'<html lang="{lang}"' in html  # a screen reader reads it in its language
 
 
 @pytest.mark.parametrize(("lang", "phrase"), [("de", "Willkommen bei den E-Mails von"), ("fr", "Bienvenue")])
@@ -119,6 +136,7 @@ def test_preference_centre_language_persists_and_drives_the_page(app, client, ru
     page = client.get(path(url), headers={"Accept-Language": "fr"}).get_data(as_text=True)
     assert '<option selected value="fr">Français</option>' in page  # the browser's, offered
     assert ">Deutsch</option>" in page and ">English</option>" in page
+    assert '<html lang="fr">' in page
     assert post_preferences(client, url, language="de").status_code == 200
     with runtime.sessions() as session:
         assert session.get(Subscriber, sub.id).language == "de"

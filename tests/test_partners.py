@@ -23,7 +23,7 @@ from newsletter.models import (
 from newsletter.models.subscribers import address_hash
 from newsletter.partners import files
 from newsletter.partners.signing import file_mac, hash_mac, request_headers
-from newsletter.subscribers.sharing import partner_wording
+from newsletter.subscribers.wording import partner_wording
 from tests.test_preferences import post_preferences
 
 pytest_plugins = ["tests.partner_stores"]  # the two-store fixtures (stores, second_database_url, redis_b)
@@ -149,7 +149,7 @@ def test_signup_checkbox_is_off_names_the_partner_and_grants_only_on_confirmatio
     page = a.client().get("/subscribe").get_data(as_text=True)
     box = page.split('id="partner-store-b"')[1].split(">")[0]
     assert "checked" not in box
-    assert partner_wording("Store B").text in page
+    assert partner_wording(None, "Store B").text in page
 
     a.signup("ann@example.com", partners=["store-b"], first_name="Ann")
     a.work()
@@ -161,7 +161,7 @@ def test_signup_checkbox_is_off_names_the_partner_and_grants_only_on_confirmatio
     with a.runtime.sessions() as session:
         share = session.scalar(select(PartnerShare))
         assert share.granted and share.granted_at and share.source == "web:subscribe"
-        assert share.wording_hash == partner_wording("Store B").sha256
+        assert share.wording_hash == partner_wording(None, "Store B").sha256
         events = list(session.scalars(select(ConsentEvent).order_by(ConsentEvent.id)))
     assert [e.action for e in events] == ["signup_requested", "confirmed", "partner_share_granted"]
     assert (
@@ -207,7 +207,7 @@ def test_only_confirmed_consented_unsuppressed_people_travel(stores, smtp_sink, 
     ann, lil = records
     assert ann["first_name"] == "Ann" and lil["first_name"] is None
     assert ann["consent"]["to"] == "store-b" and ann["consent"]["given_at"].endswith("Z")
-    assert ann["consent"]["wording_sha256"] == partner_wording("Store B").sha256
+    assert ann["consent"]["wording_sha256"] == partner_wording(None, "Store B").sha256
     assert ann["source"] == "store-a:web:subscribe"
     with open(out, "rb") as handle:
         envelope = files.verify(handle, SECRET, kind=files.CONTACTS, sender="store-a", recipient="store-b")
@@ -277,7 +277,7 @@ def test_import_invites_once_and_our_opt_outs_win(stores, smtp_sink, tmp_path):
         [event] = session.scalars(select(ConsentEvent).where(ConsentEvent.subscriber_id == ann.id))
         imports = list(session.scalars(select(PartnerImport).order_by(PartnerImport.id)))
     assert event.action == "partner_imported" and event.source == "partner:store-a"
-    assert event.wording_hash == partner_wording("Store B").sha256
+    assert event.wording_hash == partner_wording(None, "Store B").sha256
     assert event.details["file_sha256"] == sha and event.details["consent_to"] == "store-b"
     assert [(i.file_sha256, i.report["invited"]) for i in imports] == [(sha, 1), (sha, 0)]
 

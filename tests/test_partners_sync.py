@@ -11,15 +11,18 @@ reaches a Redis proxy the test sits in.
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,22 +35,28 @@ from newsletter.cli import cli as newsletter_cli
 from newsletter.core import clock
 from newsletter.core.runtime import get_runtime
 from newsletter.models import (
+    ConsentAction,
+    ConsentEvent,
     Frequency,
     OutboxEmail,
     Partner,
     PartnerImport,
     PartnerInvitation,
     PartnerShare,
+    PartnerSuppression,
     Subscriber,
     SubscriberStatus,
 )
-from newsletter.models.partners import PartnerExchange
+from newsletter.models.partners import PartnerExchange, PartnerInviteDay
 from newsletter.models.subscribers import address_hash
-from newsletter.partners import files
+from newsletter.partners import files, signing
 from newsletter.partners.exchange import insert_rows
 from newsletter.partners.registry import update_partner
 from newsletter.partners.sync import enqueue_due
-from tests.conftest import REDIS_URL, REDIS_URL_B, jobs_use
+from newsletter.subscribers import links
+from newsletter.subscribers.jobs import sweep_outbox
+from newsletter.subscribers.partner_cap import next_day
+from tests.conftest import REDIS_URL, REDIS_URL_B, csrf_token, jobs_use
 from tests.feedback_helpers import wait_for
 from tests.test_partners import SECRET, grant_at
 
@@ -67,7 +76,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _settings(store_id: str, name: str, port: int, spool: Path, database_url: str, redis_url: str) -> dict:
+def _settings(
+    store_id: str, name: str, port: int, spool: Path, database_url: str, redis_url: str, **extra: str
+) -> dict:
     return dict(
         STORE_ID=store_id,
         STORE_NAME=name,
@@ -78,6 +89,7 @@ def _settings(store_id: str, name: str, port: int, spool: Path, database_url: st
         PARTNER_RETRIES="1",
         PARTNER_TIMEOUT="60",
         PARTNER_LOCK_SECONDS=str(LOCK_SECONDS),
+        **extra,
     )
 
 
@@ -91,12 +103,15 @@ def env_of(store: Store) -> dict[str, str]:
         "NEWSLETTER_PARTNER_RETRIES": str(s.partner_retries),
         "NEWSLETTER_PARTNER_LOCK_SECONDS": str(s.partner_lock_seconds),
         "NEWSLETTER_PARTNER_TIMEOUT": str(s.partner_timeout),
+        "NEWSLETTER_PARTNER_API_RATE_LIMIT": "/".join(map(str, s.partner_api_rate_limit)),
+        "NEWSLETTER_PARTNER_INVITES_PER_DAY": str(s.partner_invites_per_day),
     }
 
 
-def cli(store: Store, *args: str):
-    """``newsletter ARGS`` in this process with the store's whole environment (spool, retries, lock)."""
-    result = CliRunner().invoke(newsletter_cli, list(args), env=env_of(store))
+def cli(store: Store, *args: str, env: dict[str, str] | None = None):
+    """``newsletter ARGS`` in this process with the store's whole environment (spool, retries, lock)
+    and ``env`` on top."""
+    result = CliRunner().invoke(newsletter_cli, list(args), env=env_of(store) | (env or {}))
     built = get_runtime()
     if built is not store.runtime:  # the command built its own app: close its connections
         built.engine.dispose()
@@ -143,7 +158,16 @@ def gunicorn(store: Store, port: int, log: Path) -> subprocess.Popen:
 
 
 @pytest.fixture
-def pair(make_app, database_url, second_database_url, redis_conn, redis_b, smtp_sink, tmp_path):
+def pair_settings() -> dict[str, str]:
+    """Settings for both stores of ``pair`` (their apps here and their servers); a test overrides
+    it with ``@pytest.mark.parametrize("pair_settings", [{...}])``."""
+    return {}
+
+
+@pytest.fixture
+def pair(
+    make_app, database_url, second_database_url, redis_conn, redis_b, smtp_sink, tmp_path, pair_settings
+):
     """Stores A and B, each served by its own gunicorn and known to the other with its URL, sync daily."""
     from tests.partner_stores import Store  # a plugin of this module: imported once pytest loaded it
 
@@ -151,7 +175,13 @@ def pair(make_app, database_url, second_database_url, redis_conn, redis_b, smtp_
     a = Store(
         make_app(
             **_settings(
-                "store-a", "Store A", ports["store-a"], tmp_path / "a" / "spool", database_url, REDIS_URL
+                "store-a",
+                "Store A",
+                ports["store-a"],
+                tmp_path / "a" / "spool",
+                database_url,
+                REDIS_URL,
+                **pair_settings,
             )
         ),
         "store-a",
@@ -165,6 +195,7 @@ def pair(make_app, database_url, second_database_url, redis_conn, redis_b, smtp_
                 tmp_path / "b" / "spool",
                 second_database_url,
                 REDIS_URL_B,
+                **pair_settings,
             )
         ),
         "store-b",
@@ -587,3 +618,322 @@ def test_partner_url_and_sync_are_checked(stores):
     assert a.cli("partners", "update", "store-c", "--sync", "off").exit_code == 0
     with a.runtime.sessions() as session:
         assert session.get(Partner, "store-c").next_sync_at is None
+
+
+# --- over the wire: a withdrawal, the data download, the signed header, the limits ------------------
+
+
+def person(store: Store, email: str) -> Subscriber:
+    with store.runtime.sessions() as session:
+        return session.scalar(select(Subscriber).where(Subscriber.email == email))
+
+
+def preferences_over_http(store: Store, email: str, partners: list[str]) -> None:
+    """The person saves the preference centre of ``store``'s server with these partners ticked
+    (a real browser's requests: the page, its CSRF token and cookie, the form)."""
+    url = links.preferences_url(store.settings, person(store, email))
+    with requests.Session() as browser:
+        page = browser.get(url, timeout=60)
+        assert page.status_code == 200, page.text
+        saved = browser.post(
+            url,
+            data={
+                "csrf_token": csrf_token(page.text),
+                "frequency": "any",
+                "time_zone": "UTC",
+                "first_name": "Ann",
+                "topics": ["newsletter"],
+                "partners": partners,
+            },
+            headers={"User-Agent": "wire-test/1.0"},
+            timeout=60,
+        )
+    assert saved.status_code == 200 and "Saved." in saved.text, saved.text
+
+
+def download_over_http(store: Store, email: str) -> dict:
+    """The person's "download my data" from ``store``'s server."""
+    url = links.preferences_url(store.settings, person(store, email)) + "/data.json"
+    response = requests.get(url, timeout=60)
+    assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
+    return response.json()
+
+
+def exchanges(store: Store) -> list[PartnerExchange]:
+    with store.runtime.sessions() as session:
+        return list(session.scalars(select(PartnerExchange).order_by(PartnerExchange.id)))
+
+
+def took(store: Store) -> PartnerExchange:
+    """The last push the store's server took (an ``import api`` row)."""
+    return [r for r in exchanges(store) if (r.direction, r.channel) == ("import", "api")][-1]
+
+
+def scheduled_exchange(a: Store, first: bool = False) -> None:
+    """A's tick a day on (or now, for the first): its job pushes to B's server, then pulls from it."""
+    if not first:
+        a_day_later(a, "store-b")
+    assert a.job(enqueue_due) == ["store-b"]
+    a.work()
+
+
+def test_a_withdrawal_at_a_reaches_b_and_the_download_at_a_names_the_disclosure(pair, smtp_sink):
+    a, b = pair
+    grant_at(a, smtp_sink, "ann@example.com")
+    scheduled_exchange(a, first=True)
+    b.work()
+    assert invited_by(smtp_sink, "Store A") == ["ann@example.com"]  # delivered; she has not confirmed
+    grant_at(a, smtp_sink, "bob@example.com")
+    scheduled_exchange(a)  # bob travels; B's worker is not run: his invitation is still unsent
+    first_push, _, second_push, _ = exchanges(a)
+    assert (first_push.records, second_push.records) == (1, 1)
+
+    # "Download my data" at A's server lists each disclosure to B: the partner, the exchange, when.
+    for email, push in (("ann@example.com", first_push), ("bob@example.com", second_push)):
+        [shown] = download_over_http(a, email)["partner_disclosures"]
+        assert (shown["partner"], shown["partner_name"], shown["exchange_id"]) == (
+            "store-b",
+            "Store B",
+            push.id,
+        )
+        at = datetime.fromisoformat(shown["at"].removesuffix("Z"))
+        assert push.started_at <= at <= push.finished_at
+
+    # Both withdraw in A's preference centre; the next scheduled exchange carries the withdrawals.
+    preferences_over_http(a, "ann@example.com", partners=[])
+    preferences_over_http(a, "bob@example.com", partners=[])
+    scheduled_exchange(a)
+    push = exchanges(a)[-2]
+    assert (push.direction, push.channel, push.status, push.records, push.invited) == (
+        "export",
+        "push",
+        "done",
+        2,
+        0,
+    )
+    with b.runtime.sessions() as session:
+        assert (took(b).status, took(b).remote_id, took(b).records) == ("done", push.id, 2)
+        opted_out = set(
+            session.scalars(
+                select(PartnerSuppression.email_hash).where(PartnerSuppression.partner_id == "store-a")
+            )
+        )
+        assert opted_out == {address_hash("ann@example.com"), address_hash("bob@example.com")}
+        outcomes = {
+            session.get(Subscriber, e.subscriber_id).email: (e.details["partner"], e.details["outcome"])
+            for e in session.scalars(
+                select(ConsentEvent).where(ConsentEvent.action == ConsentAction.PARTNER_WITHDRAWN)
+            )
+        }
+        assert outcomes == {
+            "ann@example.com": ("store-a", "not invited on its word again"),
+            "bob@example.com": ("store-a", "invitation cancelled"),
+        }
+        [bobs] = session.scalars(
+            select(OutboxEmail).where(OutboxEmail.subscriber_id == person(b, "bob@example.com").id)
+        )
+        assert bobs.sent_at is None and "withdrew" in bobs.last_error
+    b.work()  # bob's queued invitation job runs: the row is given up, nothing goes out
+    b.job(sweep_outbox, older_than=timedelta(0))
+    b.work()
+    assert smtp_sink.take() == []
+
+    # Ann shares with B again at A: she travels again, and B does not invite her on A's word.
+    preferences_over_http(a, "ann@example.com", partners=["store-b"])
+    scheduled_exchange(a)
+    b.work()
+    assert smtp_sink.take() == []
+    with b.runtime.sessions() as session:
+        assert (took(b).records, took(b).invited, took(b).skipped) == (1, 0, {"opted_out_at_partner": 1})
+        assert session.scalar(select(Subscriber.status).where(Subscriber.email == "ann@example.com")) == (
+            SubscriberStatus.PENDING
+        )
+    shown = download_over_http(a, "ann@example.com")
+    assert [d["exchange_id"] for d in shown["partner_disclosures"]] == [first_push.id, exchanges(a)[-2].id]
+    assert shown["partner_sharing"] == {"store-b": True}
+
+
+def test_the_previous_exchange_header_is_signed(pair, smtp_sink):
+    """A pull names the partner's last export in a header the signature covers: changed on the way,
+    the request is refused; an engine of the first release (v1, header unsigned) gets everything."""
+    a, _ = pair
+    grant_at(a, smtp_sink, "ann@example.com")
+    path = "/api/partners/store-b/export"
+    url = a.settings.base_url + path
+
+    def export(headers) -> tuple[int, list[dict]]:
+        response = requests.get(url, headers=headers, timeout=60)
+        lines = [json.loads(line) for line in response.content.splitlines()]
+        return response.status_code, lines
+
+    status, lines = export(signing.request_headers(SECRET, "GET", path))
+    assert status == 200 and [r["email"] for r in lines[1:-1]] == ["ann@example.com"]
+    first = lines[0]["exchange"]
+    grant_at(a, smtp_sink, "bea@example.com")
+
+    status, lines = export(signing.request_headers(SECRET, "GET", path, previous=first))
+    assert status == 200 and [r["email"] for r in lines[1:-1]] == ["bea@example.com"]  # only what changed
+    assert lines[0]["previous"] == first
+    done = len(exchanges(a))
+
+    for forged in ("0", str(first + 1), "", "0" + str(first)):  # "01" means 1, but is not what was signed
+        headers = signing.request_headers(SECRET, "GET", path, previous=first)
+        headers[signing.PREVIOUS_HEADER] = forged
+        status, lines = export(headers)
+        assert (status, lines) == (401, [{"error": "bad signature"}]), forged
+    unsigned = signing.request_headers(SECRET, "GET", path)
+    unsigned[signing.PREVIOUS_HEADER] = str(first)  # added to a request signed without it
+    assert export(unsigned)[0] == 401
+    assert len(exchanges(a)) == done  # a refused request exports nothing, discloses nothing
+
+    v1 = signing.request_headers(SECRET, "GET", path, previous=first)
+    v1[signing.SIGNATURE_HEADER] = signing.request_signature(
+        SECRET,
+        "GET",
+        path,
+        v1[signing.TIMESTAMP_HEADER],
+        v1[signing.NONCE_HEADER],
+        hashlib.sha256(b"").hexdigest(),
+        version=1,
+    )
+    status, lines = export(v1)
+    assert status == 200 and [r["email"] for r in lines[1:-1]] == ["ann@example.com", "bea@example.com"]
+    assert "previous" not in lines[0]  # the unsigned header was not used: a full export
+
+
+class Relay:
+    """A loopback HTTP relay in front of a partner's server that notes each answer's status and
+    when it passed; ``before(n)`` runs before the n-th request (from 0) goes on."""
+
+    def __init__(self, target: str, before=lambda n: None):
+        self.seen: list[tuple[int, float, str | None]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _relay(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                before(len(outer.seen))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                answer = requests.request(
+                    self.command, target + self.path, headers=headers, data=body, timeout=120
+                )
+                outer.seen.append((answer.status_code, time.monotonic(), answer.headers.get("Retry-After")))
+                self.send_response(answer.status_code)
+                for name in ("Content-Type", "Retry-After"):
+                    if name in answer.headers:
+                        self.send_header(name, answer.headers[name])
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = _relay  # noqa: N815 - http.server's names
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+RATE_KEY = "nl:limit:partner-api:store-a"  # B's count of A's requests
+
+
+@pytest.mark.parametrize("pair_settings", [{"PARTNER_API_RATE_LIMIT": "2/600"}])
+def test_the_partner_rate_limit_holds_across_the_wire(pair, redis_b, smtp_sink):
+    a, b = pair
+    once = {"NEWSLETTER_PARTNER_RETRIES": "0"}
+    grant_at(a, smtp_sink, "ann@example.com")
+    assert cli(a, "partners", "push", "store-b", env=once).exit_code == 0  # A's requests 1 and 2 ...
+    assert cli(a, "partners", "pull", "store-b", env=once).exit_code == 0
+    grant_at(a, smtp_sink, "bea@example.com")
+    before = {model: (a.count(model), b.count(model)) for model in (Subscriber, PartnerImport, OutboxEmail)}
+
+    refused = cli(a, "partners", "pull", "store-b", env=once)  # ... and 3, 4: over B's limit
+    refused_push = cli(a, "partners", "push", "store-b", env=once)
+    for result in (refused, refused_push):
+        assert result.exit_code == 1
+        [line] = result.output.splitlines()
+        assert (
+            "store-b at http://127.0.0.1:" in line
+            and (
+                "limits our requests (429: too many requests: at most 2 per 600 seconds "
+                "(PARTNER_API_RATE_LIMIT)); try again in "
+            )
+            in line
+        ), line
+        assert 0 < int(line.rsplit(" ", 2)[-2]) <= 600
+    assert {model: (a.count(model), b.count(model)) for model in before} == before
+    assert [(r.direction, r.channel, r.status) for r in exchanges(b)] == [
+        ("import", "api", "done"),
+        ("export", "api", "done"),
+    ]  # B wrote nothing for the refused requests
+    *_, pull, push = exchanges(a)
+    assert (pull.channel, pull.status, push.channel, push.status) == ("pull", "failed", "push", "failed")
+    assert "(429: too many requests" in pull.error and "(429: too many requests" in push.error
+    assert list(Path(a.settings.partner_spool_dir).glob("pull-*")) == []  # nothing downloaded
+    [kept] = Path(a.settings.partner_spool_dir).glob("push-store-b.*.jsonl")  # B read none of it
+
+    # With a retry left, A's client waits as long as B's Retry-After says, then goes through.
+    def window_nearly_over(n):
+        if n == 0:
+            redis_b.pexpire(RATE_KEY, 2000)
+
+    with a.runtime.sessions() as session:
+        url = session.get(Partner, "store-b").url
+    relay = Relay(url, before=window_nearly_over)
+    try:
+        point(a, "store-b", relay.url)
+        pushed = cli(a, "partners", "push", "store-b")  # PARTNER_RETRIES=1
+    finally:
+        relay.close()
+        point(a, "store-b", url)
+    assert pushed.exit_code == 0, pushed.output
+    lines = pushed.output.splitlines()
+    assert lines[0].startswith(f"resumed the cut-off exchange {push.id} with store-b: 1 records, invited 1")
+    assert lines[1].endswith(": 0 records, invited 0")
+    assert not kept.exists()
+    (refusal, refused_at, wait), (first, passed_at, _), (second, *_) = relay.seen
+    assert (refusal, first, second) == (429, 200, 200) and int(wait) in (1, 2)
+    assert passed_at - refused_at >= int(wait)  # not before B said
+    b.work()
+    assert invited_by(smtp_sink, "Store A") == ["ann@example.com", "bea@example.com"]  # each once
+
+
+@pytest.mark.parametrize("pair_settings", [{"PARTNER_INVITES_PER_DAY": "2"}])
+def test_the_daily_invitation_cap_holds_for_a_push(pair, smtp_sink):
+    a, b = pair
+    emails = consented_people(a, 5)
+    pushed = cli(a, "partners", "push", "store-b")
+    assert pushed.exit_code == 0 and pushed.output.rstrip().endswith(": 5 records, invited 5"), pushed.output
+    b.work()  # B's worker sends its invitations: two today, the rest wait for the next UTC day
+    today = sorted(m["To"] for m in smtp_sink.take())
+    assert len(today) == 2
+    midnight = next_day(clock.now())
+    with b.runtime.sessions() as session:
+        rows = session.scalars(select(OutboxEmail).order_by(OutboxEmail.id)).all()
+        sent = [r for r in rows if r.sent_at is not None]
+        held = [r for r in rows if r.sent_at is None]
+        assert len(sent) == 2 and len(held) == 3
+        assert all((r.not_before, r.failed_at, r.attempts) == (midnight, None, 0) for r in held)
+        [day] = session.scalars(select(PartnerInviteDay)).all()
+        assert (day.partner_id, day.day, day.sent) == ("store-a", clock.now().date(), 2)
+    try:
+        b.job(sweep_outbox, older_than=timedelta(0))
+        b.work()
+        assert smtp_sink.take() == []  # still today: held, not given up
+        later = []
+        for _ in range(2):  # the next days, B's clock on past midnight
+            clock.travel(next_day(clock.now()) - clock.now() + timedelta(minutes=1))
+            b.job(sweep_outbox)
+            b.work()
+            later.append(sorted(m["To"] for m in smtp_sink.take()))
+        assert [len(day) for day in later] == [2, 1]
+        assert sorted(today + later[0] + later[1]) == sorted(emails)  # each once, none dropped
+    finally:
+        clock.reset()

@@ -161,3 +161,73 @@ def test_pages_carry_the_brand(make_app):
     plain = make_app().test_client().get("/subscribe")
     assert "img-src" not in plain.headers["Content-Security-Policy"]
     assert 'class="brand" href="/subscribe">Our store</a>' in plain.get_data(as_text=True)
+
+
+def test_an_override_of_the_email_base_layout_reaches_a_campaign(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    """OVERRIDES_DIR/email/base.mjml is the layout every campaign extends: a sent campaign carries it."""
+    from datetime import timedelta
+
+    from newsletter.campaigns import scheduling
+    from newsletter.core import clock
+    from newsletter.mail.templates import email_folder
+    from tests.sending_helpers import now_floor, run_engine, write_campaign
+
+    overrides = tmp_path / "overrides"
+    (overrides / "email").mkdir(parents=True)
+    shipped = (email_folder() / "base.mjml").read_text("utf-8")
+    marked = re.sub(
+        r"(<mj-body[^>]*>)",
+        r'\1<mj-section><mj-column><mj-text css-class="our-base">'
+        r"Our own layout</mj-text></mj-column></mj-section>",
+        shipped,
+        count=1,
+    )
+    assert marked != shipped
+    (overrides / "email" / "base.mjml").write_text(marked, "utf-8")
+    app = make_app(OVERRIDES_DIR=str(overrides), MARKETING_CAPS="", QUIET_HOURS="")
+    runtime = app.extensions["newsletter"]
+    make_subscriber("ann@example.com", topics=("newsletter",), first_name="Ann")
+    send_at = now_floor() + timedelta(minutes=5)
+    folder = write_campaign(tmp_path / "campaigns", waves=[("all", "all", send_at)], topic="newsletter")
+    with runtime.sessions() as session:
+        scheduling.schedule(session, runtime.settings, folder)
+        session.commit()
+    clock.travel(send_at - clock.now() + timedelta(seconds=1))
+    run_engine(runtime, work)
+    [mail] = smtp_sink.take()
+    html = mail.get_body(("html",)).get_content()
+    assert "our-base" in html and "Our own layout" in html
+    # the campaign's own content is still there, inside the store's layout
+    assert "Ann" in html
+
+
+def test_an_override_file_that_replaces_nothing_is_warned_about(tmp_path, caplog):
+    from newsletter.mail.templates import unmatched_overrides
+
+    overrides = tmp_path / "overrides"
+    (overrides / "web").mkdir(parents=True)
+    (overrides / "email").mkdir()
+    (overrides / "web" / "subscribe.html").write_text("{% extends 'web/base.html' %}", "utf-8")
+    (overrides / "web" / "subscibe.html").write_text("misspelt", "utf-8")  # replaces nothing
+    (overrides / "email" / "base.mjml").write_text("<mjml></mjml>", "utf-8")
+    (overrides / "logo.png").write_bytes(b"\x89PNG")  # outside web/ and email/
+    problems = unmatched_overrides(str(overrides))
+    assert len(problems) == 2
+    assert "logo.png replaces no shipped template" in problems[0]  # sorted by path
+    assert "web/subscibe.html replaces no shipped template" in problems[1]
+    assert unmatched_overrides(str(tmp_path / "none")) == []
+
+    from newsletter import create_app
+
+    with caplog.at_level("WARNING", logger="newsletter.web.theme"):
+        create_app(
+            {
+                "SECRET_KEY": "k" * 32,
+                "OVERRIDES_DIR": str(overrides),
+                "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            }
+        )
+    warned = [r.getMessage() for r in caplog.records if r.name == "newsletter.web.theme"]
+    assert len(warned) == 2 and all(line.startswith("OVERRIDES_DIR: ") for line in warned)

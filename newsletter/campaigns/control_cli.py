@@ -80,7 +80,7 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
     from newsletter.campaigns.frozen import FrozenCampaign
     from newsletter.campaigns.planning import PlannedWave, code_needs, plan
     from newsletter.campaigns.scheduling import find
-    from newsletter.campaigns.site import site_context, topics_from_db
+    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db
     from newsletter.campaigns.validation import validate_campaign
     from newsletter.core import clock
     from newsletter.models import CampaignStatus
@@ -103,7 +103,9 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
             pool = reward.pool if reward else None
         else:
             report = validate_campaign(
-                _folder(app, path), site_context(runtime.settings, topics_from_db(session)), clock.now()
+                _folder(app, path),
+                site_context(runtime.settings, topics_from_db(session), retired_from_db(session)),
+                clock.now(),
             )
             if not report.ok or report.campaign is None:
                 raise click.ClickException("\n".join(str(p) for p in report.errors))

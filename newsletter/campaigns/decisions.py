@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import redis
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
-from newsletter.campaigns.ledger import BatchReport, Recipient
+from newsletter.campaigns.ledger import TOPIC_RETIRED, BatchReport, Recipient
 from newsletter.core.config import Settings
 from newsletter.core.db import among
-from newsletter.models import Campaign, Delivery, DeliveryState
+from newsletter.models import Campaign, Delivery, DeliveryState, Topic
 from newsletter.subscribers import suppression
 
 
@@ -40,11 +40,14 @@ def decide(
     longest = max([w for _, w in policy.rules] + [30 * 86400])
     caps.ensure_counters(conn, session, longest, now)
     suppressed = suppression.suppressed_hashes(session, (r.email_hash for r in recipients))
+    retired = session.scalar(select(Topic.retired_at).where(Topic.slug == campaign.topic_slug))
     skipped: dict[str, list[int]] = {}
     deferred: list[tuple[int, datetime, str]] = []
     candidates: list[Recipient] = []
     for recipient in recipients:
-        if not recipient.eligible:
+        if retired is not None:
+            skipped.setdefault(TOPIC_RETIRED, []).append(recipient.delivery_id)
+        elif not recipient.eligible:
             skipped.setdefault("unsubscribed", []).append(recipient.delivery_id)
         elif recipient.email_hash in suppressed:
             skipped.setdefault("suppressed", []).append(recipient.delivery_id)

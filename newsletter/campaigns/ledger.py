@@ -28,6 +28,9 @@ from newsletter.models import (
     Wave,
 )
 
+#: the reason on a row whose campaign's topic was retired (``newsletter topics retire``) after it was queued
+TOPIC_RETIRED = "topic retired"
+
 
 def ready(now: datetime):
     """Rows ready to send: queued, or deferred and due."""
@@ -142,8 +145,9 @@ class Ledger:
         self._cursor = self.connection.connection.dbapi_connection.cursor()
         self._options = {"prepare": True} if self._postgres else {}
         self._check_sql = (
-            "SELECT d.claim_token, d.state, s.status, sub.status, sup.id FROM deliveries d "
+            "SELECT d.claim_token, d.state, s.status, sub.status, sup.id, t.retired_at FROM deliveries d "
             "JOIN subscribers s ON s.id = d.subscriber_id "
+            f"JOIN topics t ON t.id = {topic_id} "
             f"LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.topic_id = {topic_id} "
             "LEFT JOIN suppressions sup ON sup.email_hash = s.email_hash "
             f"WHERE d.id = {mark}"
@@ -161,7 +165,7 @@ class Ledger:
         """Why not to send now, or None.
 
         ``"claim lost"`` when the row is no longer this batch's (taken back as dead after a
-        stall); otherwise unsubscribed, topic left or suppressed since the claim. The answer
+        stall); otherwise unsubscribed, topic left, topic retired or suppressed since the claim. The answer
         comes from the last ``mark_sent`` if that checked this row (``check_next``).
         """
         ahead, self._ahead = self._ahead, None
@@ -182,6 +186,8 @@ class Ledger:
     def _why_not(self, row) -> str | None:
         if row is None or row[0] != self.token or row[1] != DeliveryState.SENDING.value:
             return "claim lost"
+        if row[5] is not None:
+            return TOPIC_RETIRED
         if (
             row[2] != SubscriberStatus.ACTIVE.value
             or row[3] != SubscriptionStatus.ACTIVE.value

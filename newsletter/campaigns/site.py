@@ -23,6 +23,8 @@ class SiteContext:
     topics: dict[str, str]  #: slug -> name
     brand: Brand = field(default_factory=lambda: brand_of(Settings()))  #: logo, colours (base.mjml)
     overrides_dir: str = ""  #: OVERRIDES_DIR: its email/base.mjml wins over the shipped one
+    #: topics retired with ``newsletter topics retire`` (still in ``topics``: frozen emails name them)
+    retired_topics: frozenset[str] = frozenset()
 
 
 def topics_from_db(session: Session) -> dict[str, str]:
@@ -31,7 +33,14 @@ def topics_from_db(session: Session) -> dict[str, str]:
     return {slug: name for slug, name in rows}
 
 
-def site_context(settings: Settings, topics: dict[str, str]) -> SiteContext:
+def retired_from_db(session: Session) -> frozenset[str]:
+    """The slugs of retired topics."""
+    return frozenset(session.scalars(select(Topic.slug).where(Topic.retired_at.is_not(None))))
+
+
+def site_context(
+    settings: Settings, topics: dict[str, str], retired: frozenset[str] = frozenset()
+) -> SiteContext:
     """The store as configured (LIST_ID defaults to the From address's domain)."""
     return SiteContext(
         store_name=settings.store_name,
@@ -42,4 +51,5 @@ def site_context(settings: Settings, topics: dict[str, str]) -> SiteContext:
         topics=dict(topics),
         brand=brand_of(settings),
         overrides_dir=settings.overrides_dir,
+        retired_topics=frozenset(retired),
     )

@@ -154,11 +154,17 @@ def validate_folder(folder: Path, site: SiteContext, now: datetime) -> Validatio
 
 
 def _check_topic(source: CampaignSource, site: SiteContext, toml: str) -> list[Problem]:
-    if source.topic in site.topics:
+    offered = [slug for slug in site.topics if slug not in site.retired_topics]
+    if source.topic in offered:
         return []
     line, col = source.locations.value("topic")
-    known = ", ".join(site.topics) or "none: run newsletter db upgrade"
-    return [Problem(toml, line, col, f"unknown topic {source.topic!r} (known: {known})")]
+    known = ", ".join(offered) or "none: run newsletter db upgrade"
+    if source.topic in site.retired_topics:
+        # nobody would get it: the wave selects nobody and queued rows are skipped
+        message = f"topic {source.topic!r} is retired: it is mailed to nobody (offered: {known})"
+    else:
+        message = f"unknown topic {source.topic!r} (known: {known})"
+    return [Problem(toml, line, col, message)]
 
 
 def _check_audiences(source: CampaignSource, toml: str) -> list[Problem]:

@@ -36,8 +36,8 @@ def audience_columns() -> dict:
 
 def eligible_subscribers(topic_slug: str, audience: str, now: datetime, campaign_id: int | None = None):
     """SELECT of subscriber ids a wave targets: confirmed, with the topic, matching the audience,
-    and (with ``campaign_id``) not already in that campaign's ledger."""
-    topic_id = select(Topic.id).where(Topic.slug == topic_slug).scalar_subquery()
+    and (with ``campaign_id``) not already in that campaign's ledger. A retired topic selects nobody."""
+    topic_id = select(Topic.id).where(Topic.slug == topic_slug, Topic.retired_at.is_(None)).scalar_subquery()
     condition = audience_sql(audience, audience_columns(), Customer.attributes, now)
     query = (
         select(Subscriber.id)

@@ -247,6 +247,12 @@ class Settings:
     default_language: str = _setting(
         _str, "en", "language of pages and mail when neither the subscriber nor the browser names one"
     )
+    wording_dir: str = _setting(
+        _str,
+        "",
+        "consent wording files here (<kind>/<version>.<lang>.txt, <kind>/current) win over the shipped "
+        "ones (docs/languages.md); default: instance/wording",
+    )
     confirm_max_age_days: int = _setting(_int, 7, "days a confirmation link stays valid")
     signup_rate_limit: tuple[int, int] = _setting(_rate, "20/60", "signups per IP: COUNT/SECONDS")
     confirmations_per_address: int = _setting(
@@ -507,6 +513,10 @@ def load_settings(
         raise ConfigError(f"{PREFIX}OVERRIDES_DIR: no such folder {values['overrides_dir']!r}")
     if not values.get("overrides_dir"):
         values["overrides_dir"] = str(Path(instance_path) / "overrides")
+    if values.get("wording_dir") and not Path(values["wording_dir"]).is_dir():
+        raise ConfigError(f"{PREFIX}WORDING_DIR: no such folder {values['wording_dir']!r}")
+    if not values.get("wording_dir"):
+        values["wording_dir"] = str(Path(instance_path) / "wording")
     if values.get("dkim_selector") and not values.get("dkim_key_file"):
         values["dkim_key_file"] = str(Path(instance_path) / "dkim" / f"{values['dkim_selector']}.pem")
     return Settings(**values)

@@ -11,6 +11,7 @@ from newsletter.subscribers import links
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import _link_problem, bp
 from newsletter.web import db
+from newsletter.web.i18n import use_language
 
 _STATUS = {Access.NOT_YET: 200, Access.PUBLIC: 200, Access.ENDED: 410, Access.NOT_INVITED: 404}
 
@@ -25,6 +26,7 @@ def early_access_link(token: str):
         subscriber, payload = links.read_link(db(), current_app.settings, Purpose.EARLY_ACCESS, token)
     except TokenError as exc:
         return _link_problem(exc, token)
+    use_language(subscriber.language)
     outcome = early_access.open_link(db(), current_app.settings, subscriber, payload, clock.now())
     db().commit()
     if outcome.access == Access.OPEN:

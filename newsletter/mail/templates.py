@@ -32,6 +32,25 @@ def email_folders(overrides_dir: str | None) -> list[str]:
     return [str(Path(overrides_dir) / "email"), *shipped] if overrides_dir else shipped
 
 
+def unmatched_overrides(overrides_dir: str | None) -> list[str]:
+    """Files in the override folder that replace no shipped template (a misspelt name, a file
+    outside ``web/`` and ``email/``): each one a line for the start-up warning. A partial that an
+    override includes is listed too; the warning says it is used only if something includes it."""
+    folder = Path(overrides_dir) if overrides_dir else None
+    if folder is None or not folder.is_dir():
+        return []
+    unmatched = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder)
+        if relative.parts[0].startswith(".") or (TEMPLATES / relative).is_file():
+            continue
+        unmatched.append(
+            f"{path} replaces no shipped template (templates/{relative.as_posix()} does not exist); "
+            "it is used only if another template includes it"
+        )
+    return unmatched
+
+
 @lru_cache(maxsize=16)
 def email_environment(settings: Settings | None = None, language: str = SOURCE_LANGUAGE) -> MailEnvironment:
     """Templates under the override folder and ``templates/email`` in the campaign files' sandbox
@@ -41,6 +60,7 @@ def email_environment(settings: Settings | None = None, language: str = SOURCE_L
     Flask-Babel's choice is not there)."""
     env = sandbox(FileSystemLoader(email_folders(settings.overrides_dir if settings else None)))
     env.install_gettext_translations(translations(language), newstyle=True)
+    env.globals["language"] = language  # <mjml lang>: the email says which language it is in
     # without settings (a check of the files, a test): the shipped look, so the layouts still render
     env.globals["brand"] = brand_of(settings if settings is not None else Settings())
     return env

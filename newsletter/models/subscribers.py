@@ -6,7 +6,7 @@ import enum
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.sql.functions import FunctionElement
@@ -87,7 +87,8 @@ class Subscriber(Base):
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC")
     #: set when the person's data was erased; the row stays as a pseudonymous tombstone
     erased_at: Mapped[datetime | None]
-    #: the person's own choice of language (preference centre); NULL: the browser's, else the store's
+    #: the person's language: their choice (preference centre), else their signup form's;
+    #: NULL: the browser's, else the store's
     language: Mapped[str | None] = mapped_column(String(16))
 
     subscriptions: Mapped[list[Subscription]] = relationship(
@@ -132,6 +133,15 @@ class Topic(Base):
     description: Mapped[str] = mapped_column(String(300), default="")
     #: order on forms
     position: Mapped[int] = mapped_column(default=0)
+    #: retired (``newsletter topics retire``): off the forms, no more mail; its subscriptions stay
+    retired_at: Mapped[datetime | None]
+    #: the label and description in other languages: {"de": {"name": ..., "description": ...}}
+    #: (``newsletter topics rename --language``); a language without an entry gets name/description
+    translations: Mapped[dict] = mapped_column(JSON, default=dict, server_default="{}")
+
+    def name_in(self, language: str | None) -> str:
+        """The label people reading ``language`` see (the default label if it has none there)."""
+        return ((self.translations or {}).get(language) or {}).get("name") or self.name
 
 
 class Subscription(Base):
@@ -155,6 +165,8 @@ class PartnerShare(Base):
     """Whether a subscriber lets the store share their address with one named partner."""
 
     __tablename__ = "partner_shares"
+    #: an export's "changed since the last exchange" (and its withdrawals) read a range of it
+    __table_args__ = (Index("ix_partner_shares_changed", "partner_id", "updated_at"),)
 
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True

@@ -49,10 +49,11 @@ def _precheck(partner_id: str) -> Partner:
     return partner
 
 
-def _authenticate(partner: Partner, body_sha256: str) -> Partner:
+def _authenticate(partner: Partner, body_sha256: str) -> int:
     """The signature, then the nonce (so nobody without the secret can burn a partner's nonces),
-    then the partner's rate limit (429)."""
-    signing.check_signature(
+    then the partner's rate limit (429); answers the signature's version (1: the previous-exchange
+    header is not covered, so it must not be used)."""
+    version = signing.check_signature(
         partner.secret,
         request.method,
         request.path,
@@ -60,11 +61,12 @@ def _authenticate(partner: Partner, body_sha256: str) -> Partner:
         request.headers[signing.NONCE_HEADER],
         body_sha256,
         request.headers.get(signing.SIGNATURE_HEADER),
+        request.headers.get(PREVIOUS_HEADER, ""),
     )
     signing.claim_nonce(runtime().redis, partner.id, request.headers[signing.NONCE_HEADER])
     # counted once authentic (forged requests cannot spend a partner's budget); fails closed
     limits.check_partner_api(runtime().redis, partner.id, current_app.settings.partner_api_rate_limit)
-    return partner
+    return version
 
 
 def _body_limit() -> int:
@@ -86,13 +88,15 @@ def _body_limit() -> int:
 def export(partner_id: str):
     """The signed contact file of everyone who agreed to be shared with this partner, streamed."""
     try:
-        partner = _authenticate(_precheck(partner_id), hashlib.sha256(b"").hexdigest())
+        partner = _precheck(partner_id)
+        version = _authenticate(partner, hashlib.sha256(b"").hexdigest())
     except signing.RequestRefused as exc:
         return _refused(exc)
     settings = current_app.settings
     session = runtime().sessions()
     # The caller names the last of our exports it imported whole: only what changed since travels.
-    previous = exchange.previous_export(session, partner.id, _previous_id())
+    # Only a header the signature covers counts (v1 did not sign it: a full export then).
+    previous = exchange.previous_export(session, partner.id, _previous_id() if version >= 2 else None)
     row = history.start(session, partner.id, "export", "api", previous)
     session.commit()
 
@@ -144,7 +148,7 @@ def contacts(partner_id: str):
             digest.update(chunk)
             spool.write(chunk)
         try:
-            partner = _authenticate(partner, digest.hexdigest())
+            _authenticate(partner, digest.hexdigest())
         except signing.RequestRefused as exc:
             return _refused(exc)
         rt = runtime()

@@ -11,10 +11,11 @@ import redis
 from newsletter.partners.signing import RequestRefused
 
 #: fixed window per partner; INCR, first hit sets the expiry; answers the count and the time left
+#: in milliseconds (TTL rounds to the nearest second: a caller waiting that long could come early)
 _HIT = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return {count, redis.call('TTL', KEYS[1])}
+return {count, redis.call('PTTL', KEYS[1])}
 """
 
 
@@ -27,7 +28,7 @@ def check_partner_api(conn: redis.Redis, partner_id: str, rate: tuple[int, int])
     except redis.RedisError:
         raise RequestRefused("the rate limit is unavailable; try again later", status=503) from None
     if int(count) > limit:
-        wait = int(ttl) if int(ttl) > 0 else window
+        wait = -(-int(ttl) // 1000) if int(ttl) > 0 else window  # whole seconds, rounded up
         raise RequestRefused(
             f"too many requests: at most {limit} per {window} seconds (PARTNER_API_RATE_LIMIT)",
             status=429,

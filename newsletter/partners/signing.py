@@ -13,7 +13,9 @@ import redis
 from newsletter.core import clock
 
 FILE_CONTEXT = b"newsletter-partner-file/v1\n"
-REQUEST_CONTEXT = "newsletter-partner-request/v1"
+#: v2 signs the previous-exchange header too; v1 (the first release) did not, see ``check_signature``
+REQUEST_CONTEXT = "newsletter-partner-request/v2"
+REQUEST_CONTEXT_V1 = "newsletter-partner-request/v1"
 #: a request's timestamp may differ from our clock by at most this many seconds
 REQUEST_WINDOW = 300
 NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -37,18 +39,40 @@ def hash_mac(secret: str, email_hash: str) -> str:
 
 
 def request_signature(
-    secret: str, method: str, path: str, timestamp: str, nonce: str, body_sha256: str
+    secret: str,
+    method: str,
+    path: str,
+    timestamp: str,
+    nonce: str,
+    body_sha256: str,
+    previous: str = "",
+    *,
+    version: int = 2,
 ) -> str:
-    message = "\n".join([REQUEST_CONTEXT, method.upper(), path, timestamp, nonce, body_sha256])
+    """HMAC-SHA256 of the request's parts, one per line; ``previous`` is the previous-exchange
+    header's value exactly as sent ("" when there is none), covered from v2 on."""
+    if version == 1:
+        parts = [REQUEST_CONTEXT_V1, method.upper(), path, timestamp, nonce, body_sha256]
+    else:
+        parts = [REQUEST_CONTEXT, method.upper(), path, timestamp, nonce, previous, body_sha256]
+    message = "\n".join(parts)
     return hmac.new(secret.encode("utf-8"), message.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def request_headers(secret: str, method: str, path: str, body: bytes = b"") -> dict[str, str]:
+def request_headers(
+    secret: str, method: str, path: str, body: bytes = b"", previous: int | str | None = None
+) -> dict[str, str]:
     """What a partner sends with a request (our own client and the tests use it too)."""
     timestamp = str(int(_epoch()))
     nonce = secrets.token_urlsafe(24)
-    signature = request_signature(secret, method, path, timestamp, nonce, hashlib.sha256(body).hexdigest())
-    return {TIMESTAMP_HEADER: timestamp, NONCE_HEADER: nonce, SIGNATURE_HEADER: signature}
+    value = "" if previous is None else str(previous)
+    signature = request_signature(
+        secret, method, path, timestamp, nonce, hashlib.sha256(body).hexdigest(), value
+    )
+    headers = {TIMESTAMP_HEADER: timestamp, NONCE_HEADER: nonce, SIGNATURE_HEADER: signature}
+    if previous is not None:
+        headers[PREVIOUS_HEADER] = value
+    return headers
 
 
 def _epoch() -> float:
@@ -91,12 +115,21 @@ def check_signature(
     nonce: str,
     body_sha256: str,
     signature: str | None,
-) -> None:
-    expected = request_signature(secret, method, path, timestamp, nonce, body_sha256)
-    if not hmac.compare_digest(
-        expected.encode("ascii"), (signature or "").strip().lower().encode("ascii", "replace")
-    ):
-        raise RequestRefused("bad signature")
+    previous: str = "",
+) -> int:
+    """The version the signature matches: 2 (the previous-exchange header covered) or 1.
+
+    A v1 signature (an engine of the first release) does not cover the header, so the caller
+    must then act as if there were none (a full export); RequestRefused if neither matches.
+    """
+    given = (signature or "").strip().lower().encode("ascii", "replace")
+    for version in (2, 1):
+        expected = request_signature(
+            secret, method, path, timestamp, nonce, body_sha256, previous, version=version
+        )
+        if hmac.compare_digest(expected.encode("ascii"), given):
+            return version
+    raise RequestRefused("bad signature")
 
 
 def claim_nonce(conn: redis.Redis, partner_id: str, nonce: str) -> None:

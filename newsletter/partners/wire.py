@@ -2,9 +2,10 @@
 
 Every request is signed as ``signing`` verifies (a fresh nonce per attempt, so a retry is never
 a replay), over TLS verified by default, with timeouts, and retried with backoff after a
-network error or a 502/503/504. Only what changed since the last exchange that went through
-travels: a push names our last pushed export in its file header, a pull names the partner's
-last export we imported whole (``X-Partner-Previous-Exchange``).
+network error or a 502/503/504, and after the partner's Retry-After for a 429 (its rate limit).
+Only what changed since the last exchange that went through travels: a push names our last
+pushed export in its file header, a pull names the partner's last export we imported whole
+(``X-Partner-Previous-Exchange``, covered by the request's signature).
 
 Each file is kept in ``PARTNER_SPOOL_DIR`` until it is through, so an exchange that was cut
 off (the process killed, the partner gone mid-import) goes on with the very same bytes next
@@ -38,6 +39,10 @@ from newsletter.partners.registry import PartnerError, require_store_id
 
 #: answers worth another attempt (the partner restarting, a proxy in between)
 TRANSIENT = {502, 503, 504}
+#: the partner's rate limit: another attempt after its Retry-After, if that is at most MAX_WAIT
+LIMITED = 429
+#: seconds we wait at most before another attempt (a longer Retry-After fails the exchange now)
+MAX_WAIT = 60
 _CHUNK = 64 * 1024
 
 
@@ -79,9 +84,7 @@ def _send(
     body_sha256 = _sha256(body) if body else hashlib.sha256(b"").hexdigest()
     attempts = settings.partner_retries + 1
     for attempt in range(attempts):
-        headers = _signed(partner.secret, method, path, body_sha256)
-        if previous is not None:
-            headers[signing.PREVIOUS_HEADER] = str(previous)
+        headers = _signed(partner.secret, method, path, body_sha256, previous)
         try:
             if body:
                 headers["Content-Type"] = "application/x-ndjson"
@@ -109,6 +112,10 @@ def _send(
             response.close()
             sleep(_retry_after(response, attempt))
             continue
+        if response.status_code == LIMITED and attempt + 1 < attempts and _wait(response) <= MAX_WAIT:
+            response.close()
+            sleep(_wait(response))  # its window is over then: the next attempt counts in a new one
+            continue
         if response.status_code >= 400:
             message = _refusal(partner, response)
             response.close()
@@ -117,8 +124,10 @@ def _send(
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
-def _signed(secret: str, method: str, path: str, body_sha256: str) -> dict[str, str]:
-    headers = signing.request_headers(secret, method, path)  # timestamp and nonce, fresh per attempt
+def _signed(secret: str, method: str, path: str, body_sha256: str, previous: int | None) -> dict[str, str]:
+    """Fresh timestamp and nonce per attempt; the signature covers the body's hash and the
+    previous-exchange header (sent only when there is one)."""
+    headers = signing.request_headers(secret, method, path, previous=previous)
     headers[signing.SIGNATURE_HEADER] = signing.request_signature(
         secret,
         method,
@@ -126,6 +135,7 @@ def _signed(secret: str, method: str, path: str, body_sha256: str) -> dict[str, 
         headers[signing.TIMESTAMP_HEADER],
         headers[signing.NONCE_HEADER],
         body_sha256,
+        headers.get(signing.PREVIOUS_HEADER, ""),
     )
     return headers
 
@@ -136,7 +146,13 @@ def _backoff(attempt: int) -> float:
 
 def _retry_after(response: requests.Response, attempt: int) -> float:
     value = response.headers.get("Retry-After", "")
-    return min(60.0, float(value)) if value.isdigit() else _backoff(attempt)
+    return min(float(MAX_WAIT), float(value)) if value.isdigit() else _backoff(attempt)
+
+
+def _wait(response: requests.Response) -> int:
+    """A 429's Retry-After in seconds (a minute when it is missing or not a number of seconds)."""
+    value = response.headers.get("Retry-After", "")
+    return int(value) if value.isdigit() and len(value) < 9 else MAX_WAIT
 
 
 def _why(exc: Exception) -> str:
@@ -161,6 +177,8 @@ def _refusal(partner: Partner, response: requests.Response) -> str:
             f"{who} refused our signature ({status}: {said}): check the shared secret, both clocks, "
             "and that it registered us under our NEWSLETTER_STORE_ID"
         )
+    if status == LIMITED:
+        return f"{who} limits our requests (429: {said}); try again in {_wait(response)} s"
     if status == 404:
         return f"{who} has no partner API at this URL (404): check 'partners update --url'"
     if status >= 500:
@@ -282,8 +300,14 @@ def _post(
 
 
 def _keep_after(error: str) -> bool:
-    """Keep the file to send again after a network error, a 5xx or an import stopped part-way (409)."""
-    return "cannot reach" in error or " answered 5" in error or "answered 409" in error
+    """Keep the file to send again after a network error, a 5xx, the partner's rate limit (429:
+    it read nothing of it) or an import stopped part-way (409)."""
+    return (
+        "cannot reach" in error
+        or " answered 5" in error
+        or "answered 409" in error
+        or "limits our requests (429" in error
+    )
 
 
 # --- pull ---------------------------------------------------------------------------------

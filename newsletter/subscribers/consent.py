@@ -1,8 +1,7 @@
-"""The consent wording people are shown, versioned and hashed as evidence."""
+"""The consent ledger's events and their evidence: who asked, from where, and the wording shown."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -13,28 +12,19 @@ from sqlalchemy.orm import Session
 from newsletter.core import clock
 from newsletter.models import ConsentAction, ConsentEvent
 
-#: Bump the version whenever the text changes; the ledger keeps version and hash.
-SIGNUP_WORDING_VERSION = "signup-2026-11"
-SIGNUP_WORDING = (
-    "Yes, {store} may email me about the topics I ticked. I can change my choices or "
-    "unsubscribe at any time with the link in every email, and {store} will not share my "
-    "address with anyone unless I say so."
-)
-
 
 @dataclass(frozen=True)
 class Wording:
+    """A text a person was shown: the ledger keeps its version label and SHA-256 (subscribers/wording.py)."""
+
     version: str
     text: str
+    #: the language it is written in (None: not one of our files, e.g. an import's own wording)
+    language: str | None = None
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
-
-
-@functools.lru_cache(maxsize=8)
-def signup_wording(store_name: str) -> Wording:
-    return Wording(SIGNUP_WORDING_VERSION, SIGNUP_WORDING.format(store=store_name))
 
 
 @dataclass(frozen=True)

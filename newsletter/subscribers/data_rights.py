@@ -144,6 +144,10 @@ def export_data(session: Session, subscriber: Subscriber) -> dict[str, Any]:
         "paused_until": _iso(subscriber.paused_until),
         "time_zone": subscriber.time_zone,
         "topics": {s.topic.slug: s.status.value for s in subscriber.subscriptions},
+        # a retired topic stays in "topics" as it was; no email of it is sent any more
+        "topics_retired": {
+            s.topic.slug: _iso(s.topic.retired_at) for s in subscriber.subscriptions if s.topic.retired_at
+        },
         "partner_sharing": {p.partner_id: p.granted for p in subscriber.partner_shares},
         # the recipients of the address (Art. 15(1)(c)): one entry per export to a partner
         "partner_disclosures": [

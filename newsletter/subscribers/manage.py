@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 from flask import Response, current_app, render_template, request
 from flask_babel import get_locale, refresh
@@ -16,8 +17,9 @@ from newsletter.subscribers.data_rights import erase, export_data
 from newsletter.subscribers.forms import EraseForm, PreferencesForm, UnsubscribeForm
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.views import bp, request_info
+from newsletter.subscribers.wording import partner_wording
 from newsletter.web import csrf, db, security
-from newsletter.web.i18n import use_language
+from newsletter.web.i18n import page_language, use_language
 
 
 def _bad_link(exc: TokenError):
@@ -77,7 +79,8 @@ def _render_preferences(subscriber, form, token, saved=False, status=200):
         topics=list(preferences.topics_by_slug(db()).values()),
         partners=sharing.partner_names(db()),
         partner_wording={
-            pid: preferences.partner_wording(name).text for pid, name in sharing.partner_names(db()).items()
+            pid: partner_wording(current_app.settings, name, page_language()).text
+            for pid, name in sharing.partner_names(db()).items()
         },
         paused=preferences.is_paused(subscriber),
         unsubscribe_url=links.unsubscribe_url(current_app.settings, subscriber),
@@ -107,7 +110,14 @@ def preferences_page(token: str):
         partners=set(form.partners.data or []),
         language=form.language.data if form.language.data in shipped_languages() else None,
     )
-    preferences.update(db(), subscriber, wanted, request_info("web:preferences"), sharing.partner_names(db()))
+    preferences.update(
+        db(),
+        subscriber,
+        wanted,
+        request_info("web:preferences"),
+        sharing.partner_names(db()),
+        wording_of=partial(partner_wording, current_app.settings, language=page_language()),
+    )
     db().commit()
     use_language(subscriber.language)
     refresh()  # the page that answers is in the language just chosen
@@ -135,6 +145,7 @@ def erase_page(token: str):
         subscriber, _ = links.read_link(db(), current_app.settings, Purpose.PREFERENCES, token)
     except TokenError as exc:
         return _bad_link(exc)
+    use_language(subscriber.language)
     form = EraseForm()
     if request.method == "POST" and form.validate_on_submit():
         erase(db(), subscriber, request_info("web:erase"))
@@ -152,6 +163,7 @@ def unsubscribe_page(token: str):
         if exc.gone:
             return render_template("web/unsubscribed.html", topic=None), 200
         return _bad_link(exc)
+    use_language(subscriber.language)
     topic = preferences.topics_by_slug(db()).get(payload.get("t") or "")
     form = UnsubscribeForm(scope="topic" if topic else "everything")
     done = subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.ERASED)
@@ -179,6 +191,7 @@ def unsubscribe(token: str):
         if exc.gone:
             return render_template("web/unsubscribed.html", topic=None), 200
         return _bad_link(exc)
+    use_language(subscriber.language)
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     topic = preferences.topics_by_slug(db()).get(payload.get("t") or "")
     # One-click leaves everything: a mailbox's "unsubscribe" button means "stop writing to me".

@@ -128,6 +128,7 @@ def accept(
             email_hash=invitation.row.email_hash,
             status=SubscriberStatus.PENDING,
             created_at=clock.now(),
+            language=wording.language,  # the page's: their emails and pages follow it
         )
         session.add(subscriber)
         session.flush()  # a race with another signup of the address: IntegrityError, retried by the view

@@ -6,6 +6,7 @@ first name is recorded as changed, never its value, so the ledger holds no name 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,10 +25,11 @@ from newsletter.models import (
     SuppressionReason,
 )
 from newsletter.subscribers import suppression
-from newsletter.subscribers.consent import RequestInfo, record_event
+from newsletter.subscribers.consent import RequestInfo, Wording, record_event
 from newsletter.subscribers.names import clean_first_name
-from newsletter.subscribers.sharing import partner_wording, record_grant, record_withdrawal
+from newsletter.subscribers.sharing import record_grant, record_withdrawal
 from newsletter.subscribers.signup import topics_by_slug
+from newsletter.subscribers.wording import partner_wording
 
 
 @dataclass
@@ -77,10 +79,13 @@ def update(
     wanted: Preferences,
     request: RequestInfo,
     partner_names: dict[str, str],
+    wording_of: Callable[[str], Wording] | None = None,
 ) -> bool:
     """Apply the form: one ledger event for the profile, one per partner decision.
 
-    Returns False if nothing changed; raises InvalidName (changing nothing) for an unusable name.
+    ``wording_of(partner_name)``: the sharing wording the page showed (its language and the
+    store's files); without it the shipped English one. Returns False if nothing changed; raises
+    InvalidName (changing nothing) for an unusable name.
     """
     first_name = clean_first_name(wanted.first_name)  # raises InvalidName, before anything changes
     before = _snapshot(subscriber)
@@ -113,7 +118,8 @@ def update(
         record_event(
             session, subscriber.id, ConsentAction.PREFERENCES_CHANGED, request, topics=added, details=details
         )
-    changed |= _set_partners(session, subscriber, wanted.partners, request, partner_names)
+    wording_of = wording_of or (lambda name: partner_wording(None, name))
+    changed |= _set_partners(session, subscriber, wanted.partners, request, partner_names, wording_of)
     session.flush()
     return changed
 
@@ -140,6 +146,7 @@ def _set_partners(
     wanted: set[str],
     request: RequestInfo,
     partner_names: dict[str, str],
+    wording_of: Callable[[str], Wording],
 ) -> bool:
     shares = {p.partner_id: p for p in subscriber.partner_shares}
     changed = False
@@ -151,7 +158,7 @@ def _set_partners(
         if share is None:
             share = PartnerShare(partner_id=partner_id, granted=False)
             subscriber.partner_shares.append(share)
-        wording = partner_wording(name)
+        wording = wording_of(name)
         if partner_id in wanted:
             record_grant(share, wording, request.source)
         else:

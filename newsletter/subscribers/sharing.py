@@ -6,21 +6,18 @@ The partners' names the pages show are read here too (the registry itself is par
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
+from newsletter.core.config import Settings
 from newsletter.models import ConsentAction, Partner, PartnerShare, Subscriber, SubscriberStatus
 from newsletter.subscribers.consent import RequestInfo, Wording, record_event
+from newsletter.subscribers.wording import stored_wording
 
 CACHE_SECONDS = 30
-PARTNER_WORDING_VERSION = "partner-share-2026-11"
-PARTNER_WORDING = (
-    "Share my email address and first name with {partner}, so that {partner} can invite me to "
-    "its own emails. {partner} will ask me to confirm before sending anything else."
-)
 
 _cache: tuple[float, object, dict[str, str]] | None = None
 
@@ -44,11 +41,6 @@ def clear_cache() -> None:
     _cache = None
 
 
-def partner_wording(partner_name: str) -> Wording:
-    """The wording shown next to a partner's checkbox; it names the partner (ICO: name each one)."""
-    return Wording(PARTNER_WORDING_VERSION, PARTNER_WORDING.format(partner=partner_name))
-
-
 def record_grant(share: PartnerShare, wording: Wording, source: str) -> None:
     """Keep the current grant's evidence on the share itself (exports read it from there)."""
     share.granted = True
@@ -67,14 +59,15 @@ _WILL_CONFIRM = (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED)
 
 
 def request_shares(
-    session: Session, subscriber_id: int, partner_ids: Iterable[str], names: dict[str, str]
+    session: Session, subscriber_id: int, partner_ids: Iterable[str], wordings: Mapping[str, Wording]
 ) -> None:
     """The signup form's ticks: kept as requests until the person confirms their address.
 
-    The form is unauthenticated, so a tick on it proves nothing until the confirmation link
-    is used; an already active subscriber changes sharing in the preference centre instead.
+    ``wordings``: partner id -> the wording the form showed next to its checkbox (its version
+    names the language). The form is unauthenticated, so a tick on it proves nothing until the
+    confirmation link is used; an already active subscriber changes sharing in the preference centre.
     """
-    wanted = [pid for pid in partner_ids if pid in names]
+    wanted = [pid for pid in partner_ids if pid in wordings]
     subscriber = session.get(Subscriber, subscriber_id)
     # Pending or unsubscribed people confirm again after this signup; active ones get a notice only.
     if not wanted or subscriber is None or subscriber.status not in _WILL_CONFIRM:
@@ -87,7 +80,7 @@ def request_shares(
             subscriber.partner_shares.append(share)
         if share.granted:
             continue
-        wording = partner_wording(names[pid])
+        wording = wordings[pid]
         share.requested_at = clock.now()
         share.wording_version, share.wording_hash, share.source = (
             wording.version,
@@ -97,8 +90,14 @@ def request_shares(
     session.flush()
 
 
-def grant_requested_shares(session: Session, subscriber: Subscriber, request: RequestInfo) -> list[str]:
-    """On confirmation: the partners ticked at signup become grants, each with its ledger event."""
+def grant_requested_shares(
+    session: Session, subscriber: Subscriber, request: RequestInfo, settings: Settings | None = None
+) -> list[str]:
+    """On confirmation: the partners ticked at signup become grants, each with its ledger event.
+
+    The wording is the one the form showed (the version and language kept on the request), read
+    again from the store's files (``settings``; the shipped ones alone without).
+    """
     shares = session.scalars(
         select(PartnerShare).where(
             PartnerShare.subscriber_id == subscriber.id,
@@ -112,9 +111,9 @@ def grant_requested_shares(session: Session, subscriber: Subscriber, request: Re
         name = names.get(share.partner_id)
         if name is None:  # the partner was removed in between
             continue
-        wording = partner_wording(name)
-        if share.wording_hash != wording.sha256:
-            continue  # the name changed since the person saw it: what they agreed to no longer holds
+        wording = stored_wording(settings, share.wording_version, name)
+        if wording is None or share.wording_hash != wording.sha256:
+            continue  # the name or the file changed since they saw it: what they agreed to no longer holds
         requested_at = share.requested_at
         record_grant(share, wording, share.source or "web:subscribe")
         record_event(

@@ -13,7 +13,7 @@ import enum
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import redis
@@ -63,7 +63,10 @@ class SignupOutcome:
 
 
 def list_topics(session: Session) -> list[Topic]:
-    return list(session.scalars(select(Topic).order_by(Topic.position, Topic.id)))
+    """The topics on offer (not retired), in form order."""
+    return list(
+        session.scalars(select(Topic).where(Topic.retired_at.is_(None)).order_by(Topic.position, Topic.id))
+    )
 
 
 @dataclass(frozen=True)
@@ -72,19 +75,44 @@ class TopicInfo:
     slug: str
     name: str
     description: str
+    #: (language, name, description) of its labels in other languages (``topics rename --language``)
+    translations: tuple[tuple[str, str, str], ...] = ()
+
+    def in_language(self, language: str | None) -> TopicInfo:
+        """This topic as people reading ``language`` see it: its label there, else the default."""
+        for lang, name, description in self.translations:
+            if lang == language:
+                return replace(self, name=name, description=description)
+        return self
+
+
+def topic_info(topic: Topic) -> TopicInfo:
+    labels = tuple(
+        (lang, entry.get("name") or topic.name, entry.get("description", topic.description))
+        for lang, entry in sorted((topic.translations or {}).items())
+    )
+    return TopicInfo(topic.id, topic.slug, topic.name, topic.description, labels)
 
 
 _topic_cache: tuple[float, object, dict[str, TopicInfo]] | None = None
 TOPIC_CACHE_SECONDS = 30
 
 
+def forget_topics() -> None:
+    """Drop this process's cached topics (after ``newsletter topics`` changed them); other processes
+    see the change within ``TOPIC_CACHE_SECONDS``."""
+    global _topic_cache
+    _topic_cache = None
+
+
 def topics_by_slug(session: Session) -> dict[str, TopicInfo]:
-    """Topics in form order, cached for a few seconds: every signup needs them, they rarely change."""
+    """Topics on offer in form order, cached for a few seconds: every signup needs them, they rarely
+    change. A retired topic is not among them, so nothing offers it or adds anyone to it."""
     global _topic_cache
     bind = session.get_bind()
     now = time.monotonic()
     if _topic_cache is None or _topic_cache[1] is not bind or now - _topic_cache[0] > TOPIC_CACHE_SECONDS:
-        topics = {t.slug: TopicInfo(t.id, t.slug, t.name, t.description) for t in list_topics(session)}
+        topics = {t.slug: topic_info(t) for t in list_topics(session)}
         _topic_cache = (now, bind, topics)
     return _topic_cache[2]
 
@@ -104,7 +132,9 @@ def find_subscriber(session: Session, normalized_email: str) -> Subscriber | Non
     return session.scalar(select(Subscriber).where(Subscriber.email_hash == address_hash(normalized_email)))
 
 
-def _insert_if_new(session: Session, normalized_email: str, first_name: str | None) -> Row | None:
+def _insert_if_new(
+    session: Session, normalized_email: str, first_name: str | None, language: str | None
+) -> Row | None:
     """Insert a pending subscriber in one statement.
 
     Returns its id and the address's suppression reason (or None), or None if the address is known.
@@ -114,6 +144,7 @@ def _insert_if_new(session: Session, normalized_email: str, first_name: str | No
         "email": normalized_email,
         "email_hash": email_hash,
         "first_name": first_name,
+        "language": language,
         "status": SubscriberStatus.PENDING,
         "created_at": clock.now(),
         "suppressed_hash": email_hash,
@@ -139,7 +170,7 @@ def _new_subscriber_statement(session: Session) -> Insert:
             .values(
                 {
                     name: bindparam(name)
-                    for name in ("email", "email_hash", "first_name", "status", "created_at")
+                    for name in ("email", "email_hash", "first_name", "language", "status", "created_at")
                 }
             )
             .on_conflict_do_nothing(index_elements=["email_hash"])
@@ -164,8 +195,12 @@ def request_signup(
     request: RequestInfo,
     dispatch,
     counted: limits.SignupVerdict | None = None,
+    language: str | None = None,
 ) -> SignupOutcome:
     """Record a signup request and queue the right email (``email`` must be normalised).
+
+    ``language``: the one the form was shown in; a new address keeps it (its confirmation email
+    and its pages follow it). A known address keeps what it has: anyone can type it into the form.
 
     ``counted``: the mailbox was already counted against its daily cap by ``limits.check_signup``
     (the view's one Redis round trip); without it the cap is counted here.
@@ -179,7 +214,7 @@ def request_signup(
     topics = [t for t in topics_by_slug(session).values() if t.slug in set(topic_slugs)]
     # The common case, a new address, costs one Core statement per table, no ORM object
     # (this is the hot path); the subscriber's INSERT also brings back the suppression.
-    inserted = _insert_if_new(session, email, first_name)
+    inserted = _insert_if_new(session, email, first_name, language)
     postgresql = session.get_bind().dialect.name == "postgresql"
     if inserted is not None and postgresql:
         # PostgreSQL: topics, ledger event and outbox row go in one statement once the verdict is known.
@@ -479,7 +514,7 @@ def confirm(
     if lifted:
         details["suppression_lifted"] = lifted.value
     record_event(session, subscriber.id, ConsentAction.CONFIRMED, request, topics=activated, details=details)
-    grant_requested_shares(session, subscriber, request)  # partners ticked on the signup form
+    grant_requested_shares(session, subscriber, request, settings)  # partners ticked on the signup form
     session.flush()
     if settings is not None and settings.welcome_email:
         _add_welcome(session, subscriber, asked.id, dispatch)

@@ -132,7 +132,7 @@ def deliver(session: Session, settings: Settings, transport: Transport, outbox_i
 def build_subscriber_mail(session: Session, settings: Settings, outbox: OutboxEmail, subscriber: Subscriber):
     extra = invitation_context(session, outbox.id) if outbox.kind == OutboxKind.PARTNER_INVITE else {}
     if outbox.kind == OutboxKind.WELCOME:
-        extra = welcome_context(session, subscriber)
+        extra = welcome_context(session, subscriber, resolve(subscriber.language, settings.default_language))
     if outbox.kind in (OutboxKind.CONFIRM, OutboxKind.PARTNER_INVITE):
         extra["request_id"] = request_for_outbox(session, outbox)
     return build_for(settings, outbox.kind, subscriber, **extra)
@@ -201,11 +201,16 @@ def welcome_refusal(session: Session, subscriber: Subscriber | None) -> str | No
     return None
 
 
-def welcome_context(session: Session, subscriber: Subscriber) -> dict:
-    """What the welcome says: the topics the person gets (as named on the form) and how often."""
+def welcome_context(session: Session, subscriber: Subscriber, language: str | None = None) -> dict:
+    """What the welcome says: the topics the person gets (as named on the form, in ``language``)
+    and how often."""
     active = {s.topic_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.ACTIVE}
     topics = [
-        t.name for t in session.scalars(select(Topic).order_by(Topic.position, Topic.id)) if t.id in active
+        t.name_in(language)
+        for t in session.scalars(
+            select(Topic).where(Topic.retired_at.is_(None)).order_by(Topic.position, Topic.id)
+        )
+        if t.id in active
     ]
     return {"topics": topics, "frequency": subscriber.frequency.value}
 

@@ -9,16 +9,20 @@ from flask_babel import gettext as _
 from wtforms import SelectChoice
 
 from newsletter.mail.addresses import InvalidAddress, mailbox_hash, normalize_address
-from newsletter.models import SubscriberStatus
-from newsletter.subscribers import limits, links, lost_links, order_invitation, sharing, signup
-from newsletter.subscribers.consent import RequestInfo, signup_wording
+from newsletter.models import Subscriber, SubscriberStatus
+from newsletter.subscribers import limits, links, lost_links, order_invitation, sharing, signup, wording
+from newsletter.subscribers.consent import RequestInfo
 from newsletter.subscribers.forms import ConfirmForm, JoinForm, LinksForm, ResendForm, SubscribeForm
 from newsletter.subscribers.jobs import send_transactional
-from newsletter.subscribers.sharing import partner_wording, request_shares
+from newsletter.subscribers.sharing import request_shares
 from newsletter.subscribers.tokens import Purpose, TokenError
+from newsletter.subscribers.wording import partner_wording, signup_wording
 from newsletter.web import db, runtime
+from newsletter.web.i18n import page_language, use_language
 
 bp = Blueprint("public", __name__)
+# The wording files are read and checked when the app is built: a bad one stops the start, in one line.
+bp.record_once(lambda state: wording.catalog_of(state.app.settings))
 
 
 def request_info(source: str) -> RequestInfo:
@@ -33,12 +37,14 @@ def index():
 @bp.route("/subscribe", methods=["GET", "POST"])
 def subscribe():
     settings = current_app.settings
-    wording = signup_wording(settings.store_name)
+    language = page_language()
+    consent = signup_wording(settings, language)
     form = SubscribeForm()
     topics = list(signup.topics_by_slug(db()).values())
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
     partner_names = sharing.partner_names(db())
     form.partners.choices = [SelectChoice(pid, name) for pid, name in partner_names.items()]
+    partner_wordings = {pid: partner_wording(settings, name, language) for pid, name in partner_names.items()}
 
     if request.method == "POST":
         valid = form.validate_on_submit()
@@ -79,13 +85,14 @@ def subscribe():
                     email=email,
                     first_name=(form.first_name.data or "").strip() or None,
                     topic_slugs=form.topics.data,
-                    wording=wording,
+                    wording=consent,
                     request=request_info("web:subscribe"),
                     dispatch=partial(send_transactional, runtime()),
                     counted=counted,
+                    language=language,
                 )
                 if form.partners.data:
-                    request_shares(db(), outcome.subscriber_id, form.partners.data, partner_names)
+                    request_shares(db(), outcome.subscriber_id, form.partners.data, partner_wordings)
                 db().commit()
 
             signup.retry_on_conflict(attempt, db())
@@ -93,9 +100,8 @@ def subscribe():
         status = 400
     else:
         status = 200
-    partner_wordings = {pid: partner_wording(name) for pid, name in partner_names.items()}
     return render_template(
-        "web/subscribe.html", form=form, topics=topics, wording=wording, partner_wordings=partner_wordings
+        "web/subscribe.html", form=form, topics=topics, wording=consent, partner_wordings=partner_wordings
     ), status
 
 
@@ -106,6 +112,7 @@ def confirm_page(token: str):
         subscriber, payload = links.read_link(db(), current_app.settings, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
+    use_language(subscriber.language)
     if signup.request_of_link(db(), subscriber, payload) is None:
         if subscriber.status != SubscriberStatus.ACTIVE:
             return _link_closed()
@@ -120,6 +127,7 @@ def confirm(token: str):
         subscriber, payload = links.read_link(db(), current_app.settings, Purpose.CONFIRM, token)
     except TokenError as exc:
         return _link_problem(exc, token)
+    use_language(subscriber.language)
     if not form.validate_on_submit():
         return render_template("web/confirm.html", form=form, token=token, already=False), 400
     asked = signup.request_of_link(db(), subscriber, payload)
@@ -138,7 +146,11 @@ def confirm(token: str):
         return _refused()
     return render_template(
         "web/confirmed.html",
-        topics=[s.topic.name for s in subscriber.subscriptions if s.status == "active"],
+        topics=[
+            s.topic.name_in(page_language())
+            for s in subscriber.subscriptions
+            if s.status == "active" and s.topic.retired_at is None
+        ],
         preferences_url=links.preferences_url(current_app.settings, subscriber),
     )
 
@@ -154,6 +166,7 @@ def resend(token: str):
         payload = exc.link_payload
     if subscriber is None or not form.validate_on_submit():
         return _link_problem(TokenError("this link is not valid"), token)
+    use_language(subscriber.language)
     asked = signup.request_of_link(db(), subscriber, payload)
     if asked is None:
         return _link_closed()  # answered or overtaken since: a fresh link would confirm nothing
@@ -173,16 +186,18 @@ def join(token: str):
         invitation = order_invitation.read(db(), settings, token)
     except TokenError as exc:
         return _invitation_problem(exc)
-    if invitation.subscriber is not None and invitation.subscriber.status == SubscriberStatus.ACTIVE:
-        return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
-    wording = signup_wording(settings.store_name)
+    if invitation.subscriber is not None:
+        use_language(invitation.subscriber.language)
+        if invitation.subscriber.status == SubscriberStatus.ACTIVE:
+            return render_template("web/confirm.html", form=ConfirmForm(), token=token, already=True)
+    consent = signup_wording(settings, page_language())
     topics = list(signup.topics_by_slug(db()).values())
     form = JoinForm()
     form.topics.choices = [SelectChoice(t.slug, t.name) for t in topics]
     if request.method == "GET":
-        return render_template("web/join.html", form=form, token=token, topics=topics, wording=wording)
+        return render_template("web/join.html", form=form, token=token, topics=topics, wording=consent)
     if not form.validate_on_submit():
-        return render_template("web/join.html", form=form, token=token, topics=topics, wording=wording), 400
+        return render_template("web/join.html", form=form, token=token, topics=topics, wording=consent), 400
 
     def attempt():
         found = order_invitation.read(db(), settings, token)  # again after a rolled-back race
@@ -191,7 +206,7 @@ def join(token: str):
             settings,
             found,
             form.topics.data,
-            wording,
+            consent,
             request_info(order_invitation.SOURCE),
             partial(send_transactional, runtime()),
         )
@@ -206,7 +221,7 @@ def join(token: str):
     joined = order_invitation.read(db(), settings, token).subscriber
     return render_template(
         "web/confirmed.html",
-        topics=[t.name for t in topics if t.slug in form.topics.data],
+        topics=[t.in_language(page_language()).name for t in topics if t.slug in form.topics.data],
         preferences_url=joined and links.preferences_url(settings, joined),
     )
 
@@ -263,6 +278,8 @@ def _invitation_problem(exc: TokenError):
 
 
 def _link_problem(exc: TokenError, token: str):
+    if isinstance(exc.payload, Subscriber):  # an expired link still names its subscriber
+        use_language(exc.payload.language)
     return render_template(
         "web/link_problem.html",
         expired=exc.expired and exc.payload is not None,

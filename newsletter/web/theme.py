@@ -7,6 +7,7 @@ without touching the package (docs/theming.md).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +16,9 @@ from jinja2 import ChoiceLoader, FileSystemLoader
 
 from newsletter.core.config import Settings
 from newsletter.mail.branding import brand_of
-from newsletter.mail.templates import TEMPLATES
+from newsletter.mail.templates import TEMPLATES, unmatched_overrides
+
+log = logging.getLogger(__name__)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -23,6 +26,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.jinja_loader = ChoiceLoader(
         [FileSystemLoader(str(Path(settings.overrides_dir))), FileSystemLoader(str(TEMPLATES))]
     )
+    for problem in unmatched_overrides(settings.overrides_dir):  # a misspelt name silently does nothing
+        log.warning("OVERRIDES_DIR: %s", problem)
     brand = brand_of(settings)
     app.context_processor(lambda: {"brand": brand})
 
