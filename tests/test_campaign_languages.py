@@ -7,6 +7,7 @@ import email
 import email.policy
 import re
 import textwrap
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def problems_of(folder: Path) -> list[str]:
 
 
 def test_a_variant_renders_with_its_subject_footer_and_lang(tmp_path):
-    report = validate_campaign(with_variant(tmp_path), SITE, NOW)
+    site = replace(SITE, topic_translations={"newsletter": {"de": "Rundbrief"}})
+    report = validate_campaign(with_variant(tmp_path), site, NOW)
     assert report.ok and report.problems == []
     assert report.languages == ["en", "de"]
     english, german = report.emails[None], report.variants["de"][None]
@@ -67,6 +69,8 @@ def test_a_variant_renders_with_its_subject_footer_and_lang(tmp_path):
     assert "Unsubscribe" in english.html and "Abmelden" not in english.html
     assert '<html lang="de"' in german.html and '<html lang="en"' in english.html
     assert "Sie erhalten diese E-Mail" in german.text
+    # the topic's label in the footer is the German one the store gave it (topics rename --language)
+    assert "Rundbrief" in german.html and "Rundbrief" not in english.html and "Newsletter" in english.html
 
 
 def test_a_broken_german_email_is_reported_at_its_file_line_and_column(tmp_path):
@@ -324,10 +328,12 @@ def test_each_subscriber_gets_their_languages_email(
             assert message["Subject"] == f"Früher Zugang, {name}"
             assert re.search(rb"^Subject: =\?utf-8\?", data, re.MULTILINE)  # RFC 2047 on the wire
             assert f"Hallo {name}," in html and "Abmelden" in text and "Unsubscribe" not in text
+            assert "Vorverkauf für Stammkunden" in html  # the seeded topic's German label
             assert b'lang=3D"de"' in data  # the raw HTML part, quoted-printable
         else:
             assert message["Subject"] == f"Early access, {name}"
             assert f"Hello {name}," in html and "Unsubscribe" in text and "Abmelden" not in text
+            assert "Vorverkauf für Stammkunden" not in html
             assert b'lang=3D"en"' in data
         assert "/early-access/" in html and "/unsubscribe/" in message["List-Unsubscribe"]
 

@@ -16,7 +16,13 @@ from newsletter.admin import auth
 from newsletter.admin.blueprint import bp
 from newsletter.campaigns import folders
 from newsletter.campaigns.preview import WIDTHS
-from newsletter.campaigns.site import SiteContext, retired_from_db, site_context, topics_from_db
+from newsletter.campaigns.site import (
+    SiteContext,
+    retired_from_db,
+    site_context,
+    topics_from_db,
+    translations_from_db,
+)
 from newsletter.models import Role
 from newsletter.web import db
 from newsletter.web.security import CSP, csp_nonce
@@ -31,7 +37,9 @@ PREVIEW_CSP = (
 
 
 def _site() -> SiteContext:
-    return site_context(current_app.settings, topics_from_db(db()), retired_from_db(db()))
+    return site_context(
+        current_app.settings, topics_from_db(db()), retired_from_db(db()), translations_from_db(db())
+    )
 
 
 def _root() -> Path:

@@ -19,18 +19,19 @@ def _site(runtime):
     """Site context from config and the topics table (one-line error if the DB is not ready)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db
+    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db, translations_from_db
 
     try:
         with runtime.sessions() as session:
             topics = topics_from_db(session)
             retired = retired_from_db(session)
+            translations = translations_from_db(session)
     except SQLAlchemyError as exc:
         if database_unreachable(runtime.engine) is not None:
             raise  # with_app says which setting and address
         reason = str(exc).splitlines()[0]
         raise click.ClickException(f"cannot read topics ({reason}); run 'newsletter db upgrade'") from None
-    return site_context(runtime.settings, topics, retired)
+    return site_context(runtime.settings, topics, retired, translations)
 
 
 def _validate(folder: Path, site):

@@ -87,7 +87,7 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
             "slug": source.slug,
             "name": source.name,
             "topic": source.topic,
-            "topic_name": site.topics.get(source.topic, source.topic),
+            "topic_name": site.topic_name(source.topic, source.language),  # in the variant's language
             "language": source.language,  # the variant's (base.mjml: <mjml lang>)
         },
         "sale": {"url": sale.url, "public_at": sale.public_at, "ends_at": sale.ends_at} if sale else None,

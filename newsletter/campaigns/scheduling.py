@@ -16,7 +16,7 @@ from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail, FrozenReward
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.report import reason_key, with_reasons
-from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db
+from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db, translations_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
 from newsletter.core.config import Settings, insecure_base_url, is_loopback
@@ -66,7 +66,9 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         # every email's List-Unsubscribe is built from BASE_URL: refuse before anything is frozen
         raise ScheduleError(f"{insecure}; set NEWSLETTER_BASE_URL to an https:// address (http: loopback)")
     now = clock.now()
-    site = site_context(settings, topics_from_db(session), retired_from_db(session))
+    site = site_context(
+        settings, topics_from_db(session), retired_from_db(session), translations_from_db(session)
+    )
     report = validate_campaign(folder, site, now)
     if not report.ok or report.campaign is None:
         raise ScheduleError("\n".join(str(p) for p in report.errors) or f"{folder}: not a campaign")

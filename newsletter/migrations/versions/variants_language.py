@@ -1,7 +1,7 @@
 """the language each campaign message was sent in
 
 Revision ID: variants_language
-Revises: 0019
+Revises: 0022
 Create Date: 2026-12-02
 
 ``deliveries.language``: the variant a recipient got (their language's, else the store default's,
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "variants_language"
-down_revision = "0019"
+down_revision = "0022"  # 0019 before main was merged in (0020-0022); the lead renumbers
 branch_labels = None
 depends_on = None
 
