@@ -248,8 +248,8 @@ def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
     client = app.test_client()
     original = Ledger.mark_sent
 
-    def mark_sent_then_p3_unsubscribes(ledger, recipient, message_id, *language):
-        original(ledger, recipient, message_id, *language)
+    def mark_sent_then_p3_unsubscribes(ledger, recipient, message_id):
+        original(ledger, recipient, message_id)
         if recipient.subscriber_id == people[0].id:  # the first message is out: p3 clicks one-click
             from newsletter.subscribers import links
 

@@ -200,8 +200,8 @@ def send_batch(
                 report.skipped += 1
                 continue
             limiter.take()
-            language = skeletons.language_for(recipient)
-            skeleton = skeletons.get(recipient.wave_id, language)
+            recipient.variant = skeletons.language_for(recipient)
+            skeleton = skeletons.get(recipient.wave_id, recipient.variant)
             message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
             stop = None
             try:
@@ -244,7 +244,7 @@ def send_batch(
             # durable before the next SMTP transaction starts: the crash-safety invariant;
             # the next row is checked in the same round trip, right before its transaction
             ledger.check_next(to_send[index + 1] if index + 1 < len(to_send) else None)
-            ledger.mark_sent(recipient, message_id, language)
+            ledger.mark_sent(recipient, message_id)
             if errors_since_success:
                 ledger.reset_error_streak(campaign.id)
                 errors_since_success = 0

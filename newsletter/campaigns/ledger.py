@@ -61,6 +61,8 @@ class Recipient:
     eligible: bool
     #: the person's stored language (None: none chosen); picks the campaign's variant
     language: str | None = None
+    #: the language of the email sent to them, set by the batch as it picks their variant (mark_sent)
+    variant: str | None = None
 
 
 @dataclass
@@ -196,11 +198,11 @@ class Ledger:
             return "unsubscribed before sending"
         return None
 
-    def mark_sent(self, recipient: Recipient, message_id: str, language: str | None = None) -> None:
-        """Mark the row sent in ``language`` (the variant's), durable on return (and check the row
-        ``check_next`` named)."""
+    def mark_sent(self, recipient: Recipient, message_id: str) -> None:
+        """Mark the row sent, in the language of ``recipient.variant``, durable on return (and check
+        the row ``check_next`` named)."""
         now = self._time(clock.now())
-        values = (DeliveryState.SENT.value, now, message_id, language, now, recipient.delivery_id)
+        values = (DeliveryState.SENT.value, now, message_id, recipient.variant, now, recipient.delivery_id)
         then, self._then = self._then, None
         if then is None:
             self._cursor.execute(self._mark_sql, values, **self._options)
