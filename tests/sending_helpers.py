@@ -35,13 +35,15 @@ def write_campaign(
     deliver_by: datetime | None = None,
     topic: str = "early-access",
     slug: str = "test-sale",
+    variants: bool = False,
 ) -> Path:
-    """A campaign folder with an example's email (the sale's when there is a sale), our waves and dates."""
+    """A campaign folder with an example's email (the sale's when there is a sale), our waves and dates;
+    ``variants``: its language variants' files too (email.de.mjml: the subject is the test's to add)."""
     target = folder / slug
     target.mkdir(parents=True)
     example = SALE_EXAMPLE if public_at else NEWSLETTER_EXAMPLE
     for item in example.iterdir():
-        if item.name != "campaign.toml":
+        if item.name != "campaign.toml" and (variants or item.name.count(".") < 2):
             (shutil.copytree if item.is_dir() else shutil.copy)(item, target / item.name)
     lines = [
         f'name = "Test sale {slug}"',

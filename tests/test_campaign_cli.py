@@ -211,16 +211,33 @@ def test_test_send_goes_through_smtp_with_the_test_prefix(app, smtp_sink):
     result = run(app, "test-send", str(EXAMPLES / "spring-sale"), "--to", "Marketer@Example.com")
     assert result.exit_code == 0, result.output
     raw = smtp_sink.take_raw()
-    assert len(raw) == 2  # the two waves' emails differ: one test each
+    assert len(raw) == 4  # the two waves' emails differ, in English and German: one test each
+    subjects = []
     for data in raw:
         assert_short_lines(data)
         message = email.message_from_bytes(data, policy=email.policy.default)
-        assert message["Subject"] == "[TEST] Early access to the spring sale for Alex"
+        subjects.append(message["Subject"])
         assert message["To"] == "Marketer@example.com"
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["List-Unsubscribe"].startswith("<https://newsletter.test/unsubscribe/preview-")
         assert "/early-access/preview-" in message.get_body(("html",)).get_content()
-    only_vip = run(app, "test-send", str(EXAMPLES / "spring-sale"), "--to", "m@example.com", "--wave", "vip")
+    assert sorted(subjects) == [
+        "[TEST] Early access to the spring sale for Alex",
+        "[TEST] Early access to the spring sale for Alex",
+        "[TEST] Früher Zugang zum Frühjahrsverkauf für Alex",
+        "[TEST] Früher Zugang zum Frühjahrsverkauf für Alex",
+    ]
+    only_vip = run(
+        app,
+        "test-send",
+        str(EXAMPLES / "spring-sale"),
+        "--to",
+        "m@example.com",
+        "--wave",
+        "vip",
+        "--language",
+        "en",
+    )
     assert only_vip.exit_code == 0 and len(smtp_sink.take()) == 1
 
 
@@ -248,6 +265,7 @@ def test_preview_without_screenshots_writes_html_text_and_eml(app, tmp_path, mak
     )
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in out.iterdir())
+    # zoe chose no language: the store's default, English (no variant files)
     assert names == [f"spring-sale-{w}.{s}" for w in ("everyone", "vip") for s in ("eml", "html", "txt")]
     data = (out / "spring-sale-vip.eml").read_bytes()
     assert_short_lines(data)

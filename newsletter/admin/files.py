@@ -16,7 +16,13 @@ from newsletter.admin import auth
 from newsletter.admin.blueprint import bp
 from newsletter.campaigns import folders
 from newsletter.campaigns.preview import WIDTHS
-from newsletter.campaigns.site import SiteContext, retired_from_db, site_context, topics_from_db
+from newsletter.campaigns.site import (
+    SiteContext,
+    retired_from_db,
+    site_context,
+    topics_from_db,
+    translations_from_db,
+)
 from newsletter.models import Role
 from newsletter.web import db
 from newsletter.web.security import CSP, csp_nonce
@@ -31,7 +37,9 @@ PREVIEW_CSP = (
 
 
 def _site() -> SiteContext:
-    return site_context(current_app.settings, topics_from_db(db()), retired_from_db(db()))
+    return site_context(
+        current_app.settings, topics_from_db(db()), retired_from_db(db()), translations_from_db(db())
+    )
 
 
 def _root() -> Path:
@@ -45,9 +53,19 @@ def _state(name: str, site: SiteContext) -> folders.FolderState:
     return folders.folder_state(db(), site, folder)
 
 
-def _wave(state: folders.FolderState) -> str | None:
+def _language(state: folders.FolderState) -> str | None:
+    """The variant asked for (?language=de), else None (the default email); one the folder lacks is a 404."""
+    asked = request.args.get("language")
+    if asked is None or state.report.campaign is None:
+        return None
+    if asked not in state.report.languages:
+        abort(404, f"{state.name} has no email in {asked!r}.")
+    return asked
+
+
+def _wave(state: folders.FolderState, language: str | None = None) -> str | None:
     """The email asked for (?wave=NAME), else the first; a wave without an email of its own is a 404."""
-    emails = list(state.report.emails)
+    emails = list(state.report.emails_in(language))
     asked = request.args.get("wave")
     if asked is None:
         return emails[0] if emails else None
@@ -68,9 +86,18 @@ def files():
 def file(name: str):
     site = _site()
     state = _state(name, site)
-    wave = _wave(state)
-    subject = folders.preview_subject(state.report, site, wave)
-    page = render_template("web/admin/file.html", state=state, wave=wave, subject=subject, widths=WIDTHS)
+    language = _language(state)
+    wave = _wave(state, language)
+    subject = folders.preview_subject(state.report, site, wave, language)
+    page = render_template(
+        "web/admin/file.html",
+        state=state,
+        wave=wave,
+        language=language,
+        emails=state.report.emails_in(language),
+        subject=subject,
+        widths=WIDTHS,
+    )
     response = make_response(page)
     # this page frames its own previews (the default policy's default-src 'none' would refuse them)
     policy = CSP.format(style=f"'nonce-{csp_nonce()}'")
@@ -84,9 +111,10 @@ def file_preview(name: str):
     """The rendered email alone, for the frames of the folder's page."""
     site = _site()
     state = _state(name, site)
-    wave = _wave(state)
+    language = _language(state)
+    wave = _wave(state, language)
     try:
-        html = folders.preview_html(state.report, site, wave) if state.report.ok else None
+        html = folders.preview_html(state.report, site, wave, language) if state.report.ok else None
     except ValueError as exc:  # a header the message builder refuses (HeaderInjection): no email to show
         abort(404, f"{name} cannot be previewed: {exc}")
     if html is None:

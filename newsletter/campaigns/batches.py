@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps, errors, rewards, state, tracking
 from newsletter.campaigns.decisions import decide, start_sending
-from newsletter.campaigns.frozen import FrozenCampaign
+from newsletter.campaigns.frozen import FrozenCampaign, FrozenEmail
 from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
 from newsletter.campaigns.rate import RateLimiter
 from newsletter.core import clock
@@ -34,20 +34,47 @@ HEARTBEAT_SECONDS = 5
 
 
 def skeletons_for(campaign: Campaign, frozen: FrozenCampaign | None = None) -> dict[int, Skeleton]:
-    """The frozen email of each wave, encoded once for the whole batch."""
+    """The frozen (default) email of each wave, encoded once for the whole batch."""
     frozen = frozen or FrozenCampaign.of(campaign)
-    result = {}
-    for wave in campaign.waves:
-        email = frozen.email_for(wave.name)
-        result[wave.id] = build_skeleton(
-            sender=frozen.sender,
-            subject=email.subject,
-            text=email.text,
-            html=email.html,
-            slots=dict(email.slots),
-            headers=dict(email.headers),
-        )
-    return result
+    return {wave.id: _skeleton(frozen, frozen.email_for(wave.name)) for wave in campaign.waves}
+
+
+def _skeleton(frozen: FrozenCampaign, email: FrozenEmail) -> Skeleton:
+    return build_skeleton(
+        sender=frozen.sender,
+        subject=email.subject,
+        text=email.text,
+        html=email.html,
+        slots=dict(email.slots),
+        headers=dict(email.headers),
+    )
+
+
+class Skeletons:
+    """A batch's skeletons by wave and language: each encoded once, when its first recipient comes."""
+
+    def __init__(self, campaign: Campaign, frozen: FrozenCampaign, default_language: str):
+        self.frozen, self.default_language = frozen, default_language
+        self._waves = {wave.id: wave.name for wave in campaign.waves}
+        self._languages: dict[str | None, str] = {}
+        self._built: dict[tuple[int, str], Skeleton] = {}
+
+    def language_for(self, recipient: Recipient) -> str:
+        """The variant ``recipient`` gets (frozen.language_for, remembered per stored language)."""
+        found = self._languages.get(recipient.language)
+        if found is None:
+            found = self._languages[recipient.language] = self.frozen.language_for(
+                recipient.language, self.default_language
+            )
+        return found
+
+    def get(self, wave_id: int, language: str) -> Skeleton:
+        key = (wave_id, language)
+        found = self._built.get(key)
+        if found is None:
+            email = self.frozen.email_for(self._waves[wave_id], language)
+            found = self._built[key] = _skeleton(self.frozen, email)
+        return found
 
 
 def personal_values(
@@ -142,7 +169,7 @@ def send_batch(
         return report
     commit()
 
-    skeletons = skeletons_for(campaign, frozen)
+    skeletons = Skeletons(campaign, frozen, settings.default_language)
     tracked = frozen.track_clicks or frozen.track_opens
     limiter = RateLimiter(conn, settings.send_rate)
     ledger = Ledger(session, campaign.topic_slug, token)
@@ -173,7 +200,8 @@ def send_batch(
                 report.skipped += 1
                 continue
             limiter.take()
-            skeleton = skeletons[recipient.wave_id]
+            recipient.variant = skeletons.language_for(recipient)
+            skeleton = skeletons.get(recipient.wave_id, recipient.variant)
             message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
             stop = None
             try:

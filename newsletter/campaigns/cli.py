@@ -19,18 +19,19 @@ def _site(runtime):
     """Site context from config and the topics table (one-line error if the DB is not ready)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db
+    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db, translations_from_db
 
     try:
         with runtime.sessions() as session:
             topics = topics_from_db(session)
             retired = retired_from_db(session)
+            translations = translations_from_db(session)
     except SQLAlchemyError as exc:
         if database_unreachable(runtime.engine) is not None:
             raise  # with_app says which setting and address
         reason = str(exc).splitlines()[0]
         raise click.ClickException(f"cannot read topics ({reason}); run 'newsletter db upgrade'") from None
-    return site_context(runtime.settings, topics, retired)
+    return site_context(runtime.settings, topics, retired, translations)
 
 
 def _validate(folder: Path, site):
@@ -106,25 +107,41 @@ def new(slug: str, root: str, topic: str) -> None:
 
 @campaign.command("preview")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--subscriber", "email", help="Render for this subscriber (real name and links).")
+@click.option(
+    "--subscriber", "email", help="Render for this subscriber (real name and links, their language's email)."
+)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
 @click.option("--no-screenshots", is_flag=True, help="Skip the Chromium screenshots.")
+@click.option(
+    "--language",
+    "languages",
+    multiple=True,
+    metavar="LANG",
+    help="Only this language's email (repeatable) [default: the default email and every variant].",
+)
 @with_app
-def preview(app: Flask, path: str, email: str | None, out: str, no_screenshots: bool) -> None:
-    """Write HTML, text, .eml and 600/375 px PNG screenshots of every distinct email."""
+def preview(
+    app: Flask, path: str, email: str | None, out: str, no_screenshots: bool, languages: tuple[str, ...]
+) -> None:
+    """Write HTML, text, .eml and 600/375 px PNG screenshots of every distinct email, in every language."""
     from newsletter.campaigns.preview import ChromiumMissing, write_preview
     from newsletter.campaigns.validation import sample_values
 
     runtime = app.extensions["newsletter"]
     site = _site(runtime)
     report = _valid_report(path, site)
+    chosen = _languages(report, path, languages)
     values, to = sample_values(site), "alex@example.com"
     if email:
-        values, to = _subscriber_values(runtime, report, email)
+        values, to, language = _subscriber_values(runtime, report, email)
+        if not languages:  # what this person would get
+            chosen = [report.language_for(language, runtime.settings.default_language)]
     try:
-        files = write_preview(report, site, to, values, Path(out), screenshots=not no_screenshots)
+        files = write_preview(
+            report, site, to, values, Path(out), screenshots=not no_screenshots, languages=chosen
+        )
     except ChromiumMissing as exc:
-        files = write_preview(report, site, to, values, Path(out), screenshots=False)
+        files = write_preview(report, site, to, values, Path(out), screenshots=False, languages=chosen)
         for item in files:
             click.echo(str(item.path))
         raise click.ClickException(str(exc)) from None
@@ -134,8 +151,19 @@ def preview(app: Flask, path: str, email: str | None, out: str, no_screenshots: 
         click.echo(str(item.path))
 
 
-def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str]:
-    """Real personal values of one subscriber (their own links), as a worker would pass them."""
+def _languages(report, path: str, asked: tuple[str, ...]) -> list[str]:
+    """The languages asked for (all of the folder's when none), each one the folder has an email in."""
+    for language in asked:
+        if language not in report.languages:
+            raise click.ClickException(
+                f"{path} has no {language} email (its languages: {', '.join(report.languages)})"
+            )
+    return list(dict.fromkeys(asked)) or report.languages
+
+
+def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str, str | None]:
+    """Real personal values of one subscriber (their own links), as a worker would pass them, and
+    their stored language."""
     from sqlalchemy import select
 
     from newsletter.mail.addresses import InvalidAddress, normalize_address
@@ -162,15 +190,22 @@ def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str
         }
         if source.sale:
             values["early_access_url"] = links.early_access_url(settings, subscriber, campaign_id)
-        return values, subscriber.email
+        return values, subscriber.email, subscriber.language
 
 
 @campaign.command("test-send")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--to", "to", required=True, help="Address that receives the test.")
 @click.option("--wave", help="Which wave's email (default: each distinct email once).")
+@click.option(
+    "--language",
+    "languages",
+    multiple=True,
+    metavar="LANG",
+    help="Only this language's email (repeatable) [default: the default email and every variant].",
+)
 @with_app
-def test_send(app: Flask, path: str, to: str, wave: str | None) -> None:
+def test_send(app: Flask, path: str, to: str, wave: str | None, languages: tuple[str, ...]) -> None:
     """Send the campaign once to ADDRESS through the configured transport, subject prefixed [TEST]."""
     from newsletter.campaigns.preview import TEST_PREFIX, campaign_message, envelope_from
     from newsletter.campaigns.validation import sample_values
@@ -185,18 +220,25 @@ def test_send(app: Flask, path: str, to: str, wave: str | None) -> None:
         address = normalize_address(to)
     except InvalidAddress as exc:
         raise click.ClickException(f"{to!r}: {exc}") from None
-    emails = report.emails
-    if wave is not None:
-        if wave not in {w.name for w in report.campaign.waves}:
-            raise click.ClickException(f"no wave {wave!r} in {path}")
-        emails = {wave: emails.get(wave) or emails[None]}
+    if wave is not None and wave not in {w.name for w in report.campaign.waves}:
+        raise click.ClickException(f"no wave {wave!r} in {path}")
+    chosen = _languages(report, path, languages)
     values = {**sample_values(site), "email": address}
     transport = make_transport(runtime.settings)
     try:
-        for name, email in emails.items():
-            data = campaign_message(report, site, name, email, address, values, subject_prefix=TEST_PREFIX)
-            transport.send_raw(envelope_from(report, site), [address], data)
-            click.echo(f"sent {TEST_PREFIX}{report.campaign.slug}{f' ({name})' if name else ''} to {address}")
+        for language in chosen:
+            emails = report.emails_in(language)
+            if wave is not None:
+                emails = {wave: emails.get(wave) or emails[None]}
+            for name, email in emails.items():
+                data = campaign_message(
+                    report, site, name, email, address, values, subject_prefix=TEST_PREFIX
+                )
+                transport.send_raw(envelope_from(report, site), [address], data)
+                what = ", ".join(([name] if name else []) + ([language] if len(chosen) > 1 else []))
+                click.echo(
+                    f"sent {TEST_PREFIX}{report.campaign.slug}{f' ({what})' if what else ''} to {address}"
+                )
     except (TransportError, HeaderInjection) as exc:
         raise click.ClickException(f"not sent: {exc}") from None
     finally:

@@ -80,7 +80,7 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
     from newsletter.campaigns.frozen import FrozenCampaign
     from newsletter.campaigns.planning import PlannedWave, code_needs, plan
     from newsletter.campaigns.scheduling import find
-    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db
+    from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db, translations_from_db
     from newsletter.campaigns.validation import validate_campaign
     from newsletter.core import clock
     from newsletter.models import CampaignStatus
@@ -104,7 +104,12 @@ def plan_command(app: Flask, path: str, as_json: bool) -> None:
         else:
             report = validate_campaign(
                 _folder(app, path),
-                site_context(runtime.settings, topics_from_db(session), retired_from_db(session)),
+                site_context(
+                    runtime.settings,
+                    topics_from_db(session),
+                    retired_from_db(session),
+                    translations_from_db(session),
+                ),
                 clock.now(),
             )
             if not report.ok or report.campaign is None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+
+from newsletter.core.languages import SOURCE_LANGUAGE, shipped_languages
 
 CAMPAIGN_FILE = "campaign.toml"
 MJML_FILE = "email.mjml"
@@ -33,6 +35,8 @@ TOP_KEYS = {
     "track_opens",
     "reward",
     "email",
+    "language",
+    "variant",
 }
 EMAIL_KEYS = {"background", "width"}
 #: [email] width: narrower than a phone or wider than desktop clients' reading panes makes no sense
@@ -42,6 +46,11 @@ REWARD_KEYS = {"pool", "prefix", "expires_in"}
 SALE_KEYS = {"url", "public_at", "ends_at"}
 WAVE_KEYS = {"name", "audience", "send_at"}
 IMPLICIT_WAVE = "all"
+#: ``[variant.<lang>]``: a language's own subject and preheader (its email is ``email.<lang>.mjml``)
+VARIANT_TABLE = "variant"
+VARIANT_KEYS = {"subject", "preheader"}
+#: a variant's files beside email.mjml and email.txt: ``email.<lang>.mjml``, ``email.<lang>.txt``
+_VARIANT_FILE = re.compile(r"email\.([^.]+)\.(mjml|txt)")
 #: keys whose values end up in headers or on one line of an inbox: no control characters
 ONE_LINE_KEYS = ("name", "subject", "preheader", "from")
 #: Unicode's control characters (Cc) and its line and paragraph separators
@@ -119,6 +128,34 @@ class CampaignSource:
     background: str | None = None
     width: int | None = None
     locations: Locations = field(repr=False, default_factory=lambda: Locations(""))
+    #: the language subject, preheader and email are written in (campaign.toml's ``language``)
+    language: str = SOURCE_LANGUAGE
+    #: this source's email files: email.mjml and email.txt, or a variant's email.<lang>.mjml and .txt
+    mjml_file: str = MJML_FILE
+    text_file: str = TEXT_FILE
+    #: the TOML table each of subject and preheader comes from ("": the top level; "variant.de")
+    key_tables: dict[str, str] = field(default_factory=dict)
+    #: the per-language variants by language, each a source of its own files (a variant has none)
+    variants: dict[str, CampaignSource] = field(default_factory=dict)
+
+    def where(self, key: str) -> tuple[int, int]:
+        """Line and column of the subject's or preheader's value this source uses."""
+        return self.locations.value(key, self.key_tables.get(key, ""))
+
+
+def variant_file(language: str, kind: str = "mjml") -> str:
+    """``email.de.mjml`` (kind ``txt``: ``email.de.txt``)."""
+    return f"email.{language}.{kind}"
+
+
+def variant_files(folder: Path) -> list[tuple[str, str, Path]]:
+    """Every ``email.<lang>.mjml`` and ``email.<lang>.txt`` of the folder as (lang, kind, path), by name."""
+    found = []
+    for path in sorted(folder.glob("email.*.*")):
+        match = _VARIANT_FILE.fullmatch(path.name)
+        if match and path.is_file():
+            found.append((match.group(1), match.group(2), path))
+    return found
 
 
 class Locations:
@@ -134,6 +171,8 @@ class Locations:
     def __init__(self, text: str):
         self.keys: dict[tuple[str, int, str], tuple[int, int]] = {}
         self.tables: dict[tuple[str, int], int] = {}
+        #: line and column of the last part of each table's header name (``de`` of ``[variant.de]``)
+        self.headers: dict[tuple[str, int], tuple[int, int]] = {}
         table, index, counts = "", 0, {}
         for number, line in enumerate(text.splitlines(), start=1):
             header = self._HEADER.match(line)
@@ -142,6 +181,7 @@ class Locations:
                 index = counts.get(table, 0)
                 counts[table] = index + 1 if header.group(1) == "[[" else 1
                 self.tables[(table, index)] = number
+                self.headers[(table, index)] = (number, header.start(2) + table.rfind(".") + 2)
                 continue
             key = self._KEY.match(line)
             if key:
@@ -335,9 +375,11 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
     reward = _reward(data, read)
     background, width = _email(data, read)
     waves = _waves(data, read)
+    language = _language(data, read)
+    variant_texts = _variant_tables(data, read, language)
     if not (name and subject and topic):
         return None
-    return CampaignSource(
+    source = CampaignSource(
         slug=folder.resolve().name,
         folder=folder,
         name=name,
@@ -356,7 +398,131 @@ def load_campaign(folder: Path, problems: list[Problem]) -> CampaignSource | Non
         background=background,
         width=width,
         locations=locations,
+        language=language,
     )
+    source.variants = _variants(source, variant_texts, problems)
+    return source
+
+
+def _language(data: dict[str, Any], read: _Reader) -> str:
+    """``language``: what email.mjml, subject and preheader are written in (default: English)."""
+    value = data.get("language", SOURCE_LANGUAGE)
+    if value not in shipped_languages():
+        read.error(f"unknown language {value!r} (shipped: {', '.join(shipped_languages())})", "language")
+        return SOURCE_LANGUAGE
+    return value
+
+
+def _variant_tables(data: dict[str, Any], read: _Reader, language: str) -> dict[str, dict[str, str]]:
+    """``[variant.<lang>]`` tables: language -> its subject and preheader (checked like the top level's)."""
+    tables = data.get(VARIANT_TABLE)
+    if tables is None:
+        return {}
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        read.error("variant must hold one table per language: [variant.de] with subject = ...", VARIANT_TABLE)
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    shipped = ", ".join(lang for lang in shipped_languages() if lang != language)
+    for lang, table in tables.items():
+        where = f"{VARIANT_TABLE}.{lang}"
+        if lang not in shipped_languages():
+            message = f"unknown language {lang!r} in [variant.{lang}] (shipped: {shipped})"
+            read.problems.append(Problem(read.file, *_table_name_at(read.locations, lang), message))
+            continue
+        if lang == language:
+            message = (
+                f"[variant.{lang}]: {lang} is the language of subject and email.mjml themselves "
+                f"(language = {language!r})"
+            )
+            read.problems.append(Problem(read.file, *_table_name_at(read.locations, lang), message))
+            continue
+        unknown = [key for key in table if key not in VARIANT_KEYS]
+        for key in unknown:
+            read.error(
+                f"unknown key {key!r} in [variant.{lang}] (known: {', '.join(sorted(VARIANT_KEYS))})",
+                key,
+                where,
+                at_key=True,
+            )
+        texts = {}
+        for key in ("subject", "preheader"):
+            value = table.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip():
+                read.error(f"{key} must be a non-empty string", key, where)
+                continue
+            if control_character(value):
+                read.error(
+                    f"{key} must be one line of text: it contains {control_character(value)}", key, where
+                )
+                continue
+            texts[key] = value
+        found[lang] = texts
+    return found
+
+
+def _table_name_at(locations: Locations, lang: str) -> tuple[int, int]:
+    """Where a variant's language is written: ``de`` of ``[variant.de]`` (or of ``de = {...}``)."""
+    found = locations.headers.get((f"{VARIANT_TABLE}.{lang}", 0))
+    return found or locations.key(lang, VARIANT_TABLE)
+
+
+def _variants(
+    source: CampaignSource, texts: dict[str, dict[str, str]], problems: list[Problem]
+) -> dict[str, CampaignSource]:
+    """``email.<lang>.mjml`` (and its .txt) with ``[variant.<lang>]``: one source per language."""
+    folder, toml = source.folder, str(source.folder / CAMPAIGN_FILE)
+    shipped = ", ".join(shipped_languages())
+    files: dict[str, dict[str, Path]] = {}
+    for lang, kind, path in variant_files(folder):
+        if lang not in shipped_languages():
+            message = f"unknown language {lang!r} in the file name (shipped: {shipped})"
+            problems.append(Problem(str(path), 1, 1, message))
+        elif lang == source.language:
+            message = (
+                f"email.{kind} is already the {lang} email (campaign.toml language = {lang!r}): "
+                f"remove {path.name} or set language to the one email.{kind} is written in"
+            )
+            problems.append(Problem(str(path), 1, 1, message))
+        else:
+            files.setdefault(lang, {})[kind] = path
+    variants: dict[str, CampaignSource] = {}
+    for lang in sorted(files.keys() | texts.keys()):
+        paths = files.get(lang, {})
+        table = f"{VARIANT_TABLE}.{lang}"
+        if "mjml" not in paths:
+            if "txt" in paths:
+                problems.append(
+                    Problem(str(paths["txt"]), 1, 1, f"no {variant_file(lang)} for this text part")
+                )
+            else:
+                message = f"[variant.{lang}] has no {variant_file(lang)} beside campaign.toml"
+                problems.append(Problem(toml, *_table_name_at(source.locations, lang), message))
+            continue
+        mjml = read_utf8(paths["mjml"], problems) or ""
+        text = read_utf8(paths["txt"], problems) if "txt" in paths else None
+        own = texts.get(lang, {})
+        for key, value in (("subject", source.subject), ("preheader", source.preheader)):
+            if key not in own and value:
+                message = (
+                    f"no {key} for {lang} ([variant.{lang}] {key} = ... in campaign.toml): "
+                    f"its readers get the {source.language} one"
+                )
+                problems.append(Problem(str(paths["mjml"]), 1, 1, message, warning=True))
+        variants[lang] = replace(
+            source,
+            language=lang,
+            subject=own.get("subject", source.subject),
+            preheader=own.get("preheader", source.preheader),
+            mjml=mjml,
+            text=text,
+            mjml_file=paths["mjml"].name,
+            text_file=variant_file(lang, "txt"),
+            key_tables={key: table for key in own},
+            variants={},
+        )
+    return variants
 
 
 def _waves(data: dict[str, Any], read: _Reader) -> list[WaveSource]:

@@ -98,16 +98,22 @@ def folder_states(session: Session, site: SiteContext, root: Path) -> list[Folde
     return [folder_state(session, site, folder) for folder in find_campaigns(root)]
 
 
-def preview_html(report: ValidationReport, site: SiteContext, wave: str | None) -> str | None:
-    """The HTML part of ``wave``'s message for the sample subscriber, built as ``campaign preview``
-    builds it (skeleton, then personalise); None when the folder rendered no such email."""
-    if report.campaign is None or wave not in report.emails:
+def preview_html(
+    report: ValidationReport, site: SiteContext, wave: str | None, language: str | None = None
+) -> str | None:
+    """The HTML part of ``wave``'s message (in ``language``'s variant; None: the default email) for the
+    sample subscriber, built as ``campaign preview`` builds it (skeleton, then personalise); None when
+    the folder rendered no such email."""
+    emails = report.emails_in(language)
+    if report.campaign is None or wave not in emails:
         return None
-    data = campaign_message(report, site, wave, report.emails[wave], SAMPLE_TO, sample_values(site))
+    data = campaign_message(report, site, wave, emails[wave], SAMPLE_TO, sample_values(site))
     return preview_files(data)[".html"].decode("utf-8")
 
 
-def preview_subject(report: ValidationReport, site: SiteContext, wave: str | None) -> str:
-    """``wave``'s subject line as the sample subscriber reads it."""
-    email = report.emails.get(wave)
+def preview_subject(
+    report: ValidationReport, site: SiteContext, wave: str | None, language: str | None = None
+) -> str:
+    """``wave``'s subject line (in ``language``'s variant) as the sample subscriber reads it."""
+    email = report.emails_in(language).get(wave)
     return fill(email.subject, sample_values(site)) if email else ""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import TYPE_CHECKING, Any
 
+from newsletter.core.languages import SOURCE_LANGUAGE
+
 if TYPE_CHECKING:
     from newsletter.models import Campaign
 
@@ -97,10 +99,27 @@ class FrozenCampaign:
     links: tuple[str, ...] = ()
     #: campaign.toml's [reward]: every recipient gets a code of their own (None: no codes)
     reward: FrozenReward | None = None
+    #: the language of ``waves`` (campaign.toml's ``language``; rows frozen before variants: English)
+    language: str = SOURCE_LANGUAGE
+    #: the per-language variants: language -> wave name (or ALL_WAVES) -> its email, like ``waves``
+    variants: Mapping[str, Mapping[str, FrozenEmail]] = field(default_factory=dict)
 
-    def email_for(self, wave_name: str | None) -> FrozenEmail:
-        """The wave's own email, or the one all waves share."""
-        return self.waves.get(wave_name or ALL_WAVES) or self.waves[ALL_WAVES]
+    def email_for(self, wave_name: str | None, language: str | None = None) -> FrozenEmail:
+        """The wave's own email, or the one all waves share; of ``language``'s variant if it has one."""
+        emails = self.variants.get(language, self.waves) if language else self.waves
+        return emails.get(wave_name or ALL_WAVES) or emails[ALL_WAVES]
+
+    def language_for(self, language: str | None, default_language: str) -> str:
+        """Which email a recipient gets: their language's, else the store's default language's, else
+        the folder's default (``self.language``)."""
+        for wanted in (language, default_language):
+            if wanted == self.language or wanted in self.variants:
+                return wanted
+        return self.language
+
+    def emails_of(self, wave_name: str | None) -> list[FrozenEmail]:
+        """The wave's email in every language (the default's first)."""
+        return [self.email_for(wave_name), *(self.email_for(wave_name, lang) for lang in self.variants)]
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -117,6 +136,14 @@ class FrozenCampaign:
             data["track_opens"] = True
         if self.reward:
             data["reward"] = self.reward.to_json()
+        # likewise only when there is something to say: a one-language English campaign's row is unchanged
+        if self.language != SOURCE_LANGUAGE:
+            data["language"] = self.language
+        if self.variants:
+            data["variants"] = {
+                lang: {name: email.to_json() for name, email in emails.items()}
+                for lang, emails in self.variants.items()
+            }
         return data
 
     @classmethod
@@ -131,6 +158,11 @@ class FrozenCampaign:
             track_opens=bool(data.get("track_opens")),
             links=tuple(data.get("links") or ()),
             reward=FrozenReward.from_json(data.get("reward")),
+            language=data.get("language") or SOURCE_LANGUAGE,
+            variants={
+                lang: {name: FrozenEmail.from_json(email) for name, email in emails.items()}
+                for lang, emails in (data.get("variants") or {}).items()
+            },
         )
 
     @classmethod

@@ -59,6 +59,10 @@ class Recipient:
     frequency: str
     paused_until: datetime | None
     eligible: bool
+    #: the person's stored language (None: none chosen); picks the campaign's variant
+    language: str | None = None
+    #: the language of the email sent to them, set by the batch as it picks their variant (mark_sent)
+    variant: str | None = None
 
 
 @dataclass
@@ -109,6 +113,7 @@ def load_recipients(session: Session, campaign: Campaign, token: str) -> list[Re
                 Subscriber.paused_until,
                 (Subscriber.status == SubscriberStatus.ACTIVE)
                 & (topic_active == SubscriptionStatus.ACTIVE.value),
+                Subscriber.language,
             )
             .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
             .where(Delivery.claim_token == token, Delivery.state == DeliveryState.CLAIMED)
@@ -151,7 +156,7 @@ class Ledger:
         )
         self._mark_sql = (
             f"UPDATE deliveries SET state = {mark}, sent_at = {mark}, message_id = {mark}, reason = NULL, "
-            f"updated_at = {mark} WHERE id = {mark}"
+            f"language = {mark}, updated_at = {mark} WHERE id = {mark}"
         )
         # the check reads the next row, the mark writes another: the statement's snapshot is enough
         self._mark_and_check_sql = f"WITH marked AS ({self._mark_sql}) {self._check_sql}"
@@ -194,9 +199,10 @@ class Ledger:
         return None
 
     def mark_sent(self, recipient: Recipient, message_id: str) -> None:
-        """Mark the row sent, durable on return (and check the row ``check_next`` named)."""
+        """Mark the row sent, in the language of ``recipient.variant``, durable on return (and check
+        the row ``check_next`` named)."""
         now = self._time(clock.now())
-        values = (DeliveryState.SENT.value, now, message_id, now, recipient.delivery_id)
+        values = (DeliveryState.SENT.value, now, message_id, recipient.variant, now, recipient.delivery_id)
         then, self._then = self._then, None
         if then is None:
             self._cursor.execute(self._mark_sql, values, **self._options)

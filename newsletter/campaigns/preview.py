@@ -31,6 +31,8 @@ class ChromiumMissing(RuntimeError):
 class PreviewFile:
     wave: str | None
     path: Path
+    #: the variant's language (the default email's is campaign.toml's ``language``)
+    language: str = ""
 
 
 def campaign_message(
@@ -70,26 +72,34 @@ def write_preview(
     out: Path,
     *,
     screenshots: bool = True,
+    languages: list[str] | None = None,
 ) -> list[PreviewFile]:
-    """Write NAME.html, .txt, .eml (and -600.png, -375.png) per distinct email into ``out``."""
-    assert report.campaign is not None
+    """Write NAME.html, .txt, .eml (and -600.png, -375.png) per distinct email into ``out``, for every
+    variant (``languages``: those only); a variant's NAME ends in ``.<lang>`` (``spring-sale-vip.de``)."""
+    source = report.campaign
+    assert source is not None
     out.mkdir(parents=True, exist_ok=True)
     written: list[PreviewFile] = []
-    pages: list[tuple[str | None, Path]] = []
-    for wave, email in report.emails.items():
-        stem = report.campaign.slug + (f"-{wave}" if wave else "")
-        data = campaign_message(report, site, wave, email, to, values)
-        for suffix, content in preview_files(data).items():
-            path = out / f"{stem}{suffix}"
-            path.write_bytes(content)
-            written.append(PreviewFile(wave, path))
-        pages.append((wave, out / f"{stem}.html"))
+    pages: list[tuple[str | None, str, Path]] = []
+    for language in languages or report.languages:
+        for wave, email in report.emails_in(language).items():
+            stem = (
+                source.slug
+                + (f"-{wave}" if wave else "")
+                + ("" if language == source.language else f".{language}")
+            )
+            data = campaign_message(report, site, wave, email, to, values)
+            for suffix, content in preview_files(data).items():
+                path = out / f"{stem}{suffix}"
+                path.write_bytes(content)
+                written.append(PreviewFile(wave, path, language))
+            pages.append((wave, language, out / f"{stem}.html"))
     if screenshots:
-        for wave, page in pages:
+        for wave, language, page in pages:
             for width in WIDTHS:
                 png = page.with_name(f"{page.stem}-{width}.png")
                 screenshot(page, png, width)
-                written.append(PreviewFile(wave, png))
+                written.append(PreviewFile(wave, png, language))
     return written
 
 

@@ -22,6 +22,7 @@ from premailer import Premailer
 from newsletter.campaigns.files import MJML_FILE, TEXT_FILE, CampaignSource, WaveSource, control_character
 from newsletter.campaigns.site import SiteContext
 from newsletter.campaigns.text import html_to_text
+from newsletter.core.languages import SOURCE_LANGUAGE, translations
 from newsletter.mail.sandbox import MailEnvironment, PersonalValue, missing, sandbox
 from newsletter.mail.sandbox import template_error as sandbox_error
 from newsletter.mail.skeleton import SLOT, slot_of, slot_token
@@ -50,10 +51,14 @@ class RenderError(Exception):
         self.file, self.line, self.col, self.message = file, line, col, message
 
 
-def environment(folder: Path, overrides_dir: str = "") -> MailEnvironment:
-    """The sandbox: the campaign folder first, then OVERRIDES_DIR/email, then templates/email (base.mjml)."""
+def environment(folder: Path, overrides_dir: str = "", language: str = SOURCE_LANGUAGE) -> MailEnvironment:
+    """The sandbox: the campaign folder first, then OVERRIDES_DIR/email, then templates/email (base.mjml);
+    base.mjml's strings (the footer) in ``language``, the language of the email it frames."""
     overrides = [str(Path(overrides_dir) / "email")] if overrides_dir else []
-    return sandbox(FileSystemLoader([str(folder), *overrides, str(TEMPLATES)]))
+    env = sandbox(FileSystemLoader([str(folder), *overrides, str(TEMPLATES)]))
+    if language != SOURCE_LANGUAGE:
+        env.install_gettext_translations(translations(language), newstyle=True)
+    return env
 
 
 #: what a campaign without ``[reward]`` says when its email prints a code anyway
@@ -82,7 +87,8 @@ def template_context(source: CampaignSource, site: SiteContext, wave: WaveSource
             "slug": source.slug,
             "name": source.name,
             "topic": source.topic,
-            "topic_name": site.topics.get(source.topic, source.topic),
+            "topic_name": site.topic_name(source.topic, source.language),  # in the variant's language
+            "language": source.language,  # the variant's (base.mjml: <mjml lang>)
         },
         "sale": {"url": sale.url, "public_at": sale.public_at, "ends_at": sale.ends_at} if sale else None,
         "store": {"name": site.store_name, "postal_address": site.postal_address, "url": site.base_url},
@@ -198,32 +204,34 @@ def _one_line(env: MailEnvironment, key: str, text: str, context: dict, where: t
 
 def render_sources(source: CampaignSource, site: SiteContext, wave: WaveSource) -> Sources:
     """Run the Jinja step for one wave (RenderError on failure)."""
-    env = environment(source.folder, site.overrides_dir)
+    env = environment(source.folder, site.overrides_dir, source.language)
     context = template_context(source, site, wave)
     toml = str(source.folder / "campaign.toml")
     subject, preheader = (
-        _one_line(env, key, text, context, (toml, *source.locations.value(key)))
+        _one_line(env, key, text, context, (toml, *source.where(key)))
         for key, text in (("subject", source.subject), ("preheader", source.preheader))
     )
     context["campaign"] = {**context["campaign"], "subject": subject, "preheader": preheader}
-    mjml = render_file(env, source.folder, MJML_FILE, context)
-    text = render_file(env, source.folder, TEXT_FILE, context) if source.text is not None else None
+    mjml = render_file(env, source.folder, source.mjml_file, context)
+    text = render_file(env, source.folder, source.text_file, context) if source.text is not None else None
     return Sources(subject, mjml, text)
 
 
-def compile_email(sources: Sources, folder: Path) -> RenderedEmail:
+def compile_email(
+    sources: Sources, folder: Path, mjml_file: str = MJML_FILE, text_file: str = TEXT_FILE
+) -> RenderedEmail:
     """MJML -> inline CSS -> text, and tokens labelled with their contexts."""
     try:
         raw_html = mjml2html(sources.mjml)
     except ValueError as exc:
-        raise RenderError(str(folder / MJML_FILE), 1, 1, f"MJML: {exc}") from None
+        raise RenderError(str(folder / mjml_file), 1, 1, f"MJML: {exc}") from None
     html, slots = place_slots(inline_css(raw_html))
     text, text_slots_ = text_slots(sources.text if sources.text is not None else html_to_text(html), "text")
     subject, subject_slots = text_slots(sources.subject, "header")
     for what, value, file in (
         ("subject", subject, "campaign.toml"),
-        ("HTML", html, MJML_FILE),
-        ("text", text, TEXT_FILE if sources.text is not None else MJML_FILE),
+        ("HTML", html, mjml_file),
+        ("text", text, text_file if sources.text is not None else mjml_file),
     ):
         if mangled(value):
             raise RenderError(
@@ -237,12 +245,14 @@ def compile_email(sources: Sources, folder: Path) -> RenderedEmail:
 
 
 def render_campaign(source: CampaignSource, site: SiteContext) -> dict[str | None, RenderedEmail]:
-    """Every wave's email: one key None when all waves get the same email, else one per wave."""
+    """Every wave's email: one key None when all waves get the same email, else one per wave.
+
+    ``source`` is the folder's default email or one of its ``variants`` (each rendered on its own)."""
     per_wave = {wave.name: render_sources(source, site, wave) for wave in source.waves}
     compiled: dict[Sources, RenderedEmail] = {}
     for sources in per_wave.values():
         if sources not in compiled:
-            compiled[sources] = compile_email(sources, source.folder)
+            compiled[sources] = compile_email(sources, source.folder, source.mjml_file, source.text_file)
     if len(compiled) == 1:
         return {None: next(iter(compiled.values()))}
     return {name: compiled[sources] for name, sources in per_wave.items()}

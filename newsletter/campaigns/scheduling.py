@@ -16,7 +16,7 @@ from newsletter.campaigns.files import as_utc
 from newsletter.campaigns.frozen import ALL_WAVES, FrozenCampaign, FrozenEmail, FrozenReward
 from newsletter.campaigns.messages import campaign_headers
 from newsletter.campaigns.report import reason_key, with_reasons
-from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db
+from newsletter.campaigns.site import retired_from_db, site_context, topics_from_db, translations_from_db
 from newsletter.campaigns.validation import validate_campaign
 from newsletter.core import clock
 from newsletter.core.config import Settings, insecure_base_url, is_loopback
@@ -66,7 +66,9 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         # every email's List-Unsubscribe is built from BASE_URL: refuse before anything is frozen
         raise ScheduleError(f"{insecure}; set NEWSLETTER_BASE_URL to an https:// address (http: loopback)")
     now = clock.now()
-    site = site_context(settings, topics_from_db(session), retired_from_db(session))
+    site = site_context(
+        settings, topics_from_db(session), retired_from_db(session), translations_from_db(session)
+    )
     report = validate_campaign(folder, site, now)
     if not report.ok or report.campaign is None:
         raise ScheduleError("\n".join(str(p) for p in report.errors) or f"{folder}: not a campaign")
@@ -97,24 +99,32 @@ def schedule(session: Session, settings: Settings, folder: Path, *, reschedule: 
         session.flush()
 
     sender = branding.sender(source.sender or settings.from_, settings.store_name)
+    by_language = {None: report.emails, **report.variants}
     emails = {
-        (name or ALL_WAVES): FrozenEmail(
+        (language, name or ALL_WAVES): FrozenEmail(
             subject=email.subject,
             html=email.html,
             text=email.text,
             slots=email.slots,
             headers=campaign_headers(source, site, name),
         )
-        for name, email in report.emails.items()
+        for language, rendered in by_language.items()
+        for name, email in rendered.items()
     }
     links: tuple[str, ...] = ()
     if source.track_clicks or source.track_opens:
         emails, links = tracking.apply(emails, clicks=source.track_clicks, opens=source.track_opens)
+    variants: dict[str, dict[str, FrozenEmail]] = {}
+    for (language, name), email in emails.items():
+        if language is not None:
+            variants.setdefault(language, {})[name] = email
     frozen = FrozenCampaign(
         sender=sender,
         envelope_from=parseaddr(sender)[1],
         files=file_hashes(folder),
-        waves=emails,
+        waves={name: email for (language, name), email in emails.items() if language is None},
+        language=source.language,
+        variants=variants,
         track_clicks=source.track_clicks,
         track_opens=source.track_opens,
         links=links,

@@ -25,6 +25,12 @@ class SiteContext:
     overrides_dir: str = ""  #: OVERRIDES_DIR: its email/base.mjml wins over the shipped one
     #: topics retired with ``newsletter topics retire`` (still in ``topics``: frozen emails name them)
     retired_topics: frozenset[str] = frozenset()
+    #: topic labels in other languages, slug -> language -> label (``topics rename --language``)
+    topic_translations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def topic_name(self, slug: str, language: str) -> str:
+        """The topic's label for readers of ``language`` (its default label without one there)."""
+        return self.topic_translations.get(slug, {}).get(language) or self.topics.get(slug, slug)
 
 
 def topics_from_db(session: Session) -> dict[str, str]:
@@ -38,8 +44,22 @@ def retired_from_db(session: Session) -> frozenset[str]:
     return frozenset(session.scalars(select(Topic.slug).where(Topic.retired_at.is_not(None))))
 
 
+def translations_from_db(session: Session) -> dict[str, dict[str, str]]:
+    """Each topic's labels in other languages: slug -> language -> label (topics without any left out)."""
+    rows = session.execute(select(Topic.slug, Topic.translations))
+    found = {
+        slug: {lang: entry["name"] for lang, entry in translations.items() if (entry or {}).get("name")}
+        for slug, translations in rows
+        if translations
+    }
+    return {slug: labels for slug, labels in found.items() if labels}
+
+
 def site_context(
-    settings: Settings, topics: dict[str, str], retired: frozenset[str] = frozenset()
+    settings: Settings,
+    topics: dict[str, str],
+    retired: frozenset[str] = frozenset(),
+    translations: dict[str, dict[str, str]] | None = None,
 ) -> SiteContext:
     """The store as configured (LIST_ID defaults to the From address's domain)."""
     return SiteContext(
@@ -52,4 +72,5 @@ def site_context(
         brand=brand_of(settings),
         overrides_dir=settings.overrides_dir,
         retired_topics=frozenset(retired),
+        topic_translations={slug: dict(labels) for slug, labels in (translations or {}).items()},
     )

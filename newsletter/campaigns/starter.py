@@ -24,6 +24,12 @@ send_at = {send_at}  # when to send (with a UTC offset); or several [[wave]] tab
 # [email]
 # background = "#f4f4f4"
 # width = 600
+
+# Optional: a German variant for subscribers whose language is German (email.de.mjml beside
+# email.mjml, and email.de.txt if you like); see "Languages" in campaigns/README.md.
+# [variant.de]
+# subject = "Neues von {{{{ store.name }}}}"
+# preheader = "Die Zeile, die Posteingänge nach dem Betreff zeigen."
 """
 
 MJML = """\

@@ -21,6 +21,7 @@ import html as html_escaping
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from newsletter.campaigns.frozen import FrozenEmail
 from newsletter.core import tags
@@ -37,6 +38,7 @@ _WEB = re.compile(r"https?://[^\s/?#]+", re.IGNORECASE)
 #: its own key: a click token is never a valid VERP tag (mail/verp.py), nor the reverse
 _PURPOSE = "click"
 _TOKEN = re.compile(r"([0-9a-z]{1,13})-([0-9a-z]{1,13})-([a-z2-7]{16})")
+K = TypeVar("K")
 PIXEL = (
     f'<img src="{_OPEN_SLOT}" width="1" height="1" alt="" '
     'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0;" />'
@@ -68,9 +70,10 @@ def _with_pixel(html: str) -> str:
 
 
 def apply(
-    emails: Mapping[str, FrozenEmail], *, clicks: bool, opens: bool
-) -> tuple[dict[str, FrozenEmail], tuple[str, ...]]:
-    """The waves' emails with tracked links (and the pixel), and the campaign's list of links."""
+    emails: Mapping[K, FrozenEmail], *, clicks: bool, opens: bool
+) -> tuple[dict[K, FrozenEmail], tuple[str, ...]]:
+    """The waves' emails with tracked links (and the pixel), and the campaign's list of links; keyed
+    as given (wave names, or (language, wave) when a campaign has variants: one list for them all)."""
     links: dict[str, int] = {}
     tracked = {}
     for name, email in emails.items():

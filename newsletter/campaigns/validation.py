@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,8 @@ from newsletter.campaigns.files import (
     Problem,
     WaveSource,
     load_campaign,
+    read_utf8,
+    variant_files,
 )
 from newsletter.campaigns.html_checks import hidden_footer, parse_html, relative_urls
 from newsletter.campaigns.rendering import (
@@ -49,6 +52,28 @@ class ValidationReport:
     campaign: CampaignSource | None = None
     #: wave name -> email, or the single key None when every wave gets the same email
     emails: dict[str | None, RenderedEmail] = field(default_factory=dict)
+    #: the per-language variants' emails: language -> wave name (or None) -> email, like ``emails``
+    variants: dict[str, dict[str | None, RenderedEmail]] = field(default_factory=dict)
+
+    def emails_in(self, language: str | None) -> dict[str | None, RenderedEmail]:
+        """The emails of ``language``'s variant; the default's for None or the default's own language."""
+        if language is None or (self.campaign is not None and language == self.campaign.language):
+            return self.emails
+        return self.variants.get(language, {})
+
+    @property
+    def languages(self) -> list[str]:
+        """The default's language, then each variant's."""
+        if self.campaign is None:
+            return []
+        return [self.campaign.language, *self.variants]
+
+    def language_for(self, language: str | None, default_language: str) -> str:
+        """The language of the email a person with ``language`` gets, as sending decides it
+        (``FrozenCampaign.language_for``): theirs, else the store default's, else the default's."""
+        return next(
+            (lang for lang in (language, default_language) if lang in self.languages), self.languages[0]
+        )
 
     @property
     def ok(self) -> bool:
@@ -89,17 +114,30 @@ def validate_campaign(folder: Path, site: SiteContext, now: datetime) -> Validat
         problems += _check_topic(source, site, toml)
         problems += _check_audiences(source, toml)
         problems += _check_times(source, now, toml)
-        problems += _check_mjml_source(source)
-        if not any(p.file != toml for p in problems if not p.warning):
-            report.emails, more = _render(source, site)
+        each = [source, *source.variants.values()]
+        for one in each:
+            problems += _check_mjml_text(folder, one.mjml, one.mjml_file)
+        broken = {p.file for p in problems if not p.warning and p.file != toml}
+        for one in each:  # a variant with broken files does not keep the others from rendering
+            if {str(folder / one.mjml_file), str(folder / one.text_file)} & broken:
+                problems += _check_jinja_syntax(folder, (one.mjml_file, one.text_file))
+                continue
+            emails, more = _render(one, site)
             problems += more
-        else:
-            problems += _check_jinja_syntax(folder)
+            if one is source:
+                report.emails = emails
+            else:
+                report.variants[one.language] = emails
     elif (folder / MJML_FILE).is_file():  # the TOML is unreadable; the templates can still be checked
-        problems += _check_jinja_syntax(folder)
-        mjml = next((p for p in problems if p.file == str(folder / MJML_FILE)), None)
-        if mjml is None:
-            problems += _check_mjml_text(folder, (folder / MJML_FILE).read_text("utf-8"))
+        variants = [path for _, _, path in variant_files(folder)]
+        for path in variants:  # load_campaign stopped before reading them: say which are not UTF-8
+            read_utf8(path, problems)
+        names = [MJML_FILE, TEXT_FILE, *(path.name for path in variants)]
+        problems += _check_jinja_syntax(folder, names)
+        for name in (n for n in names if n.endswith(".mjml")):
+            if not any(p.file == str(folder / name) for p in problems):
+                problems += _check_mjml_text(folder, (folder / name).read_text("utf-8"), name)
+    problems = list(dict.fromkeys(problems))  # a variant sharing the default's subject shares its mistakes
     report.errors = [p for p in problems if not p.warning]
     report.warnings = [p for p in problems if p.warning]
     return report
@@ -205,10 +243,10 @@ def unchanged_until(report: ValidationReport, now: datetime) -> datetime:
     return first + PAST_GRACE if first < datetime.max - PAST_GRACE else datetime.max
 
 
-def _check_jinja_syntax(folder: Path) -> list[Problem]:
-    """Jinja syntax errors of email.mjml and email.txt, found without rendering (the other checks failed)."""
+def _check_jinja_syntax(folder: Path, names: Iterable[str] = (MJML_FILE, TEXT_FILE)) -> list[Problem]:
+    """Jinja syntax errors of the email files ``names``, found without rendering (other checks failed)."""
     env, problems = environment(folder), []
-    for name in (MJML_FILE, TEXT_FILE):
+    for name in names:
         path = folder / name
         try:
             text = path.read_text("utf-8")
@@ -222,13 +260,9 @@ def _check_jinja_syntax(folder: Path) -> list[Problem]:
     return problems
 
 
-def _check_mjml_source(source: CampaignSource) -> list[Problem]:
-    return _check_mjml_text(source.folder, source.mjml)
-
-
-def _check_mjml_text(folder: Path, text: str) -> list[Problem]:
-    """What can be pointed at in email.mjml itself: unknown tags, images without alt, plain-http images."""
-    file, problems = str(folder / MJML_FILE), []
+def _check_mjml_text(folder: Path, text: str, name: str = MJML_FILE) -> list[Problem]:
+    """What can be pointed at in an email file itself: unknown tags, images without alt, plain-http images."""
+    file, problems = str(folder / name), []
     problems += [
         Problem(file, line, col, f"unknown MJML tag <{tag}>") for line, col, tag in unknown_tags(text)
     ]
@@ -306,9 +340,8 @@ def _render(
             return {}, [first, *_render(replace(checked, subject="subject", preheader=""), site)[1]]
         return {}, [first]
     except Exception as exc:  # noqa: BLE001 - a broken campaign must never crash the caller
-        return {}, [
-            Problem(str(source.folder / MJML_FILE), 1, 1, f"cannot render: {type(exc).__name__}: {exc}")
-        ]
+        file = str(source.folder / source.mjml_file)
+        return {}, [Problem(file, 1, 1, f"cannot render: {type(exc).__name__}: {exc}")]
     problems = [p for name, email in emails.items() for p in _check_email(source, site, name, email)]
     return emails, list(dict.fromkeys(problems))  # waves sharing a mistake report it once
 
@@ -318,7 +351,7 @@ def _check_email(
 ) -> list[Problem]:
     """Footer and unsubscribe link present; subject length and HTML size within reason."""
     problems = []
-    mjml_file, toml = str(source.folder / MJML_FILE), str(source.folder / CAMPAIGN_FILE)
+    mjml_file, toml = str(source.folder / source.mjml_file), str(source.folder / CAMPAIGN_FILE)
     which = f" (wave {name!r})" if name else ""
     address = html.escape(site.postal_address, quote=False)
     unsubscribe = f'href="{slot_token("unsubscribe_url", "url")}"'
@@ -347,14 +380,14 @@ def _check_email(
         )
         problems.append(Problem(mjml_file, *_locate_url(source.mjml, url), message))
     if slot_token("unsubscribe_url", "text") not in email.text or site.postal_address not in email.text:
-        text_file = str(source.folder / TEXT_FILE) if source.text is not None else mjml_file
+        text_file = str(source.folder / source.text_file) if source.text is not None else mjml_file
         needs = "{{ links.unsubscribe }} and {{ store.postal_address }}"
         problems.append(Problem(text_file, 1, 1, f"the plain text{which} must carry {needs}"))
     values = sample_values(site)
     subject = fill(email.subject, values)
     if len(subject) > SUBJECT_WARN_LENGTH:
         message = f"subject is {len(subject)} characters{which}; phones show about {SUBJECT_WARN_LENGTH}"
-        problems.append(Problem(toml, *source.locations.value("subject"), message, warning=True))
+        problems.append(Problem(toml, *source.where("subject"), message, warning=True))
     size = len(fill(email.html, values).encode("utf-8"))
     if size > GMAIL_CLIP_BYTES:
         message = f"HTML is {size // 1024} KB{which}; Gmail clips messages over 102 KB, footer included"

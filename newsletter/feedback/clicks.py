@@ -120,7 +120,7 @@ class CampaignLinks:
     clicks: bool
     opens: bool
     links: tuple[str, ...]
-    #: wave id -> the link indices its email holds
+    #: wave id -> the link indices its emails hold (in any of its languages)
     per_wave: Mapping[int, frozenset[int]]
 
 
@@ -145,7 +145,11 @@ def campaign_links(session: Session, campaign_id: int, content_hash: str) -> Cam
         clicks=frozen.track_clicks,
         opens=frozen.track_opens,
         links=frozen.links,
-        per_wave={w.id: frozenset(frozen.email_for(w.name).links) for w in campaign.waves},
+        # a wave's emails in every language: a variant may hold links the default does not
+        per_wave={
+            w.id: frozenset(i for email in frozen.emails_of(w.name) for i in email.links)
+            for w in campaign.waves
+        },
     )
     with _cache_lock:
         _cache[campaign_id] = found

@@ -128,6 +128,8 @@ class Delivery(Base):
     reward_code: Mapped[str | None] = mapped_column(String(200))
     #: the store reported the reward code used (POST /api/codes/redeemed; pool codes: reward_codes too)
     reward_redeemed_at: Mapped[datetime | None]
+    #: the language of the email sent (the campaign's variant for the person; set with sent_at)
+    language: Mapped[str | None] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(default=clock.now, onupdate=clock.now)
 
 
