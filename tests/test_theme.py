@@ -11,6 +11,7 @@ import pytest
 
 from newsletter.core.config import ConfigError, load_settings
 from newsletter.mail.branding import contrast, sender, text_on
+from newsletter.mail.templates import TEMPLATES
 from tests.conftest import csrf_token
 
 
@@ -144,6 +145,20 @@ def test_an_override_wins_for_a_page_and_an_email(make_app, work, smtp_sink, ove
     assert mail["Subject"] == "One click for Bramble"  # the overridden .txt
     html = mail.get_body(("html",)).get_content()
     assert "our-layout" in html and "Confirm my subscription" in html  # our layout, the shipped body
+
+
+def test_an_override_of_the_base_layout_reaches_the_check_inbox_answer(make_app, tmp_path):
+    """A layout override shows on the signup answer too, on every answer (fixed_pages)."""
+    folder = tmp_path / "overrides"
+    (folder / "web").mkdir(parents=True)
+    shipped = (TEMPLATES / "web" / "base.html").read_text("utf-8")
+    (folder / "web" / "base.html").write_text(shipped.replace("<main>", '<main id="our-layout">'), "utf-8")
+    client = make_app(OVERRIDES_DIR=str(folder)).test_client()
+    token = csrf_token(client.get("/subscribe").get_data(as_text=True))
+    for n in range(2):
+        form = {"csrf_token": token, "email": f"ann{n}@example.com", "topics": ["newsletter"], "website": ""}
+        page = client.post("/subscribe", data=form).get_data(as_text=True)
+        assert '<main id="our-layout">' in page and "Check your inbox" in page
 
 
 def test_pages_carry_the_brand(make_app):

@@ -229,6 +229,27 @@ def test_every_page_carries_the_browser_protections(make_app, make_subscriber):
     assert "style-src 'none'" in client.get("/api/customers").headers["Content-Security-Policy"]
 
 
+def test_every_check_inbox_answer_has_its_own_nonce_and_the_readers_language(make_app):
+    """The answer to a signup is rendered once per language (web/fixed_pages.py): each answer still
+    carries a fresh CSP nonce, the one its header names, in the language the form was read in."""
+    client = make_app().test_client()
+    token = csrf_token(client.get("/subscribe").get_data(as_text=True))
+    answers = []
+    for n, language in enumerate(["en", "de", "en", "fr"]):
+        form = {"csrf_token": token, "email": f"reader{n}@example.com", "topics": ["newsletter"]}
+        response = client.post("/subscribe", data=form, headers={"Accept-Language": language})
+        page = response.get_data(as_text=True)
+        nonce = re.search(r'<style nonce="([^"]+)">', page).group(1)
+        assert response.status_code == 200
+        assert f"style-src 'nonce-{nonce}'" in response.headers["Content-Security-Policy"]
+        assert f'<html lang="{language}">' in page and "nonce" + "nonce" not in page
+        answers.append((nonce, page))
+    assert len({nonce for nonce, _ in answers}) == 4  # never the same nonce twice
+    assert "Check your inbox" in answers[0][1] and "Check your inbox" not in answers[1][1]
+    # the same words for the same language, only the nonce differs
+    assert answers[0][1].replace(answers[0][0], "N") == answers[2][1].replace(answers[2][0], "N")
+
+
 def test_the_session_cookie_is_secure_behind_https(make_app):
     app = make_app(BASE_URL="https://news.store.example")
     cookie = app.test_client().get("/subscribe", base_url="https://news.store.example").headers["Set-Cookie"]

@@ -18,6 +18,7 @@ from newsletter.subscribers.sharing import request_shares
 from newsletter.subscribers.tokens import Purpose, TokenError
 from newsletter.subscribers.wording import partner_wording, signup_wording
 from newsletter.web import db, runtime
+from newsletter.web.fixed_pages import render_fixed
 from newsletter.web.i18n import page_language, use_language
 
 bp = Blueprint("public", __name__)
@@ -66,7 +67,7 @@ def subscribe():
             return _too_many()
         if valid and form.website.data:
             # A bot filled the honeypot: answer as usual, keep nothing.
-            return render_template("web/check_inbox.html")
+            return render_fixed("web/check_inbox.html")
         if email is not None and settings.check_deliverability:
             try:
                 email = normalize_address(email, check_deliverability=True)
@@ -96,7 +97,7 @@ def subscribe():
                 db().commit()
 
             signup.retry_on_conflict(attempt, db())
-            return render_template("web/check_inbox.html")
+            return render_fixed("web/check_inbox.html")
         status = 400
     else:
         status = 200
@@ -174,7 +175,7 @@ def resend(token: str):
         db(), runtime().redis, current_app.settings, subscriber, asked, partial(send_transactional, runtime())
     )
     db().commit()
-    return render_template("web/check_inbox.html")
+    return render_fixed("web/check_inbox.html")
 
 
 @bp.route("/join/<token>", methods=["GET", "POST"])
