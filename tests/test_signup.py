@@ -170,6 +170,43 @@ def test_missing_csrf_token_is_a_friendly_400(client, runtime):
     assert count(runtime, Subscriber) == 0
 
 
+def test_a_new_address_has_the_same_rows_on_both_databases(signup, runtime, app):
+    """PostgreSQL writes a new address's rows in one SQL statement (signup._one_signup_statement),
+    SQLite in four Core ones: the columns come out the same, the model's defaults included."""
+    from newsletter.mail.addresses import mailbox_hash
+    from newsletter.models import Frequency
+    from newsletter.subscribers.wording import signup_wording
+
+    signup("Ann.Lee+news@Example.com", topics=["newsletter", "early-access"], first_name=" Ann ")
+    sub = subscriber(runtime, "Ann.Lee+news@example.com")
+    assert (sub.status, sub.first_name, sub.frequency) == ("pending", "Ann", Frequency.ANY)
+    assert sub.time_zone == "UTC"
+    assert sub.created_at is not None and sub.confirmed_at is None and sub.language == "en"
+    assert sorted((s.topic.slug, s.status) for s in sub.subscriptions) == [
+        ("early-access", "pending"),
+        ("newsletter", "pending"),
+    ]
+    [event] = ledger(runtime, sub.id)
+    wording = signup_wording(app.settings, "en")
+    assert (event.action, event.topics, event.details) == (
+        "signup_requested",
+        ["early-access", "newsletter"],
+        {"email": "confirm"},
+    )
+    assert (event.ip, event.user_agent) == ("203.0.113.7", "pytest-browser/1.0")
+    assert event.source == "web:subscribe"
+    assert (event.wording_version, event.wording_hash) == (wording.version, wording.sha256)
+    with runtime.sessions() as session:
+        [outbox] = session.scalars(select(OutboxEmail))
+        assert (outbox.kind, outbox.subscriber_id, outbox.request_event_id, outbox.attempts) == (
+            "confirm",
+            sub.id,
+            event.id,
+            0,
+        )
+        assert outbox.mailbox_hash == mailbox_hash("ann.lee@example.com") and outbox.created_at is not None
+
+
 def test_no_topic_chosen(signup, runtime):
     response = signup("ann@example.com", topics=[])
     assert response.status_code == 400

@@ -40,6 +40,7 @@ from newsletter.models import (
     Topic,
 )
 from newsletter.models.subscribers import address_hash
+from newsletter.models.suppressions import LIFTED_BY_OPT_IN
 from newsletter.subscribers import limits, suppression
 from newsletter.subscribers.consent import RequestInfo, Wording, append_event, event_values, record_event
 from newsletter.subscribers.names import clean_first_name
@@ -50,6 +51,8 @@ from newsletter.subscribers.sharing import grant_requested_shares
 REQUEST_ACTIONS = (ConsentAction.SIGNUP_REQUESTED, ConsentAction.PARTNER_IMPORTED)
 
 log = logging.getLogger(__name__)
+#: the ledger's word for a signup its mailbox's daily cap kept from mailing
+CAPPED = "not sent: daily cap for this mailbox"
 
 
 @dataclass(frozen=True)
@@ -212,10 +215,19 @@ def request_signup(
     """
     first_name = clean_first_name(first_name)  # raises InvalidName: no path stores a broken name
     topics = [t for t in topics_by_slug(session).values() if t.slug in set(topic_slugs)]
-    # The common case, a new address, costs one Core statement per table, no ORM object
-    # (this is the hot path); the subscriber's INSERT also brings back the suppression.
-    inserted = _insert_if_new(session, email, first_name, language)
     postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql and counted is not None and counted.mail is not None:
+        # PostgreSQL with Redis's cap verdict in hand: a new address's rows are one statement.
+        outcome = _new_signup_in_one(
+            session, conn, email, first_name, language, topics, counted.mail, request, wording, dispatch
+        )
+        if outcome is not None:
+            return outcome
+        inserted = None  # a known address: the ORM path below
+    else:
+        # The common case, a new address, costs one Core statement per table, no ORM object
+        # (this is the hot path); the subscriber's INSERT also brings back the suppression.
+        inserted = _insert_if_new(session, email, first_name, language)
     if inserted is not None and postgresql:
         # PostgreSQL: topics, ledger event and outbox row go in one statement once the verdict is known.
         new_id, reason = inserted
@@ -258,7 +270,7 @@ def request_signup(
             mailbox = mailbox_hash(email)
             on_commit(session, lambda: limits.give_back_confirmation(conn, mailbox))
     elif not _mail_allowed(session, conn, settings, email, counted):
-        verdict = "not sent: daily cap for this mailbox"
+        verdict = CAPPED
     else:
         verdict = kind.value
     if inserted is not None and postgresql:
@@ -328,6 +340,138 @@ def _new_signup_rows(
     if dispatch is not None:
         on_commit(session, lambda: dispatch(outbox_id))
     return SignupOutcome(subscriber_id, kind, outbox_id)
+
+
+def _new_signup_in_one(
+    session: Session,
+    conn: redis.Redis,
+    email: str,
+    first_name: str | None,
+    language: str | None,
+    topics: list[TopicInfo],
+    mail_allowed: bool,
+    request: RequestInfo,
+    wording: Wording | None,
+    dispatch,
+) -> SignupOutcome | None:
+    """PostgreSQL, the cap already decided by Redis: the subscriber, its pending topics, the ledger
+    event and the outbox row in one statement; None (nothing written) if the address is known.
+
+    The suppression is read in the same statement and decides there what the separate statements
+    decide in Python: a blocking reason writes the event with "not sent: suppressed (<reason>)"
+    and no outbox row.
+    """
+    now = clock.now()
+    kind = OutboxKind.CONFIRM
+    verdict = kind.value if mail_allowed else CAPPED
+    event = event_values(
+        0,
+        ConsentAction.SIGNUP_REQUESTED,
+        request,
+        topics=[t.slug for t in topics],
+        wording=wording,
+        details={"email": verdict},
+    )
+    email_hash = address_hash(email)
+    mailbox = mailbox_hash(email)
+    values = {
+        "email": email,
+        "email_hash": email_hash,
+        "first_name": first_name,
+        "language": language,
+        "status": SubscriberStatus.PENDING.value,
+        "now": now,
+        **_SUBSCRIBER_DEFAULTS,
+        "sub_status": SubscriptionStatus.PENDING.value,
+        **{f"topic_{i}": t.id for i, t in enumerate(topics)},
+        **{f"ev_{name}": value for name, value in event.items() if name != "subscriber_id"},
+        "ev_action": event["action"].value,
+        "ev_topics": json.dumps(event["topics"]),
+        "ev_details": json.dumps(event["details"]),
+        "kind": kind.value,
+        "mailbox": mailbox,
+    }
+    statement = _one_signup_statement(len(topics), mail_allowed, tuple(event))
+    row = session.connection().execute(statement, values).first()
+    if row is None:
+        return None
+    subscriber_id, reason, outbox_id = row
+    blocked = reason is not None and suppression.reason_blocks_opt_in(SuppressionReason(reason))
+    if blocked:
+        # it sends nothing; after the commit, so a retried attempt gives it back once
+        on_commit(session, lambda: limits.give_back_confirmation(conn, mailbox))
+    if outbox_id is None:
+        shown = f"not sent: suppressed ({SuppressionReason(reason).value})" if blocked else verdict
+        log.info("subscriber %s: no email (%s)", subscriber_id, shown)
+        return SignupOutcome(subscriber_id, None)
+    if dispatch is not None:
+        on_commit(session, lambda: dispatch(outbox_id))
+    return SignupOutcome(subscriber_id, kind, outbox_id)
+
+
+def _stored(value):
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+#: the subscriber columns the Core INSERT fills from the model's defaults, for the SQL text below
+_SUBSCRIBER_DEFAULTS = {
+    f"sub_{c.name}": _stored(c.default.arg)
+    for c in Subscriber.__table__.columns
+    if c.default is not None
+    and c.default.is_scalar
+    and c.name not in ("email", "email_hash", "first_name", "language", "status", "created_at")
+}
+_ONE_SIGNUP: dict[tuple[int, bool], TextClause] = {}
+
+
+def _one_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]) -> TextClause:
+    """``_new_signup_statement`` with the subscriber's INSERT and the suppression look-up in front
+    (built once per number of topics; plain SQL text for the reason given there)."""
+    key = (topic_count, mails)
+    if key not in _ONE_SIGNUP:
+        defaults = [name.removeprefix("sub_") for name in _SUBSCRIBER_DEFAULTS]
+        columns = ["email", "email_hash", "first_name", "language", "status", "created_at", *defaults]
+        placeholders = [f":{c}" for c in columns[:5]] + [":now"] + [f":sub_{c}" for c in defaults]
+        liftable = ", ".join(f"'{reason.value}'" for reason in sorted(LIFTED_BY_OPT_IN))
+        event_cols = [c for c in event_columns if c != "subscriber_id"]
+        event_values_sql = ", ".join(
+            f"CAST(:ev_{c} AS json)" if c == "topics" else f":ev_{c}" for c in event_cols if c != "details"
+        )
+        ctes = [
+            "signup_subscriber AS (INSERT INTO subscribers"
+            f" ({', '.join(columns)}) VALUES ({', '.join(placeholders)})"
+            " ON CONFLICT (email_hash) DO NOTHING RETURNING id)",
+            "signup_verdict AS (SELECT s.id, r.reason,"
+            f" (r.reason IS NOT NULL AND r.reason NOT IN ({liftable})) AS blocked"
+            " FROM signup_subscriber s LEFT JOIN suppressions r ON r.email_hash = :email_hash)",
+            "signup_event AS (INSERT INTO consent_events"
+            f" (subscriber_id, {', '.join(c for c in event_cols if c != 'details')}, details)"
+            f" SELECT v.id, {event_values_sql},"
+            " CASE WHEN v.blocked"
+            " THEN json_build_object('email', 'not sent: suppressed (' || v.reason || ')')"
+            " ELSE CAST(:ev_details AS json) END FROM signup_verdict v RETURNING id)",
+        ]
+        if topic_count:
+            rows = ", ".join(f"(CAST(:topic_{i} AS integer))" for i in range(topic_count))
+            ctes.append(
+                "signup_topics AS (INSERT INTO subscriptions (subscriber_id, topic_id, status, updated_at)"
+                " SELECT v.id, t.topic_id, :sub_status, :now"
+                f" FROM signup_verdict v, (VALUES {rows}) AS t (topic_id))"
+            )
+        if mails:
+            ctes.append(
+                "signup_outbox AS (INSERT INTO outbox_emails"
+                " (kind, subscriber_id, created_at, attempts, request_event_id, mailbox_hash)"
+                " SELECT :kind, v.id, :now, 0, e.id, :mailbox FROM signup_verdict v, signup_event e"
+                " WHERE NOT v.blocked RETURNING id)"
+            )
+            outbox = "(SELECT id FROM signup_outbox)"
+        else:
+            outbox = "NULL"
+        _ONE_SIGNUP[key] = text(
+            f"WITH {', '.join(ctes)} SELECT v.id, v.reason, {outbox} FROM signup_verdict v"
+        )
+    return _ONE_SIGNUP[key]
 
 
 _NEW_SIGNUP: dict[tuple[int, bool], TextClause] = {}  # event_values gives the same columns always
