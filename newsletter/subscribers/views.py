@@ -49,20 +49,8 @@ def subscribe():
 
     if request.method == "POST":
         valid = form.validate_on_submit()
-        email = None
-        if valid and not form.website.data:
-            try:
-                email = normalize_address(form.email.data)  # the syntax; DNS (if on) after the limits
-            except InvalidAddress as exc:
-                form.email.errors = [str(exc)]
-        # One Redis round trip: the per-IP limit (every POST) and the mailbox's daily cap.
-        counted = limits.check_signup(
-            runtime().redis,
-            request.remote_addr or "-",
-            settings.signup_rate_limit,
-            email and mailbox_hash(email),
-            settings.confirmations_per_address,
-        )
+        # the syntax here; DNS (if on) after the limits
+        email, counted = _address_and_limits(form, valid and not form.website.data)
         if not counted.ip_allowed:
             return _too_many()
         if valid and form.website.data:
@@ -230,24 +218,11 @@ def join(token: str):
 @bp.route("/links", methods=["GET", "POST"])
 def send_links():
     """The "send me my links" page: the same answer whatever the address's state (lost_links.py)."""
-    settings = current_app.settings
     form = LinksForm()
     if request.method == "GET":
         return render_template("web/send_links.html", form=form)
-    email = None
-    if form.validate_on_submit():
-        try:
-            email = normalize_address(form.email.data)
-        except InvalidAddress as exc:
-            form.email.errors = [str(exc)]
     # the signup's limits: the same per-IP count, and the mailbox's daily cap of such emails
-    counted = limits.check_signup(
-        runtime().redis,
-        request.remote_addr or "-",
-        settings.signup_rate_limit,
-        email and mailbox_hash(email),
-        settings.confirmations_per_address,
-    )
+    email, counted = _address_and_limits(form, form.validate_on_submit())
     if not counted.ip_allowed:
         return _too_many()
     if email is None:
@@ -255,6 +230,26 @@ def send_links():
     lost_links.request_links(db(), runtime().redis, email, counted, partial(send_transactional, runtime()))
     db().commit()
     return render_template("web/links_sent.html")
+
+
+def _address_and_limits(form, wanted: bool) -> tuple[str | None, limits.SignupVerdict]:
+    """The form's address normalised (None if not ``wanted`` or refused, the refusal on the field),
+    and one Redis round trip for the per-IP limit (every POST) and the mailbox's daily cap."""
+    email = None
+    if wanted:
+        try:
+            email = normalize_address(form.email.data)
+        except InvalidAddress as exc:
+            form.email.errors = [str(exc)]
+    settings = current_app.settings
+    counted = limits.check_signup(
+        runtime().redis,
+        request.remote_addr or "-",
+        settings.signup_rate_limit,
+        email and mailbox_hash(email),
+        settings.confirmations_per_address,
+    )
+    return email, counted
 
 
 def _too_many():
