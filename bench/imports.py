@@ -59,14 +59,20 @@ def fresh_database(kind: str, workdir: Path, env: dict) -> tuple[str, callable]:
         "import sys; from newsletter.core.migrate import upgrade; upgrade(sys.argv[1])",
     ]
     return runs.fresh_database(
-        kind, workdir, PG_URL, lambda url: subprocess.run([*migrate, url], check=True, env=env)
+        kind, workdir, PG_URL, lambda url: subprocess.run([*migrate, url], check=True, env=env, cwd=workdir)
     )
 
 
-def run(argv: list[str], env: dict) -> tuple[float, float, str]:
-    """Seconds and peak RSS (MB) of one child process, and its output."""
+def run(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
+    """Seconds and peak RSS (MB) of one child process, and its output.
+
+    ``cwd`` is not a checkout: ``python -c`` puts the working directory before PYTHONPATH, so run
+    from a checkout's root the child would import that checkout's ``newsletter``, not --code's.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -110,7 +116,9 @@ def main() -> None:
                     url, drop = fresh_database(kind, workdir, env)
                     child_env = {**env, "NEWSLETTER_DATABASE_URL": url}
                     try:
-                        ref_s, ref_mb, _ = run([sys.executable, "-c", READ_ONLY, str(path)], child_env)
+                        ref_s, ref_mb, _ = run(
+                            [sys.executable, "-c", READ_ONLY, str(path)], child_env, workdir
+                        )
                         command = [
                             "subscribers",
                             "import",
@@ -123,6 +131,7 @@ def main() -> None:
                         seconds, peak, output = run(
                             [sys.executable, "-c", "from newsletter.cli import cli; cli()", *command],
                             child_env,
+                            workdir,
                         )
                     finally:
                         drop()
