@@ -9,11 +9,11 @@ partner's file) change nothing stored about the person until the person confirms
 
 from __future__ import annotations
 
+import collections
 import enum
 import json
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -385,7 +385,7 @@ def mails_allowed(
     verdicts = limits.confirmations_allowed(conn, mailboxes, limit)
     if verdicts is not None:
         return verdicts
-    sent = Counter(
+    sent = collections.Counter(
         dict(
             session.execute(
                 select(OutboxEmail.mailbox_hash, func.count(OutboxEmail.id))
