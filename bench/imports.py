@@ -18,18 +18,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import redis
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # bench.runs; the child's newsletter comes from --code (PYTHONPATH)
+
+from bench import runs  # noqa: E402
+from bench.runs import spread  # noqa: E402
+
 PG_URL = os.environ.get("NEWSLETTER_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("NEWSLETTER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 READ_ONLY = (
@@ -50,46 +52,34 @@ def generate(path: Path, rows: int) -> None:
 
 
 def fresh_database(kind: str, workdir: Path, env: dict) -> tuple[str, callable]:
+    """Migrated by the checkout under test, in a child (this process imports no ``newsletter``)."""
     migrate = [
         sys.executable,
         "-c",
         "import sys; from newsletter.core.migrate import upgrade; upgrade(sys.argv[1])",
     ]
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / f'{uuid.uuid4().hex}.sqlite3'}"
-        subprocess.run([*migrate, url], check=True, env=env)
-        return url, lambda: None
-    schema = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    subprocess.run([*migrate, url], check=True, env=env)
-
-    def drop():
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-    return url, drop
+    return runs.fresh_database(
+        kind, workdir, PG_URL, lambda url: subprocess.run([*migrate, url], check=True, env=env, cwd=workdir)
+    )
 
 
-def run(argv: list[str], env: dict) -> tuple[float, float, str]:
-    """Seconds and peak RSS (MB) of one child process, and its output."""
+def run(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
+    """Seconds and peak RSS (MB) of one child process, and its output.
+
+    ``cwd`` is not a checkout: ``python -c`` puts the working directory before PYTHONPATH, so run
+    from a checkout's root the child would import that checkout's ``newsletter``, not --code's.
+    """
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     if proc.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv[:4])} failed ({proc.returncode}):\n{output[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024, output
-
-
-def _spread(values: list[float], fmt: str) -> str:
-    values = sorted(values)
-    return "/".join(format(v, fmt) for v in (values[0], statistics.median(values), values[-1]))
+    return seconds, runs.peak_rss_mb(usage), output
 
 
 def main() -> None:
@@ -126,7 +116,9 @@ def main() -> None:
                     url, drop = fresh_database(kind, workdir, env)
                     child_env = {**env, "NEWSLETTER_DATABASE_URL": url}
                     try:
-                        ref_s, ref_mb, _ = run([sys.executable, "-c", READ_ONLY, str(path)], child_env)
+                        ref_s, ref_mb, _ = run(
+                            [sys.executable, "-c", READ_ONLY, str(path)], child_env, workdir
+                        )
                         command = [
                             "subscribers",
                             "import",
@@ -139,6 +131,7 @@ def main() -> None:
                         seconds, peak, output = run(
                             [sys.executable, "-c", "from newsletter.cli import cli; cli()", *command],
                             child_env,
+                            workdir,
                         )
                     finally:
                         drop()
@@ -158,8 +151,8 @@ def main() -> None:
     print(f"\nmin/median/max over {args.runs} run(s)")
     for rows, kind, rates, peaks, ref_peaks in summary:
         print(
-            f"  {rows:>9,} {kind:<10} {_spread(rates, ',.0f')} rows/s, peak RSS {_spread(peaks, '.0f')} MB"
-            f" | reference peak RSS {_spread(ref_peaks, '.0f')} MB"
+            f"  {rows:>9,} {kind:<10} {spread(rates, ',.0f')} rows/s, peak RSS {spread(peaks, '.0f')} MB"
+            f" | reference peak RSS {spread(ref_peaks, '.0f')} MB"
         )
 
 

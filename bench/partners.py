@@ -21,21 +21,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import redis
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import runs  # noqa: E402
+from bench.runs import spread  # noqa: E402
 from newsletter.core import clock  # noqa: E402
 from newsletter.core.migrate import upgrade  # noqa: E402
 from newsletter.partners import files  # noqa: E402
@@ -106,7 +104,7 @@ def child(database_url: str, path: str) -> None:
             dispatch=lambda ids: enqueue_invitations(runtime, ids),
         )
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = runs.peak_rss_mb()
     print(json.dumps({"invited": report.invited, "seconds": seconds, "peak_mb": peak_mb}))
 
 
@@ -143,32 +141,12 @@ def reference(database_url: str, path: str) -> None:
             )
     seconds = time.perf_counter() - start
     engine.dispose()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = runs.peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb}))
 
 
-def fresh_database(kind: str, workdir: Path) -> tuple[str, callable]:
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / f'{uuid.uuid4().hex}.sqlite3'}"
-        upgrade(url)
-        return url, lambda: None
-    schema = f"nl_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    upgrade(url)
-
-    def drop():
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-    return url, drop
-
-
 def _run(mode: str, kind: str, workdir: Path, path: Path) -> dict:
-    url, drop = fresh_database(kind, workdir)
+    url, drop = runs.fresh_database(kind, workdir, PG_URL, upgrade)
     try:
         out = subprocess.run(
             [sys.executable, __file__, mode, url, str(path)], check=True, capture_output=True, text=True
@@ -176,11 +154,6 @@ def _run(mode: str, kind: str, workdir: Path, path: Path) -> dict:
     finally:
         drop()
     return json.loads(out.strip().splitlines()[-1])
-
-
-def _spread(values: list[float], fmt: str) -> str:
-    values = sorted(values)
-    return "/".join(format(v, fmt) for v in (values[0], statistics.median(values), values[-1]))
 
 
 def main() -> None:
@@ -233,8 +206,8 @@ def main() -> None:
     print("\nmin/median/max over", args.runs, "run(s): records/s, peak RSS MB; reference records/s")
     for count, kind, rates, peaks, ref_rates, ref_peaks in summary:
         print(
-            f"  {count:>9,} {kind:<10} import {_spread(rates, ',.0f')} rec/s, {_spread(peaks, '.0f')} MB"
-            f" | reference {_spread(ref_rates, ',.0f')} rec/s, {_spread(ref_peaks, '.0f')} MB"
+            f"  {count:>9,} {kind:<10} import {spread(rates, ',.0f')} rec/s, {spread(peaks, '.0f')} MB"
+            f" | reference {spread(ref_rates, ',.0f')} rec/s, {spread(ref_peaks, '.0f')} MB"
         )
 
 

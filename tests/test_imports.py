@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -254,3 +255,126 @@ def test_repeats_far_apart_are_found_in_the_database_and_dispatch_waits_for_the_
         session.commit()
         outbox = sorted(session.scalars(select(OutboxEmail.id)))
     assert sorted(dispatched) == outbox and len(outbox) == 5
+
+
+def test_chunk_boundaries_change_nothing(app, runtime, make_subscriber, tmp_path, monkeypatch):
+    """Chunks of two rows: a repeat chunks later, the skips and the ledger are as in one chunk."""
+    from newsletter.subscribers import imports
+
+    monkeypatch.setattr(imports, "CHUNK", 2)
+    make_subscriber("old@example.com", topics=("product-news",))
+    with runtime.sessions() as session:
+        suppression.suppress(session, address_hash("sue@example.com"), SuppressionReason.COMPLAINED, "test")
+        suppression.suppress(session, address_hash("sal@example.com"), SuppressionReason.UNSUBSCRIBED, "t")
+        session.commit()
+    csv_file = tmp_path / "mailchimp.csv"
+    csv_file.write_text(LIST + "bob@example.com,Bob,,,,\nsue@example.com,,,,,\n", "utf-8")
+    out = run_import(app, csv_file, "--source", "mailchimp", "--topics", "newsletter").output
+    assert "imported with consent evidence: 2" in out
+    assert "pending, confirmation sent: 1" in out
+    assert "skipped, suppressed: 2" in out
+    assert "skipped, already active: 1" in out
+    assert "skipped, repeated in the file: 3" in out
+    assert "bad rows: 5" in out
+    with runtime.sessions() as session:
+        [ann_event] = ledger(session, by_email(session, "ann@example.com").id)
+        assert ann_event.details["line"] == 2 and ann_event.ip == "198.51.100.4"
+        assert ann_event.wording_version is None and ann_event.wording_hash is None
+        bob = by_email(session, "bob@example.com")
+        [request] = ledger(session, bob.id)
+        assert request.details == {"email": "confirm"} and request.topics == ["newsletter"]
+        [outbox] = session.scalars(select(OutboxEmail).where(OutboxEmail.subscriber_id == bob.id))
+        assert outbox.request_event_id == request.id and outbox.kind == "confirm"
+
+
+def test_the_cap_is_counted_in_the_outbox_when_redis_is_down(make_app, monkeypatch):
+    """Redis down: the mailbox cap counts the outbox (this transaction's rows too), in and across chunks."""
+    import redis
+
+    from newsletter.mail.addresses import mailbox_hash
+    from newsletter.subscribers import imports
+
+    monkeypatch.setattr(imports, "CHUNK", 2)
+    runtime = make_app(CONFIRMATIONS_PER_ADDRESS=1).extensions["newsletter"]
+    down = redis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    lines = ["email", "ann+a@example.com", "ann+b@example.com", "ann+c@example.com", "cid@example.com"]
+    with runtime.sessions() as session:
+        report = imports.import_subscribers(
+            session,
+            down,
+            runtime.settings,
+            iter(line + "\n" for line in lines),
+            source="old-tool",
+            file_sha256="0" * 64,
+            dispatch=lambda _: None,
+            default_topics=["newsletter"],
+        )
+        session.commit()
+        assert (report.confirmation_sent, report.confirmation_capped) == (2, 2)
+        mailed = {o.subscriber_id: o for o in session.scalars(select(OutboxEmail))}
+        for email, sent in [("ann+a", True), ("ann+b", False), ("ann+c", False), ("cid", True)]:
+            subscriber = by_email(session, f"{email}@example.com")
+            [request] = ledger(session, subscriber.id)
+            assert subscriber.status == "pending" and request.action == "signup_requested"
+            if sent:
+                assert request.details == {"email": "confirm"}
+                assert mailed[subscriber.id].request_event_id == request.id
+                assert mailed[subscriber.id].mailbox_hash == mailbox_hash(f"{email}@example.com")
+            else:
+                assert request.details == {"email": "not sent: daily cap for this mailbox"}
+                assert subscriber.id not in mailed
+
+
+def test_an_address_signed_up_during_the_chunk_goes_through_the_one_row_path(runtime, database_url):
+    """A signup commits two of the chunk's addresses between its lookup and its INSERT: no error,
+    the evidence row activates the new pending subscriber, the other row leaves it pending."""
+    from sqlalchemy import event, insert
+
+    from newsletter.subscribers import imports
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: no signup commits while the import holds it")
+    signed_up = []
+
+    def signup_meanwhile(_conn, _cursor, statement, *_):
+        if "INSERT INTO subscribers" in statement and not signed_up:
+            signed_up.append(True)
+            with runtime.engine.begin() as other:
+                for email in ("dan@example.com", "eve@example.com"):
+                    other.execute(
+                        insert(Subscriber.__table__).values(
+                            email=email, email_hash=address_hash(email), status="pending"
+                        )
+                    )
+
+    lines = [
+        "email,consented_at,consent_source",
+        "dan@example.com,2025-01-01T00:00:00Z,popup",
+        "eve@example.com,,",
+        "fay@example.com,2025-01-01T00:00:00Z,popup",
+    ]
+    event.listen(runtime.engine, "before_cursor_execute", signup_meanwhile)
+    try:
+        with runtime.sessions() as session:
+            report = imports.import_subscribers(
+                session,
+                runtime.redis,
+                runtime.settings,
+                iter(line + "\n" for line in lines),
+                source="old-tool",
+                file_sha256="0" * 64,
+                dispatch=lambda _: None,
+                default_topics=["newsletter"],
+            )
+            session.commit()
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", signup_meanwhile)
+    assert signed_up and report.imported == 2 and report.confirmation_sent == 0
+    assert report.skipped == {"already pending (confirmation requested before)": 1}
+    with runtime.sessions() as session:
+        for email, status in [("dan", "active"), ("eve", "pending"), ("fay", "active")]:
+            subscriber = by_email(session, f"{email}@example.com")
+            assert subscriber.status == status
+            assert [e.action for e in ledger(session, subscriber.id)] == (
+                ["imported"] if status == "active" else []
+            )

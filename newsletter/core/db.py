@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import Enum, MetaData, any_, bindparam, create_engine, event
+from sqlalchemy import Enum, MetaData, any_, bindparam, create_engine, event, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -48,6 +49,67 @@ def among(session: Session, column, values: list):
     if session.get_bind().dialect.name == "postgresql":
         return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
     return column.in_(values)
+
+
+_PG_ARRAY = {"INTEGER": "integer[]", "DATETIME": "timestamp[]", "BOOLEAN": "boolean[]", "JSON": "json[]"}
+
+
+def insert_rows(session: Session, model, rows: list[dict], returning: tuple[str, ...] = ()) -> list[tuple]:
+    """Insert many rows in one statement; the ``returning`` columns of each, in no particular order.
+
+    On PostgreSQL the rows travel as one array per column (``INSERT ... SELECT FROM unnest``):
+    a short, cacheable statement instead of thousands of placeholders to parse, several times
+    faster for batches of a thousand. Elsewhere, SQLAlchemy's bulk INSERT.
+    """
+    if not rows:
+        return []
+    if session.get_bind().dialect.name != "postgresql":
+        statement = insert(model)
+        if returning:
+            statement = statement.returning(*(getattr(model, c) for c in returning))
+        result = session.execute(statement, rows)
+        return [tuple(r) for r in result] if returning else []
+    table = model.__table__
+    columns = list(rows[0])
+    casts, params = [], {}
+    for name in columns:
+        column = table.c[name]
+        kind = type(column.type).__name__.upper()
+        casts.append(f"CAST(:{name} AS {_PG_ARRAY.get(kind, 'varchar[]')})")
+        values = [row[name] for row in rows]
+        if kind == "JSON":
+            values = [json.dumps(v) for v in values]
+        elif kind == "ENUM":
+            values = [v.value if v is not None else None for v in values]
+        params[name] = values
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(casts)})"
+    if returning:
+        sql += " RETURNING " + ", ".join(returning)
+    result = session.execute(text(sql), params)
+    return [tuple(r) for r in result] if returning else []
+
+
+def copy_rows(session: Session, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+    """PostgreSQL: ``rows`` (tuples in ``columns`` order) into ``table`` by ``COPY ... FROM STDIN``.
+
+    psycopg's C path: for a chunk of a thousand rows it is several times faster than array
+    parameters, whose dumping in Python (one ``re.sub`` per string) was an import's largest cost.
+    """
+    with session.connection().connection.driver_connection.cursor() as cursor:
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def plan_each_statement(session: Session) -> None:
+    """PostgreSQL: plan every statement afresh for the rest of this transaction (a no-op elsewhere).
+
+    psycopg prepares a statement after a few runs and PostgreSQL may then keep a generic plan
+    made while the tables were small: a sequential scan that grows with every batch made a
+    250,000-record import quadratic.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 def make_engine(url: str) -> Engine:

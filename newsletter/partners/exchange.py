@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import exists, insert, select, text, update
+from sqlalchemy import exists, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from newsletter.core import clock
 from newsletter.core.config import Settings
-from newsletter.core.db import dialect_insert, on_commit
+from newsletter.core.db import copy_rows, dialect_insert, insert_rows, on_commit, plan_each_statement
 from newsletter.mail.addresses import InvalidAddress, normalize_address
 from newsletter.models import (
     ConsentAction,
@@ -439,7 +439,7 @@ def import_contacts(
         for first, chunk in files.chunks(handle, envelope, done):
             now = clock.now()
             checkpoint.claim_chunk(session, log.id, first, len(chunk))
-            _plan_each_batch(session)
+            plan_each_statement(session)
             # hook: withdrawal records are applied there and left out of the chunk
             chunk, withdrawn = withdrawals.apply(session, partner_id, batch_log.id, chunk)
             report.withdrawn += withdrawn
@@ -485,17 +485,6 @@ def _start_import(session: Session, partner_id: str, envelope, channel: str, now
         session.rollback()
         raise ImportInterrupted("another run of this file started a moment ago; wait for it") from None
     return log
-
-
-def _plan_each_batch(session: Session) -> None:
-    """PostgreSQL: plan every batch's lookups afresh (for this transaction only).
-
-    psycopg prepares a statement after a few runs and PostgreSQL may then keep a generic plan
-    made while the tables were small: a sequential scan that grows with every batch made a
-    250,000-record import quadratic.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 @dataclass(frozen=True)
@@ -761,20 +750,23 @@ def _import_batch_pg(
     """PostgreSQL: one chunk in nine statements whatever its size, the same choices as ``_choose``."""
     now = clock.now()
     session.execute(text(_STAGE))
-    cursor = session.connection().connection.driver_connection.cursor()
-    with cursor.copy(f"COPY partner_import_chunk ({', '.join(_STAGE_COLUMNS)}) FROM STDIN") as copy:
-        for c in batch:
-            copy.write_row(
-                (
-                    c.line,
-                    c.email,
-                    c.email_hash,
-                    c.first_name,
-                    c.wording_version,
-                    c.wording_hash,
-                    json.dumps(_event_details(log, c)),
-                )
+    copy_rows(
+        session,
+        "partner_import_chunk",
+        _STAGE_COLUMNS,
+        (
+            (
+                c.line,
+                c.email,
+                c.email_hash,
+                c.first_name,
+                c.wording_version,
+                c.wording_hash,
+                json.dumps(_event_details(log, c)),
             )
+            for c in batch
+        ),
+    )
     known: dict[str, tuple[int, str]] = {}
     suppressed: set[str] = set()
     opted_out_there: set[str] = set()
@@ -828,44 +820,6 @@ def _import_batch_pg(
     )
     report.invited += len(invite)
     on_commit(session, lambda ids=outbox_ids: dispatch(ids))
-
-
-_PG_ARRAY = {"INTEGER": "integer[]", "DATETIME": "timestamp[]", "BOOLEAN": "boolean[]", "JSON": "json[]"}
-
-
-def insert_rows(session: Session, model, rows: list[dict], returning: tuple[str, ...] = ()) -> list[tuple]:
-    """Insert many rows in one statement; the ``returning`` columns of each, in no particular order.
-
-    On PostgreSQL the rows travel as one array per column (``INSERT ... SELECT FROM unnest``):
-    a short, cacheable statement instead of thousands of placeholders to parse, several times
-    faster for batches of a thousand. Elsewhere, SQLAlchemy's bulk INSERT.
-    """
-    if not rows:
-        return []
-    if session.get_bind().dialect.name != "postgresql":
-        statement = insert(model)
-        if returning:
-            statement = statement.returning(*(getattr(model, c) for c in returning))
-        result = session.execute(statement, rows)
-        return [tuple(r) for r in result] if returning else []
-    table = model.__table__
-    columns = list(rows[0])
-    casts, params = [], {}
-    for name in columns:
-        column = table.c[name]
-        kind = type(column.type).__name__.upper()
-        casts.append(f"CAST(:{name} AS {_PG_ARRAY.get(kind, 'varchar[]')})")
-        values = [row[name] for row in rows]
-        if kind == "JSON":
-            values = [json.dumps(v) for v in values]
-        elif kind == "ENUM":
-            values = [v.value if v is not None else None for v in values]
-        params[name] = values
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(casts)})"
-    if returning:
-        sql += " RETURNING " + ", ".join(returning)
-    result = session.execute(text(sql), params)
-    return [tuple(r) for r in result] if returning else []
 
 
 def _add_pending_topics(

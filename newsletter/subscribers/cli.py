@@ -125,7 +125,7 @@ def _open_csv(csv_file: str):
 def subscribers_import(app: Flask, csv_file: str, source: str, topic: tuple[str, ...], topics: str) -> None:
     """Import an opted-in list (docs/customers.md): evidence rows go active, others get a confirmation."""
     from newsletter.subscribers.imports import check_source_name, import_subscribers
-    from newsletter.subscribers.jobs import send_transactional
+    from newsletter.subscribers.jobs import send_transactional_many
 
     try:
         source = check_source_name(source)
@@ -142,7 +142,7 @@ def subscribers_import(app: Flask, csv_file: str, source: str, topic: tuple[str,
                 handle,
                 source=source,
                 file_sha256=file_sha256,
-                dispatch=partial(send_transactional, runtime),
+                dispatch_many=partial(send_transactional_many, runtime),
                 default_topics=list(
                     dict.fromkeys(t.strip() for t in (*topic, *topics.split(",")) if t.strip())
                 ),

@@ -37,6 +37,24 @@ def confirmation_allowed(conn: redis.Redis, mailbox_hash: str, limit: int) -> bo
     return hit(conn, f"nl:limit:confirm-mail:{mailbox_hash}", limit, CONFIRM_WINDOW_SECONDS)
 
 
+def confirmations_allowed(conn: redis.Redis, mailbox_hashes: list[str], limit: int) -> list[bool] | None:
+    """``confirmation_allowed`` for many mailboxes in order, in one round trip; None if Redis is down.
+
+    A mailbox named twice is counted twice, the second verdict after the first (as one by one).
+    """
+    try:
+        pipe = conn.pipeline(transaction=False)
+        for mailbox_hash in mailbox_hashes:
+            key = f"nl:limit:confirm-mail:{mailbox_hash}"
+            pipe.incr(key)
+            pipe.expire(key, CONFIRM_WINDOW_SECONDS, nx=True)
+        replies = pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("%d confirmation counts not checked, Redis unavailable: %s", len(mailbox_hashes), exc)
+        return None
+    return [int(count) <= limit for count in replies[::2]]
+
+
 #: The per-IP count, then (only if the IP is within its limit) the mailbox's, in one round trip.
 _SIGNUP = """
 local ip = redis.call('INCR', KEYS[1])

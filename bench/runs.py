@@ -1,0 +1,49 @@
+"""What the benches that measure a child process per run share: a fresh database, peak RSS, spreads."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+
+def peak_rss_mb(usage: resource.struct_rusage | None = None) -> float:
+    """Peak RSS in MB: of a child waited for (its ``os.wait4`` usage), else of this process.
+
+    ``ru_maxrss`` is in KiB on Linux, and it is the peak, so each child's figure stands alone.
+    """
+    usage = usage or resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_maxrss / 1024
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """``min/median/max`` of the runs, each formatted with ``fmt``."""
+    values = sorted(values)
+    return "/".join(format(v, fmt) for v in (values[0], statistics.median(values), values[-1]))
+
+
+def fresh_database(
+    kind: str, workdir: Path, pg_url: str, migrate: Callable[[str], None]
+) -> tuple[str, Callable[[], None]]:
+    """A migrated empty database (a SQLite file in ``workdir``, or a PostgreSQL schema) and its drop."""
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / f'{uuid.uuid4().hex}.sqlite3'}"
+        migrate(url)
+        return url, lambda: None
+    schema = f"nl_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    migrate(url)
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+    return url, drop
