@@ -196,7 +196,22 @@ def test_source_name_is_checked(app, tmp_path):
     csv_file = tmp_path / "list.csv"
     csv_file.write_text("email\n")
     result = run_import(app, csv_file, "--source", "bad/name")
-    assert result.exit_code == 1 and "--source: 1 to 50 letters" in result.output
+    assert result.exit_code == 1 and "--source: 1 to 43 letters" in result.output
+    # ``import:`` + the name is the ledger's wording version (50 characters): a longer one is refused
+    long = run_import(app, csv_file, "--source", "s" * 44)
+    assert long.exit_code == 1 and "--source: 1 to 43 letters" in long.output
+
+
+def test_the_longest_source_name_fits_the_ledger(app, runtime, tmp_path):
+    csv_file = tmp_path / "list.csv"
+    csv_file.write_text(
+        "email,topics,consented_at,consent_source,consent_wording\n"
+        "ann@example.com,newsletter,2025-01-01T00:00:00Z,popup,Yes please\n"
+    )
+    result = run_import(app, csv_file, "--source", "s" * 43)
+    assert result.exit_code == 0, result.output
+    with runtime.sessions() as session:
+        assert session.scalar(select(func.count(Subscriber.id))) == 1
 
 
 def test_topic_can_be_repeated_like_partners_import_and_mixes_with_topics(app, runtime, tmp_path):

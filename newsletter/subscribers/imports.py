@@ -65,7 +65,8 @@ CHUNK = 1000
 #: Confirmations handed to ``dispatch_many`` at a time.
 DISPATCH_BATCH = 1000
 MAX_ERRORS = 1000
-SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,49}")
+#: the ledger stores ``import:NAME`` as the wording version, a 50-character column
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,42}")
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def check_source_name(name: str) -> str:
     """The importing tool's name, as the ledger will show it (``import:NAME``)."""
     name = name.strip()
     if not SOURCE_NAME.fullmatch(name):
-        raise ValueError("--source: 1 to 50 letters, digits, spaces, '.', '_' or '-'")
+        raise ValueError("--source: 1 to 43 letters, digits, spaces, '.', '_' or '-'")
     return name
 
 
