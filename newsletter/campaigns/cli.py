@@ -51,6 +51,16 @@ def _valid_report(path: str, site):
     return report
 
 
+#: preview and test-send: which languages' emails (campaign variants, docs/campaigns.md#languages)
+_language_option = click.option(
+    "--language",
+    "languages",
+    multiple=True,
+    metavar="LANG",
+    help="Only this language's email (repeatable) [default: the default email and every variant].",
+)
+
+
 @click.group()
 def campaign() -> None:
     """Campaign folders under campaigns/: validate, preview, test-send, list, and scheduling and sending."""
@@ -112,13 +122,7 @@ def new(slug: str, root: str, topic: str) -> None:
 )
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder for the files.")
 @click.option("--no-screenshots", is_flag=True, help="Skip the Chromium screenshots.")
-@click.option(
-    "--language",
-    "languages",
-    multiple=True,
-    metavar="LANG",
-    help="Only this language's email (repeatable) [default: the default email and every variant].",
-)
+@_language_option
 @with_app
 def preview(
     app: Flask, path: str, email: str | None, out: str, no_screenshots: bool, languages: tuple[str, ...]
@@ -197,13 +201,7 @@ def _subscriber_values(runtime, report, email: str) -> tuple[dict[str, str], str
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--to", "to", required=True, help="Address that receives the test.")
 @click.option("--wave", help="Which wave's email (default: each distinct email once).")
-@click.option(
-    "--language",
-    "languages",
-    multiple=True,
-    metavar="LANG",
-    help="Only this language's email (repeatable) [default: the default email and every variant].",
-)
+@_language_option
 @with_app
 def test_send(app: Flask, path: str, to: str, wave: str | None, languages: tuple[str, ...]) -> None:
     """Send the campaign once to ADDRESS through the configured transport, subject prefixed [TEST]."""
