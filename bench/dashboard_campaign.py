@@ -175,8 +175,15 @@ def get(client, path: str) -> None:
 def run(url: str, redis_url: str, size: int, runs: int) -> None:
     upgrade(url)
     instance = tempfile.mkdtemp(prefix="nl-bench-dashboard-")
-    app = create_app({"SECRET_KEY": "bench", "DATABASE_URL": url, "REDIS_URL": redis_url,
-                      "BASE_URL": "https://newsletter.test", "OUTBOX_DIR": instance})
+    app = create_app(
+        {
+            "SECRET_KEY": "bench",
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "BASE_URL": "https://newsletter.test",
+            "OUTBOX_DIR": instance,
+        }
+    )
     runtime = app.extensions["newsletter"]
     engine = runtime.engine
     start = time.perf_counter()
@@ -223,10 +230,7 @@ def run(url: str, redis_url: str, size: int, runs: int) -> None:
             session.commit()
         count = text("SELECT count(*) FROM delivery_tallies WHERE campaign_id = :c")
         pending = session.scalar(count, {"c": A})
-    rows.append(
-        (f"GET the campaign, {pending} tally rows unfolded",
-         timed(lambda: get(client, page), runs))
-    )
+    rows.append((f"GET the campaign, {pending} tally rows unfolded", timed(lambda: get(client, page), runs)))
     reference = rows[0][1][1]
     print(f"  {'':44} {'min':>8} {'median':>8} {'max':>8}   median / reference")
     for name, (low, mid, high) in rows:

@@ -487,7 +487,11 @@ def one_run(lab: Lab, admin_url: str, redis_url: str, size: int, count: int, lab
 
         sessions = count * SEND_CONNECTIONS
         reference = send.smtp_source_rate(
-            tool("smtp-source"), size, sessions, message_bytes, f"{DB_IP}:{SMTP_PORT}",
+            tool("smtp-source"),
+            size,
+            sessions,
+            message_bytes,
+            f"{DB_IP}:{SMTP_PORT}",
             prefix=("ip", "netns", "exec", WORKER_HOSTS[0]),
         )
         ref_rcpts, _, _ = sink_recipients(dump, offset)

@@ -317,8 +317,22 @@ def smtp_source_rate(
     SESSIONS sessions to TARGET (host:port); PREFIX runs it elsewhere (``ip netns exec HOST``)."""
     began = time.monotonic()
     subprocess.run(
-        [*prefix, source, "-s", str(sessions), "-m", str(count), "-l", str(message_bytes), "-d",
-         "-f", "news@store.example", "-t", "reader@bench.example", target],
+        [
+            *prefix,
+            source,
+            "-s",
+            str(sessions),
+            "-m",
+            str(count),
+            "-l",
+            str(message_bytes),
+            "-d",
+            "-f",
+            "news@store.example",
+            "-t",
+            "reader@bench.example",
+            target,
+        ],
         check=True,
     )
     return count / (time.monotonic() - began)

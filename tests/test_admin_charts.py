@@ -33,7 +33,7 @@ def test_a_chart_is_inline_svg_without_script_under_the_nonce(request_context, d
 
 def test_counts_get_whole_steps_on_the_axis(request_context):
     svg = str(charts.line("Clicks", HOURS, {"clicks": [3, 0, 0, 0, 0, 0]}))
-    y_axis = svg[svg.index('class="axis y'):]
+    y_axis = svg[svg.index('class="axis y') :]
     y_axis = y_axis[: y_axis.index("</g></g>")] if "</g></g>" in y_axis else y_axis
     shown = re.findall(r"<text[^>]*>([\d.]+)</text>", y_axis)
     assert shown == ["0", "1", "2", "3"], shown
@@ -41,8 +41,14 @@ def test_counts_get_whole_steps_on_the_axis(request_context):
 
 @pytest.mark.parametrize(
     ("top", "steps"),
-    [(0, [0, 1]), (3, [0, 1, 2, 3]), (7, [0, 2, 4, 6, 8]), (30, [0, 5, 10, 15, 20, 25, 30]),
-     (99, [0, 20, 40, 60, 80, 100]), (123456, [0, 50000, 100000, 150000])],
+    [
+        (0, [0, 1]),
+        (3, [0, 1, 2, 3]),
+        (7, [0, 2, 4, 6, 8]),
+        (30, [0, 5, 10, 15, 20, 25, 30]),
+        (99, [0, 20, 40, 60, 80, 100]),
+        (123456, [0, 50000, 100000, 150000]),
+    ],
 )
 def test_whole_steps(top, steps):
     assert _whole_steps(top) == steps

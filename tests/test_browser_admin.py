@@ -300,8 +300,10 @@ def test_the_campaign_page_shows_the_numbers_of_campaign_report(
     assert cells["bounce rate (limit 5.00%)"] == ["33.33% OVER", "33.33% OVER"]
     # the sends over time (tests/test_browser_admin_campaign.py checks every chart's table)
     heads = page.locator("#timeline-sends thead th").all_text_contents()
-    sent = [row.locator("td").nth(heads.index("sent") - 1).text_content() for row in
-            page.locator("#timeline-sends tbody tr").all()]
+    sent = [
+        row.locator("td").nth(heads.index("sent") - 1).text_content()
+        for row in page.locator("#timeline-sends tbody tr").all()
+    ]
     assert sum(map(int, sent)) == sum(data["timeline"]["sent"].values()) == 3
 
     # the same page on a phone: the table scrolls inside its box, the page itself does not

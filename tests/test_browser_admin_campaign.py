@@ -36,7 +36,12 @@ PEOPLE = ["ann@example.com", "bob@example.com", "cy@example.com", "dee@example.c
 def _sent(app, runtime, make_subscriber, smtp_sink, work, tmp_path) -> dict:
     """The campaign sent and its feedback recorded; returns its `campaign report --json`."""
     send_campaign(
-        runtime, make_subscriber, smtp_sink, work, tmp_path, PEOPLE,
+        runtime,
+        make_subscriber,
+        smtp_sink,
+        work,
+        tmp_path,
+        PEOPLE,
         reward='prefix = "VIP"\nexpires_in = "30d"',
         public_at=now_floor() + timedelta(days=2),
         suppress_after_freeze=("eve@example.com",),
@@ -72,7 +77,11 @@ def table_rows(page, selector: str) -> list[list[str]]:
 
 
 def test_the_campaign_page_shows_the_timeline_reasons_and_codes_of_campaign_report(
-    make_subscriber, smtp_sink, work, dashboard, tmp_path  # noqa: F811 - the fixture imported above
+    make_subscriber,
+    smtp_sink,
+    work,
+    dashboard,  # noqa: F811 - the fixture imported above
+    tmp_path,
 ):
     app, runtime, open_page = dashboard
     data = _sent(app, runtime, make_subscriber, smtp_sink, work, tmp_path)
@@ -134,7 +143,11 @@ def test_the_campaign_page_shows_the_timeline_reasons_and_codes_of_campaign_repo
 
 
 def test_the_page_follows_new_feedback_without_a_fold(
-    make_subscriber, smtp_sink, work, dashboard, tmp_path  # noqa: F811 - the fixture imported above
+    make_subscriber,
+    smtp_sink,
+    work,
+    dashboard,  # noqa: F811 - the fixture imported above
+    tmp_path,
 ):
     """No refresh point: the next view after a bounce shows it (the tallies change with the row)."""
     app, runtime, open_page = dashboard
@@ -156,4 +169,3 @@ def test_the_page_follows_new_feedback_without_a_fold(
     sends = table_rows(page, "#timeline-sends")
     column = page.locator("#timeline-sends thead th").all_text_contents().index("bounced")
     assert sum(int(r[column]) for r in sends) == 2
-

@@ -74,8 +74,14 @@ def test_the_tallies_equal_a_recount_after_sends_feedback_and_erasure(
 ):
     public_at = now_floor() + timedelta(days=2)
     send_campaign(
-        runtime, make_subscriber, smtp_sink, work, tmp_path, ADDRESSES,
-        reward='prefix = "VIP"\nexpires_in = "30d"', public_at=public_at,
+        runtime,
+        make_subscriber,
+        smtp_sink,
+        work,
+        tmp_path,
+        ADDRESSES,
+        reward='prefix = "VIP"\nexpires_in = "30d"',
+        public_at=public_at,
     )
     data = assert_equal_to_a_recount(runtime)
     assert data["total"]["delivered"] == 6
@@ -142,8 +148,9 @@ def test_a_fold_leaves_one_row_per_group_and_the_same_sums(
         assert rows > 1  # every state a row passed through left its -1 and +1
         last = tallies.fold(session)
         groups = session.execute(
-            select(DeliveryTally.wave_id, DeliveryTally.state, DeliveryTally.reason, func.count())
-            .group_by(DeliveryTally.wave_id, DeliveryTally.state, DeliveryTally.reason)
+            select(DeliveryTally.wave_id, DeliveryTally.state, DeliveryTally.reason, func.count()).group_by(
+                DeliveryTally.wave_id, DeliveryTally.state, DeliveryTally.reason
+            )
         ).all()
         assert [n for *_, n in groups] == [1] and groups[0].state == "sent"
         hours = session.scalar(select(func.count()).select_from(CampaignHourTally))

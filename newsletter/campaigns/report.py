@@ -338,14 +338,18 @@ def reward_counts(session: Session, campaign_id: int) -> dict[str, int]:
 
 def _links(session: Session, campaign_id: int, urls: list[str], recount: bool) -> list[LinkClicks]:
     """Clicks and scanner visits per link (RECOUNT: from the events index)."""
-    rows = tallies.link_counts(session, campaign_id) if not recount else session.execute(
-        select(DeliveryEvent.link, DeliveryEvent.kind, func.count())
-        .where(
-            DeliveryEvent.campaign_id == campaign_id,
-            DeliveryEvent.kind.in_([SignalKind.CLICK, SignalKind.SCANNER]),
-        )
-        .group_by(DeliveryEvent.link, DeliveryEvent.kind)
-    ).all()
+    rows = (
+        tallies.link_counts(session, campaign_id)
+        if not recount
+        else session.execute(
+            select(DeliveryEvent.link, DeliveryEvent.kind, func.count())
+            .where(
+                DeliveryEvent.campaign_id == campaign_id,
+                DeliveryEvent.kind.in_([SignalKind.CLICK, SignalKind.SCANNER]),
+            )
+            .group_by(DeliveryEvent.link, DeliveryEvent.kind)
+        ).all()
+    )
     links = {i: LinkClicks(i, url) for i, url in enumerate(urls)}
     for link, kind, n in rows:
         entry = links.setdefault(link, LinkClicks(link, _url(urls, link)))

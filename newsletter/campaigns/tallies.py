@@ -22,8 +22,18 @@ from newsletter.models import CampaignHourTally, DeliveryState, DeliveryTally
 
 log = logging.getLogger(__name__)
 
-MEASURES = ("n", "hard", "soft", "complained", "unsubscribed", "opened", "clicked", "redeemed",
-            "codes", "codes_redeemed")
+MEASURES = (
+    "n",
+    "hard",
+    "soft",
+    "complained",
+    "unsubscribed",
+    "opened",
+    "clicked",
+    "redeemed",
+    "codes",
+    "codes_redeemed",
+)
 _GROUP = ("campaign_id", "wave_id", "state", "reason")
 #: the last tally id the maintenance folded past (Redis): campaigns with rows after it fold next
 FOLDED_KEY = "nl:tallies:folded"
@@ -103,7 +113,7 @@ def fold_campaign(session: Session, campaign_id: int) -> None:
         sums: dict[tuple, list[int]] = {}
         for row in session.execute(delete(model).where(model.campaign_id == campaign_id).returning(*columns)):
             total = sums.setdefault(tuple(row[: len(key)]), [0] * len(measures))
-            for i, value in enumerate(row[len(key):]):
+            for i, value in enumerate(row[len(key) :]):
                 total[i] += value
         values = [
             {**dict(zip(key, group, strict=True)), **dict(zip(measures, total, strict=True))}

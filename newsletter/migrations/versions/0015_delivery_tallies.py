@@ -42,8 +42,15 @@ TIMES = {
 }
 #: the deliveries' columns the triggers read besides the group's
 ROW_TIMES = (
-    "complained_at", "unsubscribed_at", "opened_at", "first_click_at", "redeemed_at", "reward_code",
-    "reward_redeemed_at", "sent_at", "bounced_at",
+    "complained_at",
+    "unsubscribed_at",
+    "opened_at",
+    "first_click_at",
+    "redeemed_at",
+    "reward_code",
+    "reward_redeemed_at",
+    "sent_at",
+    "bounced_at",
 )
 GROUP = "campaign_id, wave_id, state, reason"
 TALLY_COLUMNS = f"{GROUP}, n, {', '.join(MEASURES)}"
