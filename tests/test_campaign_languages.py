@@ -345,6 +345,16 @@ def test_each_subscriber_gets_their_languages_email(
     assert ledger == {
         p.id: ("de" if f"{lang or 'none'}@example.com" in german else "en") for lang, p in people.items()
     }
+    # the report counts what went out in each language (the campaign has variants)
+    from newsletter.campaigns.report import report, table
+
+    with runtime.sessions() as session:
+        numbers = report(session, runtime.settings, session.get(Campaign, campaign_id))
+    expected = {"de": len(german), "en": 4 - len(german)}
+    assert numbers.languages == dict(sorted(expected.items(), key=lambda item: (-item[1], item[0])))
+    assert numbers.to_json()["languages"] == numbers.languages
+    line = ", ".join(f"{lang} {n}" for lang, n in numbers.languages.items())
+    assert f"delivered per language: {line}" in table(numbers).notes
 
 
 def test_validate_names_the_broken_variant_file(app, tmp_path):

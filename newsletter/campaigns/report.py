@@ -187,6 +187,8 @@ class CampaignReport:
     #: metric -> {hour (UTC): count}: sent, bounced, complained, unsubscribed, clicked (first
     #: clicks), click (click events), scanner, redeemed (early access), code_redeemed
     timeline: dict[str, dict[datetime, int]] = field(default_factory=dict)
+    #: campaigns with language variants: delivered emails per language sent (None: one language)
+    languages: dict[str, int] | None = None
 
     @property
     def opens_note(self) -> str | None:
@@ -215,6 +217,7 @@ class CampaignReport:
             "total": numbers(self.total),
             "links": [asdict(link) for link in self.links],
             "reward_codes": self.reward_codes,
+            "languages": self.languages,
             "timeline": {
                 metric: {f"{hour:%Y-%m-%dT%H:00:00Z}": n for hour, n in sorted(hours.items())}
                 for metric, hours in sorted(self.timeline.items())
@@ -254,7 +257,20 @@ def report(session: Session, settings: Settings, campaign: Campaign, recount: bo
         settings=settings,
         reward_codes=tallies.reward_codes(rows) if frozen.reward else None,
         timeline=_timeline(session, campaign.id) if recount else tallies.hours(session, campaign.id),
+        languages=delivered_by_language(session, campaign.id) if frozen.variants else None,
     )
+
+
+def delivered_by_language(session: Session, campaign_id: int) -> dict[str, int]:
+    """Delivered emails per language sent (``deliveries.language``), most first. A scan of the
+    campaign's sent rows, made only for campaigns with variants (the tallies keep no languages)."""
+    rows = session.execute(
+        select(Delivery.language, func.count())
+        .where(Delivery.campaign_id == campaign_id, Delivery.state == DeliveryState.SENT)
+        .group_by(Delivery.language)
+    ).all()
+    counted = {language or "unknown": n for language, n in rows}
+    return dict(sorted(counted.items(), key=lambda item: (-item[1], item[0])))
 
 
 @dataclass(slots=True)
@@ -318,6 +334,10 @@ def table(numbers: CampaignReport) -> Table:
         for link in numbers.links:
             name = link.url or "(link not in the frozen campaign)"
             notes.append(f"  #{link.link}: {link.clicks} clicks, {link.scanners} scanner visits  {name}")
+    if numbers.languages:
+        notes.append(
+            "delivered per language: " + ", ".join(f"{lang} {n}" for lang, n in numbers.languages.items())
+        )
     if numbers.reward_codes is not None:
         codes = numbers.reward_codes
         notes.append(f"reward codes: {codes['assigned']} assigned, {codes['redeemed']} redeemed")
