@@ -170,14 +170,26 @@ def test_missing_csrf_token_is_a_friendly_400(client, runtime):
     assert count(runtime, Subscriber) == 0
 
 
-def test_a_new_address_has_the_same_rows_on_both_databases(signup, runtime, app):
-    """PostgreSQL writes a new address's rows in one SQL statement (signup._one_signup_statement),
-    SQLite in four Core ones: the columns come out the same, the model's defaults included."""
+@pytest.mark.parametrize("redis_state", ["up", "down"])
+def test_a_new_address_has_the_same_rows_on_both_databases(make_app, redis_state):
+    """PostgreSQL writes a new address's rows in one SQL statement (signup._new_signup_statement;
+    with Redis down, after the subscriber's own INSERT), SQLite in four Core ones: the columns come
+    out the same, the model's defaults included."""
     from newsletter.mail.addresses import mailbox_hash
     from newsletter.models import Frequency
     from newsletter.subscribers.wording import signup_wording
 
-    signup("Ann.Lee+news@Example.com", topics=["newsletter", "early-access"], first_name=" Ann ")
+    app = make_app(**({"REDIS_URL": "redis://127.0.0.1:1/0"} if redis_state == "down" else {}))
+    runtime, client = app.extensions["newsletter"], app.test_client()
+    page = client.get("/subscribe").get_data(as_text=True)
+    data = {"csrf_token": csrf_token(page), "email": "Ann.Lee+news@Example.com", "first_name": " Ann "}
+    response = client.post(
+        "/subscribe",
+        data={**data, "topics": ["newsletter", "early-access"]},
+        environ_base={"REMOTE_ADDR": "203.0.113.7"},
+        headers={"User-Agent": "pytest-browser/1.0"},
+    )
+    assert response.status_code == 200
     sub = subscriber(runtime, "Ann.Lee+news@example.com")
     assert (sub.status, sub.first_name, sub.frequency) == ("pending", "Ann", Frequency.ANY)
     assert sub.time_zone == "UTC"

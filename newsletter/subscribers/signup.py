@@ -302,45 +302,20 @@ def _new_signup_rows(
     session: Session,
     subscriber_id: int,
     email: str,
-    topics: list[Topic],
+    topics: list[TopicInfo],
     kind: OutboxKind,
     verdict: str,
     request: RequestInfo,
     wording: Wording | None,
     dispatch,
 ) -> SignupOutcome:
-    """PostgreSQL, a new address: its pending topics, the ledger event and (if it mails) the outbox
-    row in one statement, the same rows the three separate INSERTs write elsewhere."""
-    now = clock.now()
-    event = event_values(
-        subscriber_id,
-        ConsentAction.SIGNUP_REQUESTED,
-        request,
-        topics=[t.slug for t in topics],
-        wording=wording,
-        details={"email": verdict},
-    )
-    values = {
-        "sid": subscriber_id,
-        "sub_status": SubscriptionStatus.PENDING.value,
-        "now": now,
-        **{f"topic_{i}": t.id for i, t in enumerate(topics)},
-        **{f"ev_{name}": value for name, value in event.items()},
-        "ev_action": event["action"].value,
-        "ev_topics": json.dumps(event["topics"]),
-        "ev_details": json.dumps(event["details"]),
-    }
+    """PostgreSQL, a new address already inserted (Redis gave no verdict): its pending topics, the
+    ledger event and (if it mails) the outbox row in one statement, the rows the separate INSERTs
+    write on SQLite."""
     mails = verdict == kind.value
-    if mails:
-        values.update(kind=kind.value, mailbox=mailbox_hash(email))
-    statement = _new_signup_statement(len(topics), mails, tuple(event))
-    outbox_id = session.connection().execute(statement, values).scalar()
-    if not mails:
-        log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
-        return SignupOutcome(subscriber_id, None)
-    if dispatch is not None:
-        on_commit(session, lambda: dispatch(outbox_id))
-    return SignupOutcome(subscriber_id, kind, outbox_id)
+    values = {"sid": subscriber_id}
+    row = _write_new_signup(session, email, topics, kind, verdict, mails, request, wording, values)
+    return _new_signup_outcome(session, row.id, kind, row.outbox_id, verdict, dispatch)
 
 
 def _new_signup_in_one(
@@ -362,9 +337,42 @@ def _new_signup_in_one(
     decide in Python: a blocking reason writes the event with "not sent: suppressed (<reason>)"
     and no outbox row.
     """
-    now = clock.now()
     kind = OutboxKind.CONFIRM
     verdict = kind.value if mail_allowed else CAPPED
+    values = {
+        "email": email,
+        "email_hash": address_hash(email),
+        "first_name": first_name,
+        "language": language,
+        "status": SubscriberStatus.PENDING.value,
+        **_SUBSCRIBER_DEFAULTS,
+    }
+    row = _write_new_signup(session, email, topics, kind, verdict, mail_allowed, request, wording, values)
+    if row is None:
+        return None
+    blocked = row.reason is not None and suppression.reason_blocks_opt_in(SuppressionReason(row.reason))
+    if blocked:
+        # it sends nothing; after the commit, so a retried attempt gives it back once
+        mailbox = mailbox_hash(email)
+        on_commit(session, lambda: limits.give_back_confirmation(conn, mailbox))
+        verdict = f"not sent: suppressed ({SuppressionReason(row.reason).value})"
+    return _new_signup_outcome(session, row.id, kind, row.outbox_id, verdict, dispatch)
+
+
+def _write_new_signup(
+    session: Session,
+    email: str,
+    topics: list[TopicInfo],
+    kind: OutboxKind,
+    verdict: str,
+    mails: bool,
+    request: RequestInfo,
+    wording: Wording | None,
+    subscriber: dict,
+) -> Row | None:
+    """A new address's rows in one statement (``_new_signup_statement``): (id, reason, outbox_id), or
+    None if the address turned out to be known. ``subscriber``: its columns to insert, or ``sid``, the
+    row already inserted."""
     event = event_values(
         0,
         ConsentAction.SIGNUP_REQUESTED,
@@ -373,16 +381,10 @@ def _new_signup_in_one(
         wording=wording,
         details={"email": verdict},
     )
-    email_hash = address_hash(email)
-    mailbox = mailbox_hash(email)
     values = {
-        "email": email,
-        "email_hash": email_hash,
-        "first_name": first_name,
-        "language": language,
-        "status": SubscriberStatus.PENDING.value,
-        "now": now,
-        **_SUBSCRIBER_DEFAULTS,
+        **subscriber,
+        "email_hash": address_hash(email),
+        "now": clock.now(),
         "sub_status": SubscriptionStatus.PENDING.value,
         **{f"topic_{i}": t.id for i, t in enumerate(topics)},
         **{f"ev_{name}": value for name, value in event.items() if name != "subscriber_id"},
@@ -390,20 +392,19 @@ def _new_signup_in_one(
         "ev_topics": json.dumps(event["topics"]),
         "ev_details": json.dumps(event["details"]),
         "kind": kind.value,
-        "mailbox": mailbox,
+        "mailbox": mailbox_hash(email),
     }
-    statement = _one_signup_statement(len(topics), mail_allowed, tuple(event))
-    row = session.connection().execute(statement, values).first()
-    if row is None:
-        return None
-    subscriber_id, reason, outbox_id = row
-    blocked = reason is not None and suppression.reason_blocks_opt_in(SuppressionReason(reason))
-    if blocked:
-        # it sends nothing; after the commit, so a retried attempt gives it back once
-        on_commit(session, lambda: limits.give_back_confirmation(conn, mailbox))
+    statement = _new_signup_statement(
+        len(topics), mails, tuple(event), inserts_subscriber="sid" not in subscriber
+    )
+    return session.connection().execute(statement, values).first()
+
+
+def _new_signup_outcome(
+    session: Session, subscriber_id: int, kind: OutboxKind, outbox_id: int | None, verdict: str, dispatch
+) -> SignupOutcome:
     if outbox_id is None:
-        shown = f"not sent: suppressed ({SuppressionReason(reason).value})" if blocked else verdict
-        log.info("subscriber %s: no email (%s)", subscriber_id, shown)
+        log.info("subscriber %s: no email (%s)", subscriber_id, verdict)
         return SignupOutcome(subscriber_id, None)
     if dispatch is not None:
         on_commit(session, lambda: dispatch(outbox_id))
@@ -422,31 +423,45 @@ _SUBSCRIBER_DEFAULTS = {
     and c.default.is_scalar
     and c.name not in ("email", "email_hash", "first_name", "language", "status", "created_at")
 }
-_ONE_SIGNUP: dict[tuple[int, bool], TextClause] = {}
+_NEW_SIGNUP: dict[tuple[int, bool, bool], TextClause] = {}  # event_values gives the same columns always
 
 
-def _one_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]) -> TextClause:
-    """``_new_signup_statement`` with the subscriber's INSERT and the suppression look-up in front
-    (built once per number of topics; plain SQL text for the reason given there)."""
-    key = (topic_count, mails)
-    if key not in _ONE_SIGNUP:
-        defaults = [name.removeprefix("sub_") for name in _SUBSCRIBER_DEFAULTS]
-        columns = ["email", "email_hash", "first_name", "language", "status", "created_at", *defaults]
-        placeholders = [f":{c}" for c in columns[:5]] + [":now"] + [f":sub_{c}" for c in defaults]
+def _new_signup_statement(
+    topic_count: int, mails: bool, event_columns: tuple[str, ...], *, inserts_subscriber: bool
+) -> TextClause:
+    """A new address's rows as INSERTs chained in CTEs (PostgreSQL runs each once), built once per
+    number of topics: the subscriber (``inserts_subscriber``; else the row ``:sid``, already
+    inserted), its suppression, its pending topics, the ``signup_requested`` event and the outbox row.
+
+    The suppression's verdict is decided here as Python decides it: a reason outside
+    ``LIFTED_BY_OPT_IN`` writes "not sent: suppressed (<reason>)" and no outbox row. Plain SQL
+    text: SQLAlchemy does not cache the compiled form of an INSERT with CTEs, and compiling it on
+    every request cost more than the round trips it saves.
+    """
+    key = (topic_count, mails, inserts_subscriber)
+    if key not in _NEW_SIGNUP:
+        if inserts_subscriber:
+            defaults = [name.removeprefix("sub_") for name in _SUBSCRIBER_DEFAULTS]
+            columns = ["email", "email_hash", "first_name", "language", "status", "created_at", *defaults]
+            placeholders = [f":{c}" for c in columns[:5]] + [":now"] + [f":sub_{c}" for c in defaults]
+            subscriber = (
+                f"INSERT INTO subscribers ({', '.join(columns)}) VALUES ({', '.join(placeholders)})"
+                " ON CONFLICT (email_hash) DO NOTHING RETURNING id"
+            )
+        else:
+            subscriber = "SELECT CAST(:sid AS integer) AS id"
         liftable = ", ".join(f"'{reason.value}'" for reason in sorted(LIFTED_BY_OPT_IN))
-        event_cols = [c for c in event_columns if c != "subscriber_id"]
+        event_cols = [c for c in event_columns if c not in ("subscriber_id", "details")]
         event_values_sql = ", ".join(
-            f"CAST(:ev_{c} AS json)" if c == "topics" else f":ev_{c}" for c in event_cols if c != "details"
+            f"CAST(:ev_{c} AS json)" if c == "topics" else f":ev_{c}" for c in event_cols
         )
         ctes = [
-            "signup_subscriber AS (INSERT INTO subscribers"
-            f" ({', '.join(columns)}) VALUES ({', '.join(placeholders)})"
-            " ON CONFLICT (email_hash) DO NOTHING RETURNING id)",
+            f"signup_subscriber AS ({subscriber})",
             "signup_verdict AS (SELECT s.id, r.reason,"
             f" (r.reason IS NOT NULL AND r.reason NOT IN ({liftable})) AS blocked"
             " FROM signup_subscriber s LEFT JOIN suppressions r ON r.email_hash = :email_hash)",
             "signup_event AS (INSERT INTO consent_events"
-            f" (subscriber_id, {', '.join(c for c in event_cols if c != 'details')}, details)"
+            f" (subscriber_id, {', '.join(event_cols)}, details)"
             f" SELECT v.id, {event_values_sql},"
             " CASE WHEN v.blocked"
             " THEN json_build_object('email', 'not sent: suppressed (' || v.reason || ')')"
@@ -469,46 +484,9 @@ def _one_signup_statement(topic_count: int, mails: bool, event_columns: tuple[st
             outbox = "(SELECT id FROM signup_outbox)"
         else:
             outbox = "NULL"
-        _ONE_SIGNUP[key] = text(
-            f"WITH {', '.join(ctes)} SELECT v.id, v.reason, {outbox} FROM signup_verdict v"
+        _NEW_SIGNUP[key] = text(
+            f"WITH {', '.join(ctes)} SELECT v.id, v.reason, {outbox} AS outbox_id FROM signup_verdict v"
         )
-    return _ONE_SIGNUP[key]
-
-
-_NEW_SIGNUP: dict[tuple[int, bool], TextClause] = {}  # event_values gives the same columns always
-_JSON_COLUMNS = ("topics", "details")
-
-
-def _new_signup_statement(topic_count: int, mails: bool, event_columns: tuple[str, ...]) -> TextClause:
-    """Built once per number of topics: INSERTs chained as CTEs (PostgreSQL runs each once).
-
-    Plain SQL text: SQLAlchemy does not cache the compiled form of a Core INSERT with CTEs, and
-    compiling it on every request cost more than the two round trips it saves.
-    """
-    key = (topic_count, mails)
-    if key not in _NEW_SIGNUP:
-        placeholders = ", ".join(
-            f"CAST(:ev_{c} AS json)" if c in _JSON_COLUMNS else f":ev_{c}" for c in event_columns
-        )
-        ctes = [
-            f"signup_event AS (INSERT INTO consent_events ({', '.join(event_columns)})"
-            f" VALUES ({placeholders}) RETURNING id)"
-        ]
-        if topic_count:
-            rows = ", ".join(f"(:sid, :topic_{i}, :sub_status, :now)" for i in range(topic_count))
-            ctes.append(
-                "signup_topics AS (INSERT INTO subscriptions (subscriber_id, topic_id, status, updated_at)"
-                f" VALUES {rows})"
-            )
-        if mails:
-            tail = (
-                "INSERT INTO outbox_emails"
-                " (kind, subscriber_id, created_at, attempts, request_event_id, mailbox_hash)"
-                " SELECT :kind, :sid, :now, 0, id, :mailbox FROM signup_event RETURNING id"
-            )
-        else:
-            tail = "SELECT id FROM signup_event"
-        _NEW_SIGNUP[key] = text(f"WITH {', '.join(ctes)} {tail}")
     return _NEW_SIGNUP[key]
 
 
