@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import uuid
@@ -18,6 +19,34 @@ def peak_rss_mb(usage: resource.struct_rusage | None = None) -> float:
     """
     usage = usage or resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_maxrss / 1024
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has been busy so far (every core; idle and I/O wait left out)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def database_backends(engine) -> list[int]:
+    """PostgreSQL's backends of ``engine``'s database, other than the one asking."""
+    with engine.connect() as conn:
+        return list(
+            conn.scalars(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+        )
 
 
 def spread(values: list[float], fmt: str) -> str:

@@ -52,6 +52,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.runs import database_backends, machine_cpu, proc_cpu  # noqa: E402
 from newsletter.core import clock  # noqa: E402
 from newsletter.core.migrate import upgrade  # noqa: E402
 from newsletter.mail.skeleton import build_skeleton, personalise  # noqa: E402
@@ -455,6 +456,10 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         alone = sign_alone(tmp, message) if dkim else {}
 
         engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        redis_pid = int(redis.Redis.from_url(REDIS_URL).info("server")["process_id"])
+        others = {"Redis": [redis_pid], "smtp-sink": [sink.pid]}
+        parts_before = _cpu_of({**others, "PostgreSQL": database_backends(engine)})
+        machine_before = machine_cpu()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         workers = [
@@ -479,11 +484,14 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
             busy = (DeliveryState.QUEUED, DeliveryState.CLAIMED, DeliveryState.SENDING)
             if states and not any(states.get(state) for state in busy):
                 break
-            if time.monotonic() - started > 1800:
-                raise SystemExit(f"not done after 30 minutes: {states}")
+            if time.monotonic() - started > max(1800, size / 100):  # 30 minutes, more for a million
+                raise SystemExit(f"not done after {time.monotonic() - started:.0f} s: {states}")
         with engine.connect() as conn:
             first_start = conn.scalar(select(Wave.started_at).join(Campaign).where(Campaign.slug == SLUG))
             last = conn.scalar(select(func.max(Delivery.sent_at)).join(Campaign).where(Campaign.slug == SLUG))
+        # the workers' own CPU comes from RUSAGE_CHILDREN once they have exited; the rest now
+        parts = _cpu_of({**others, "PostgreSQL": database_backends(engine)}, parts_before)
+        busy, window = machine_cpu() - machine_before, time.monotonic() - started
         engine.dispose()
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -503,7 +511,14 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
         # the same number of SMTP sessions as the engine: each worker sends SEND_CONNECTIONS at once
         sessions = workers_count * int(env.get("NEWSLETTER_SEND_CONNECTIONS", "4"))
+        sink_before, source_before = proc_cpu(sink.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
         reference = smtp_source_rate(source, sent, sessions, message_bytes, f"127.0.0.1:{port}")
+        source_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        reference_parts = {
+            "smtp-source": (source_after.ru_utime - source_before.ru_utime)
+            + (source_after.ru_stime - source_before.ru_stime),
+            "smtp-sink": proc_cpu(sink.pid) - sink_before,
+        }
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -520,6 +535,9 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         "bytes": message_bytes,
         "rate": sent / span,
         "cpu_per_1000": cpu / max(sent, 1) * 1000,
+        # CPU ms per email sent, by process: the engine's send, then the reference's
+        "ms_per_email": {"workers": cpu, **parts, "machine": busy, "window": window},
+        "reference_ms": reference_parts,
         "rss_mb": rss,
         "reference": reference,
         "sessions": sessions,
@@ -527,6 +545,32 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         "sign_alone": alone,
         "profile": sorted(profile.glob(f"{label}-worker*.txt")) if profile else [],
     }
+
+
+def _cpu_of(pids: dict[str, list[int]], since: dict[str, dict[int, float]] | None = None):
+    """CPU seconds per part so far (``since``: the CPU each part's processes had used by then)."""
+    now = {part: {pid: proc_cpu(pid) for pid in members} for part, members in pids.items()}
+    if since is None:
+        return now
+    return {
+        part: sum(used - since.get(part, {}).get(pid, 0.0) for pid, used in members.items())
+        for part, members in now.items()
+    }
+
+
+def cpu_split(r: dict) -> str:
+    """Where the CPU went, in ms per email: the engine's parts, the machine, and the reference's."""
+    sent = max(r["sent"], 1)
+    engine = r["ms_per_email"]
+    parts = ", ".join(
+        f"{part} {engine[part] / sent * 1000:.2f}" for part in ("workers", "PostgreSQL", "Redis", "smtp-sink")
+    )
+    cores = engine["machine"] / max(engine["window"], 1e-3)  # workers' start to the last row
+    reference = ", ".join(f"{part} {used / sent * 1000:.2f}" for part, used in r["reference_ms"].items())
+    return (
+        f"    CPU ms per email: {parts}; machine {engine['machine'] / sent * 1000:.2f} "
+        f"({cores:.2f} of {os.cpu_count()} cores busy); reference: {reference}"
+    )
 
 
 def describe(r: dict) -> str:
@@ -539,7 +583,7 @@ def describe(r: dict) -> str:
         f"{r['cpu_per_1000']:.2f} CPU s per 1000, peak RSS {r['rss_mb']:.0f} MB per worker process\n"
         f"    reference {r['reference']:7.0f} emails/s smtp-source, same size, same sink, "
         f"{r['sessions']} sessions: "
-        f"ratio {r['rate'] / r['reference']:.2f}"
+        f"ratio {r['rate'] / r['reference']:.2f}\n" + cpu_split(r)
     )
 
 

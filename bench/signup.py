@@ -51,6 +51,7 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.runs import database_backends, proc_cpu  # noqa: E402
 from newsletter.core.migrate import upgrade  # noqa: E402
 from newsletter.models import OutboxEmail  # noqa: E402
 
@@ -213,15 +214,6 @@ def worker_pids(master: int) -> list[int]:
     return sorted(pids)
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
     """CPU seconds per part during one load phase: gunicorn's workers, this database's
     PostgreSQL backends (not the server's shared background processes), Redis, the load generator."""
@@ -234,17 +226,7 @@ class CpuMeter:
         self.redis_pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
 
     def _pids(self) -> dict[str, list[int]]:
-        backends = []
-        if self.engine is not None:
-            with self.engine.connect() as conn:
-                backends = list(
-                    conn.scalars(
-                        text(
-                            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND pid <> pg_backend_pid()"
-                        )
-                    )
-                )
+        backends = database_backends(self.engine) if self.engine is not None else []
         return {"workers": worker_pids(self.master), "PostgreSQL": backends, "Redis": [self.redis_pid]}
 
     def _sample(self) -> dict[str, dict[int, float]]:
