@@ -13,7 +13,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from newsletter.campaigns import batches, recovery, scheduling, waves
 from newsletter.campaigns.ledger import BatchReport, Ledger, batch_ranges
@@ -22,13 +22,20 @@ from newsletter.core import clock
 from newsletter.models import (
     Campaign,
     CampaignStatus,
+    Customer,
     Delivery,
     DeliveryState,
     Subscriber,
+    SubscriberStatus,
+    Subscription,
+    SubscriptionStatus,
     Suppression,
     SuppressionReason,
+    Wave,
 )
+from newsletter.models.subscribers import address_hash
 from newsletter.subscribers import suppression
+from newsletter.subscribers.signup import topics_by_slug
 from tests.conftest import _free_port
 from tests.sending_helpers import (
     FaultyHandler,
@@ -114,6 +121,89 @@ def test_two_wave_early_access_sale_sends_vips_first_then_everyone_once(
     assert stored == {m["Message-ID"] for m in first + second}
     vera = next(m for m in first if m["To"] == "vip@example.com")
     assert "Vera" in vera.get_body(("plain",)).get_content()
+
+
+def test_waves_add_only_those_no_earlier_wave_holds_reading_the_ledger_once_per_person(make_app, tmp_path):
+    """A later wave's INSERT ... SELECT leaves out the earlier wave's people (the ledger's unique key)
+    and reads the ledger about once per person, not once per row it has just inserted: the anti-join
+    it replaced went quadratic on PostgreSQL for a freshly loaded list (no statistics yet): 12 s for
+    20,000 people in the send benchmark, and 4.5 million index entries read here for 3,000."""
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    start = now_floor()
+    people, loyal = 2000, 300
+    with runtime.sessions() as session:
+        topic_id = topics_by_slug(session)["early-access"].id
+        emails = [f"p{i}@example.com" for i in range(people)]
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "email": e,
+                    "email_hash": address_hash(e),
+                    "status": SubscriberStatus.ACTIVE,
+                    "confirmed_at": start,
+                }
+                for e in emails
+            ],
+        )
+        ids = dict(session.execute(select(Subscriber.email, Subscriber.id)).all())
+        session.execute(
+            insert(Subscription),
+            [
+                {"subscriber_id": ids[e], "topic_id": topic_id, "status": SubscriptionStatus.ACTIVE}
+                for e in emails
+            ],
+        )
+        session.execute(
+            insert(Customer),
+            [{"email_hash": address_hash(e), "lifetime_value": Decimal("900")} for e in emails[:loyal]],
+        )
+        session.commit()
+    sale = {"public_at": start + timedelta(days=1)}
+    earlier = write_campaign(
+        tmp_path, slug="earlier", waves=[("all", "all", start + timedelta(minutes=30))], **sale
+    )
+    folder = write_campaign(
+        tmp_path,
+        waves=[
+            ("loyal", "lifetime_value >= 500", start + timedelta(hours=1)),
+            ("everyone", "all", start + timedelta(hours=2)),
+        ],
+        **sale,
+    )
+    campaign_id = schedule(runtime, earlier, folder)
+
+    started = {}
+    for due in (timedelta(minutes=30), timedelta(hours=1), timedelta(hours=2)):
+        clock.travel(start + due + timedelta(minutes=1) - clock.now())
+        with runtime.sessions() as session:
+            (wave,) = waves.due_waves(session, clock.now())
+            started[wave.name] = waves.start_wave(session, wave, clock.now())
+            if session.get_bind().dialect.name == "postgresql":  # what this transaction read of the ledger
+                read = session.execute(
+                    text(
+                        # entries its indexes returned, plus rows sequential scans read
+                        "SELECT sum(pg_stat_get_xact_tuples_returned(indexrelid)) "
+                        "+ pg_stat_get_xact_tuples_returned('deliveries'::regclass) "
+                        "FROM pg_index WHERE indrelid = 'deliveries'::regclass"
+                    )
+                ).scalar_one()
+                assert read < 5 * people, f"wave {wave.name!r} read {read} ledger entries"
+            session.commit()
+
+    assert started == {"all": people, "loyal": loyal, "everyone": people - loyal}
+    with runtime.sessions() as session:
+        by_wave = dict(
+            session.execute(
+                select(Wave.name, func.count(Delivery.id))
+                .join(Delivery, Delivery.wave_id == Wave.id)
+                .where(Delivery.campaign_id == campaign_id)
+                .group_by(Wave.name)
+            ).all()
+        )
+        assert by_wave == {"loyal": loyal, "everyone": people - loyal}
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 2 * people
 
 
 def test_caps_defer_until_allowed_and_skip_past_the_deadline(
