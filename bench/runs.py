@@ -24,7 +24,7 @@ def peak_rss_mb(usage: resource.struct_rusage | None = None) -> float:
 def proc_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used so far; 0 if it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = _stat(pid)
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -34,6 +34,30 @@ def machine_cpu() -> float:
     """CPU seconds the whole machine has been busy so far (every core; idle and I/O wait left out)."""
     ticks = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def server_cpu(engine) -> float:
+    """CPU seconds the whole PostgreSQL server has used so far: the postmaster, every live child,
+    and the children it has reaped (a work horse's backend ends with its job, taking its own
+    counter with it; the postmaster's cutime keeps it). Background processes count too."""
+    with engine.connect() as conn:
+        data = Path(conn.scalar(text("SHOW data_directory")))
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    fields = _stat(postmaster)
+    used = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                child = _stat(int(entry.name))
+            except OSError:
+                continue
+            if int(child[1]) == postmaster:  # ppid
+                used += int(child[11]) + int(child[12])
+    return used / os.sysconf("SC_CLK_TCK")
 
 
 def database_backends(engine) -> list[int]:
