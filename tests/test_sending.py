@@ -283,6 +283,56 @@ def test_quiet_hours_defer_to_the_subscribers_morning(make_app, make_subscriber,
     assert recipients(smtp_sink.take()) == {"night@example.com": 1}
 
 
+def test_one_batch_defers_each_person_to_their_own_time_with_their_own_reason(
+    make_app, make_subscriber, smtp_sink, work, tmp_path
+):
+    """A batch's deferrals are written together (one statement on PostgreSQL): each row keeps its
+    own send_after and reason, and whoever may be sent now is sent."""
+    app = make_app(MARKETING_CAPS="1/20h", QUIET_HOURS="21:00-08:00", SEND_CONNECTIONS="1")  # one slice
+    runtime = app.extensions["newsletter"]
+    zones = {"capped": day_zone(), "night": night_zone(), "paused": day_zone(), "now": day_zone()}
+    people = {
+        name: make_subscriber(
+            f"{name}@example.com", topics=("newsletter", "early-access")[: 2 if name == "capped" else 1]
+        )
+        for name in zones
+    }
+    with runtime.sessions() as session:
+        for name, zone in zones.items():
+            session.execute(update(Subscriber).where(Subscriber.id == people[name].id).values(time_zone=zone))
+        session.commit()
+    schedule(
+        runtime,
+        write_campaign(tmp_path, slug="earlier", topic="early-access", waves=[("all", "all", now_floor())]),
+    )
+    run_engine(runtime, work)
+    assert recipients(smtp_sink.take()) == {"capped@example.com": 1}
+    (earlier,) = rows(runtime, "earlier")
+
+    clock.travel(timedelta(hours=1))
+    pause_ends = clock.now() + timedelta(minutes=30)
+    with runtime.sessions() as session:
+        session.execute(
+            update(Subscriber).where(Subscriber.id == people["paused"].id).values(paused_until=pause_ends)
+        )
+        session.commit()
+    schedule(
+        runtime,
+        write_campaign(tmp_path, slug="sale", topic="newsletter", waves=[("all", "all", now_floor())]),
+    )
+    run_engine(runtime, work)
+    assert recipients(smtp_sink.take()) == {"now@example.com": 1}
+    sale = {r.subscriber_id: r for r in rows(runtime, "sale")}
+    capped, night, paused = (sale[people[name].id] for name in ("capped", "night", "paused"))
+    assert {capped.state, night.state, paused.state} == {DeliveryState.DEFERRED}
+    assert (capped.reason, night.reason, paused.reason) == ("frequency cap", "quiet hours", "paused")
+    assert timedelta(hours=19, minutes=59) <= capped.send_after - earlier.sent_at < timedelta(hours=32)
+    morning = night.send_after.replace(tzinfo=_utc()).astimezone(_zone(zones["night"]))
+    assert (morning.hour, morning.minute) == (8, 0)
+    assert paused.send_after == pause_ends
+    assert sale[people["now"].id].state == DeliveryState.SENT
+
+
 def _utc():
     from datetime import UTC
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import redis
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Integer, Text, bindparam, column, func, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
@@ -89,17 +90,42 @@ def decide(
         )
         report.skipped += len(ids)
         report.reasons[reason] = report.reasons.get(reason, 0) + len(ids)
-    if deferred:  # one executemany, not one statement per row
-        session.connection().execute(
-            update(Delivery.__table__)
-            .where(Delivery.__table__.c.id == bindparam("row_id"), owned)
-            .values(state=DeliveryState.DEFERRED, send_after=bindparam("at"), reason=bindparam("why")),
-            [{"row_id": delivery_id, "at": at, "why": why} for delivery_id, at, why in deferred],
-        )
+    if deferred:
+        _defer(session, owned, deferred)
     for _, _, why in deferred:
         report.reasons[why] = report.reasons.get(why, 0) + 1
     report.deferred += len(deferred)
     return to_send
+
+
+def _defer(session: Session, owned, deferred: list[tuple[int, datetime, str]]) -> None:
+    """Each deferred row's own time and reason, in one statement on PostgreSQL.
+
+    An executemany there is one UPDATE per row, and each fires the ledger's tally triggers
+    (0.3 ms of PostgreSQL per row, seen in the send benchmark, where 30% of a batch is capped);
+    one UPDATE ... FROM unnest(ids, times, reasons) fires them once. SQLite keeps the executemany.
+    """
+    table = Delivery.__table__
+    if session.get_bind().dialect.name != "postgresql":
+        session.connection().execute(
+            update(table)
+            .where(table.c.id == bindparam("row_id"), owned)
+            .values(state=DeliveryState.DEFERRED, send_after=bindparam("at"), reason=bindparam("why")),
+            [{"row_id": delivery_id, "at": at, "why": why} for delivery_id, at, why in deferred],
+        )
+        return
+    ids, times, reasons = zip(*deferred, strict=True)
+    rows = func.unnest(
+        bindparam("row_ids", list(ids), type_=postgresql.ARRAY(Integer)),
+        bindparam("times", list(times), type_=postgresql.ARRAY(table.c.send_after.type)),
+        bindparam("reasons", list(reasons), type_=postgresql.ARRAY(table.c.reason.type)),
+    ).table_valued(column("row_id", Integer), column("at", table.c.send_after.type), column("why", Text))
+    rows = rows.render_derived(name="deferred")  # AS deferred(row_id, at, why)
+    session.execute(
+        update(table)
+        .where(table.c.id == rows.c.row_id, owned)
+        .values(state=DeliveryState.DEFERRED, send_after=rows.c.at, reason=rows.c.why)
+    )
 
 
 def start_sending(session: Session, token: str, to_send: list[Recipient]) -> bool:
