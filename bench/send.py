@@ -15,8 +15,10 @@ the wave's start (the first enqueue) to the last 250 reply, CPU seconds of the w
 1,000 emails, peak RSS per worker process (work horses included), and the ratio to the
 reference measured in the same run: Postfix's ``smtp-source`` pushing the same number of
 same-size messages over as many SMTP sessions as the workers open (K x SEND_CONNECTIONS)
-into the same smtp-sink (the relay's and loopback's limit with no engine at all). Quiet
-hours are off (they depend on the hour the bench runs).
+into the same smtp-sink (the relay's and loopback's limit with no engine at all), and CPU ms
+per email by part: the workers, the whole PostgreSQL server, Redis, smtp-sink and the machine,
+beside the reference's smtp-source and smtp-sink. Quiet hours are off (they depend on the hour
+the bench runs).
 
 ``--runs N`` repeats every measurement N times and prints min/median/max of the rates and ratios.
 ``--profile DIR [--wall]`` samples every worker and its work horses with py-spy (``pip install

@@ -370,6 +370,28 @@ def day_zone() -> str:
     return next(z for z in ZONES if 10 <= _local_hour(z) <= 18)
 
 
+def test_batch_ranges_cut_the_ready_rows_every_size_rows_in_id_order(make_app, make_subscriber, tmp_path):
+    app = make_app(**NO_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(6):
+        make_subscriber(f"p{i}@example.com", topics=("newsletter",))
+    campaign_id = schedule(
+        runtime, write_campaign(tmp_path, topic="newsletter", waves=[("all", "all", now_floor())])
+    )
+    with runtime.sessions() as session:
+        for wave in waves.due_waves(session, clock.now()):
+            waves.start_wave(session, wave, clock.now())
+        ids = list(session.scalars(select(Delivery.id).order_by(Delivery.id)))
+        session.execute(update(Delivery).where(Delivery.id == ids[2]).values(state=DeliveryState.SENT))
+        session.commit()
+        assert batch_ranges(session, campaign_id, clock.now(), 2) == [
+            (ids[0], ids[1]),
+            (ids[3], ids[4]),
+            (ids[5], ids[5]),
+        ]
+        assert batch_ranges(session, campaign_id, clock.now(), 1000) == [(ids[0], ids[5])]
+
+
 def test_an_unsubscribe_during_the_send_is_honoured_by_the_next_message(
     make_app, make_subscriber, smtp_sink, tmp_path, monkeypatch
 ):

@@ -40,11 +40,19 @@ def ready(now: datetime):
 
 
 def batch_ranges(session: Session, campaign_id: int, now: datetime, size: int) -> list[tuple[int, int]]:
-    """Keyset ranges (first id, last id) of rows ready to send: queued, or deferred and due."""
-    ids = session.scalars(
-        select(Delivery.id).where(Delivery.campaign_id == campaign_id, ready(now)).order_by(Delivery.id)
-    ).all()
-    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    """Keyset ranges (first id, last id) of rows ready to send: queued, or deferred and due.
+
+    Cut by the database (every ``size`` rows in id order is one group), so the ticking worker holds
+    one pair per batch, not every ready id (its peak RSS was 328 MB in a million-person send).
+    """
+    ordered = (
+        select(Delivery.id, (func.row_number().over(order_by=Delivery.id) - 1).label("place"))
+        .where(Delivery.campaign_id == campaign_id, ready(now))
+        .subquery()
+    )
+    batch = ordered.c.place - ordered.c.place % size  # its batch's first place (integer on both)
+    query = select(func.min(ordered.c.id), func.max(ordered.c.id)).group_by(batch).order_by(batch)
+    return [(first, last) for first, last in session.execute(query)]
 
 
 @dataclass
