@@ -426,13 +426,7 @@ def one_run(lab: Lab, admin_url: str, redis_url: str, size: int, count: int, lab
         campaign = select(Campaign.id).where(Campaign.slug == send.SLUG).scalar_subquery()
         while True:  # the condition: every delivery row of the campaign sent
             with engine.connect() as conn:
-                states = dict(
-                    conn.execute(
-                        select(Delivery.state, func.count())
-                        .where(Delivery.campaign_id == campaign)
-                        .group_by(Delivery.state)
-                    ).all()
-                )
+                states = send.ledger_states(conn, campaign)
                 backends = conn.execute(
                     text(
                         "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"

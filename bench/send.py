@@ -493,13 +493,7 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
             if time.monotonic() - started > max(1800, size / 100):  # 30 minutes, more for a million
                 raise SystemExit(f"not done after {time.monotonic() - started:.0f} s")
         with engine.connect() as conn:
-            states = dict(
-                conn.execute(
-                    select(Delivery.state, func.count())
-                    .where(Delivery.campaign_id == campaign)
-                    .group_by(Delivery.state)
-                ).all()
-            )
+            states = ledger_states(conn, campaign)
             first_start = conn.scalar(select(Wave.started_at).join(Campaign).where(Campaign.slug == SLUG))
             last = conn.scalar(select(func.max(Delivery.sent_at)).join(Campaign).where(Campaign.slug == SLUG))
         # the workers' own CPU comes from RUSAGE_CHILDREN once they have exited; the rest now
@@ -558,6 +552,12 @@ def bench(size: int, workers_count: int, capped: float, dkim: str = "", profile:
         "sign_alone": alone,
         "profile": sorted(profile.glob(f"{label}-worker*.txt")) if profile else [],
     }
+
+
+def ledger_states(conn, campaign) -> dict:
+    """How many of the campaign's delivery rows are in each state."""
+    query = select(Delivery.state, func.count()).where(Delivery.campaign_id == campaign)
+    return dict(conn.execute(query.group_by(Delivery.state)).all())
 
 
 def _cpu_of(pids: dict[str, list[int]], since: dict[str, dict[int, float]] | None = None):
