@@ -11,13 +11,12 @@ from datetime import datetime
 
 import redis
 from sqlalchemy import Integer, Text, bindparam, column, func, select, update
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from newsletter.campaigns import caps
 from newsletter.campaigns.ledger import TOPIC_RETIRED, BatchReport, Recipient
 from newsletter.core.config import Settings
-from newsletter.core.db import among
+from newsletter.core.db import among, array_param
 from newsletter.models import Campaign, Delivery, DeliveryState, Topic
 from newsletter.subscribers import suppression
 
@@ -116,9 +115,9 @@ def _defer(session: Session, owned, deferred: list[tuple[int, datetime, str]]) -
         return
     ids, times, reasons = zip(*deferred, strict=True)
     rows = func.unnest(
-        bindparam("row_ids", list(ids), type_=postgresql.ARRAY(Integer)),
-        bindparam("times", list(times), type_=postgresql.ARRAY(table.c.send_after.type)),
-        bindparam("reasons", list(reasons), type_=postgresql.ARRAY(table.c.reason.type)),
+        array_param("row_ids", ids, Integer),
+        array_param("times", times, table.c.send_after.type),
+        array_param("reasons", reasons, table.c.reason.type),
     ).table_valued(column("row_id", Integer), column("at", table.c.send_after.type), column("why", Text))
     rows = rows.render_derived(name="deferred")  # AS deferred(row_id, at, why)
     session.execute(

@@ -40,6 +40,11 @@ def dialect_insert(session: Session, table):
     return _INSERT[session.get_bind().dialect.name](table)
 
 
+def array_param(name: str, values: list, item_type):
+    """One PostgreSQL array parameter of ``item_type`` (for ``= ANY`` or ``unnest``)."""
+    return bindparam(name, list(values), type_=postgresql.ARRAY(item_type))
+
+
 def among(session: Session, column, values: list):
     """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter instead of one per value.
 
@@ -47,7 +52,7 @@ def among(session: Session, column, values: list):
     new string for it and for psycopg to compile and parse: that cost more than the query.
     """
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
+        return column == any_(array_param(None, values, column.type))
     return column.in_(values)
 
 
