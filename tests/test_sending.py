@@ -783,7 +783,7 @@ def test_a_killed_slice_gives_back_the_cap_places_of_every_row_it_hands_back(
     done = tick()
     # one row may have reached the relay unmarked if it died sending; none if it died deciding
     assert done["recovered"] == (
-        {"uncertain": 1, "requeued": 3} if sending else {"uncertain": 0, "requeued": 6}
+        {"sent": 0, "uncertain": 1, "requeued": 3} if sending else {"sent": 0, "uncertain": 0, "requeued": 6}
     )
     requeued = done["recovered"]["requeued"]
     ledger = rows(runtime)
@@ -803,6 +803,65 @@ def test_a_killed_slice_gives_back_the_cap_places_of_every_row_it_hands_back(
     assert states == (
         {DeliveryState.SENT: 5, DeliveryState.UNCERTAIN: 1} if sending else {DeliveryState.SENT: 6}
     )
+
+
+@pytest.mark.parametrize("note", ["kept", "lost with Redis"])
+def test_a_killed_slice_whose_marks_were_not_written_yet_is_settled_by_its_progress_note(
+    make_app, make_subscriber, smtp_sink, work, tmp_path, monkeypatch, note
+):
+    """The relay accepted two messages, the third was inside its SMTP transaction, and the
+    process died before the group's mark: nothing in its memory reached the database.
+    The sweep reads the slice's progress note: the rows below the noted one are sent (with the
+    Message-ID that arrived), the noted one uncertain, the rest go back. Without the note (Redis
+    restarted) the lowest SEND_MARK_EVERY + 1 rows are uncertain, the rest go back."""
+    from newsletter.campaigns import caps
+    from newsletter.campaigns.jobs import tick
+    from newsletter.campaigns.ledger import progress_key
+
+    mark_every = 20 if note == "kept" else 2
+    app = make_app(SEND_MARK_EVERY=str(mark_every), **DEFAULT_CAPS)
+    runtime = app.extensions["newsletter"]
+    for i in range(6):
+        make_subscriber(f"n{i}@example.com", topics=("newsletter",))
+    campaign_id, first_id, last_id = started_batch(runtime, tmp_path)
+    # a dead process writes nothing more: its connection goes, unmarked rows with it
+    monkeypatch.setattr(Ledger, "close", lambda ledger: ledger.connection.close())
+    transport = DyingTransport(runtime.settings, after=3)
+    with pytest.raises(Killed):
+        run_slice(runtime, transport, campaign_id, first_id, last_id)
+    transport.close()
+    monkeypatch.undo()
+    before = {str(m["To"]): m["Message-ID"] for m in smtp_sink.take()}
+    assert len(before) == 3
+    if note != "kept":
+        for key in runtime.redis.scan_iter(progress_key("*")):
+            runtime.redis.delete(key)
+    die_and_be_found_dead(runtime)
+
+    done = tick()["recovered"]
+    ledger = sorted(rows(runtime), key=lambda r: r.id)
+    with runtime.sessions() as session:
+        email = {id_: address for id_, address in session.execute(select(Subscriber.id, Subscriber.email))}
+    if note == "kept":  # 1 and 2 accepted, 3 in the transaction, 4 to 6 never started
+        assert done == {"sent": 2, "uncertain": 1, "requeued": 3}
+        assert [r.state for r in ledger[:3]] == [DeliveryState.SENT] * 2 + [DeliveryState.UNCERTAIN]
+        assert {email[r.subscriber_id]: r.message_id for r in ledger[:2]} == {
+            email[r.subscriber_id]: before[email[r.subscriber_id]] for r in ledger[:2]
+        }
+    else:  # 1 and 2 were marked as a group; 3 to 5 may have left, 6 goes back
+        assert done == {"sent": 0, "uncertain": 3, "requeued": 1}
+        assert [r.state for r in ledger[:5]] == [DeliveryState.SENT] * 2 + [DeliveryState.UNCERTAIN] * 3
+    for row in ledger:
+        counted = runtime.redis.zscore(caps.key_for(row.subscriber_id), caps.member_for(row.id))
+        assert (counted is not None) == (row.state != DeliveryState.QUEUED)  # a send counts, only a send
+    assert not list(runtime.redis.scan_iter(progress_key("*")))  # the note goes with its slice
+
+    work()
+    run_engine(runtime, work)
+    after = recipients(smtp_sink.take())
+    assert set(after.values()) == {1} and not set(after) & set(before)  # nobody twice
+    assert len(after) == done["requeued"]
+    assert {r.state for r in rows(runtime)} <= {DeliveryState.SENT, DeliveryState.UNCERTAIN}
 
 
 def test_a_slice_killed_while_deciding_leaves_a_capped_person_capped_not_uncertain(
@@ -835,7 +894,7 @@ def test_a_slice_killed_while_deciding_leaves_a_capped_person_capped_not_uncerta
         run_slice(runtime, transport, *second, commit_until_killed)
     transport.close()
     die_and_be_found_dead(runtime)
-    assert tick()["recovered"] == {"uncertain": 0, "requeued": 3}
+    assert tick()["recovered"] == {"sent": 0, "uncertain": 0, "requeued": 3}
 
     work()
     run_engine(runtime, work)
@@ -878,7 +937,7 @@ def test_a_slice_taken_for_dead_while_deciding_sends_nothing_and_writes_nothing(
     monkeypatch.setattr(batches, "start_sending", swept_first)
     transport = make_transport(runtime.settings)
     report = run_slice(runtime, transport, campaign_id, first_id, last_id)
-    assert sweeps == [{"uncertain": 0, "requeued": 4}]
+    assert sweeps == [{"sent": 0, "uncertain": 0, "requeued": 4}]
     assert report.stopped == "claim lost" and report.sent == 0
     assert recipients(smtp_sink.take()) == {}
     assert {r.state for r in rows(runtime)} == {DeliveryState.QUEUED}

@@ -1,16 +1,17 @@
 """One batch: claim its rows, decide caps, send in id order, and record each message in the ledger.
 
 A slice's rows are ``claimed`` while it decides caps and ``sending`` once those decisions are
-committed; it marks each row ``sent`` before the next SMTP transaction starts, so a dead worker
-leaves at most one row of its claim that may have reached the relay unmarked, its lowest
-``sending`` row, and none if it died deciding (recovery.py).
+committed. Before each SMTP transaction its row is re-checked and named in the slice's progress
+note (Redis); the relay's 250s are marked ``sent`` in groups of ``SEND_MARK_EVERY``. So a dead
+worker leaves at most one row of its claim whose fate is unknown, the one the note names (the
+rows below it were accepted, the rows above it never started), and none if it died deciding;
+if Redis lost the note too, at most ``SEND_MARK_EVERY`` + 1 (recovery.py).
 One recipient whose message cannot be built or handed over fails alone; the slice goes on.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,7 +21,17 @@ from sqlalchemy.orm import Session
 from newsletter.campaigns import caps, errors, rewards, state, tracking
 from newsletter.campaigns.decisions import decide, start_sending
 from newsletter.campaigns.frozen import FrozenCampaign, FrozenEmail
-from newsletter.campaigns.ledger import BatchReport, Ledger, Recipient, claim, load_recipients, mark, release
+from newsletter.campaigns.ledger import (
+    BatchReport,
+    Ledger,
+    Recipient,
+    claim,
+    heartbeat_key,
+    load_recipients,
+    mark,
+    message_id_for,
+    release,
+)
 from newsletter.campaigns.rate import RateLimiter
 from newsletter.core import clock
 from newsletter.core.config import Settings
@@ -137,7 +148,7 @@ def send_batch(
     commit()
     if token is None:
         return report
-    heartbeat = f"nl:claim:{token}"
+    heartbeat = heartbeat_key(token)
     # Beat well within the stale limit, or a live batch would be taken for dead.
     beat_every = min(HEARTBEAT_SECONDS, settings.stale_claim_seconds / 3)
     conn.set(heartbeat, 1, ex=settings.stale_claim_seconds)
@@ -172,12 +183,11 @@ def send_batch(
     skeletons = Skeletons(campaign, frozen, settings.default_language)
     tracked = frozen.track_clicks or frozen.track_opens
     limiter = RateLimiter(conn, settings.send_rate)
-    ledger = Ledger(session, campaign.topic_slug, token)
+    ledger = Ledger(session, conn, campaign.topic_slug, token, settings.send_mark_every)
     errors_since_success = 0
     try:
         for index, recipient in enumerate(to_send):
             if time.monotonic() - last_beat > beat_every:
-                ledger.check_next(None)  # check this row again, after the beat
                 conn.set(heartbeat, 1, ex=settings.stale_claim_seconds)
                 last_beat = time.monotonic()
                 session.refresh(campaign, ["status"])
@@ -202,7 +212,7 @@ def send_batch(
             limiter.take()
             recipient.variant = skeletons.language_for(recipient)
             skeleton = skeletons.get(recipient.wave_id, recipient.variant)
-            message_id = f"<{uuid.uuid4().hex}@{skeleton.sender_domain}>"
+            message_id = message_id_for(token, recipient.delivery_id, skeleton.sender_domain)
             stop = None
             try:
                 values = personal_values(
@@ -226,6 +236,7 @@ def send_batch(
             if stop is None:
                 try:
                     envelope = verp.return_path(settings, verp.DELIVERY, recipient.delivery_id)
+                    ledger.starting(message_id)
                     transport.send_raw(envelope or frozen.envelope_from, [recipient.email], data)
                 except TransportError as exc:
                     stop = errors.on_error(session, conn, settings, campaign, recipient, exc, report)
@@ -241,9 +252,7 @@ def send_batch(
                     commit()
                     break
                 continue
-            # durable before the next SMTP transaction starts: the crash-safety invariant;
-            # the next row is checked in the same round trip, right before its transaction
-            ledger.check_next(to_send[index + 1] if index + 1 < len(to_send) else None)
+            # marked with its group; until then the progress note says the relay has it
             ledger.mark_sent(recipient, message_id)
             if errors_since_success:
                 ledger.reset_error_streak(campaign.id)
@@ -251,6 +260,7 @@ def send_batch(
             report.sent += 1
     finally:
         ledger.close()
+    ledger.finished()
     conn.delete(heartbeat)
     state.finish_if_done(session, campaign)
     commit()

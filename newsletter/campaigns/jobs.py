@@ -97,7 +97,7 @@ def tick() -> dict:
                 done["waves_started"].append((wave.campaign.slug, wave.name, count))
             done["past_deadline"] = recovery.skip_past_deadline(session, now)
             done["recovered"] = recovery.recover_stale_claims(
-                session, runtime.redis, now, settings.stale_claim_seconds
+                session, runtime.redis, now, settings.stale_claim_seconds, settings.send_mark_every
             )
             session.commit()
             if runtime.queue(CAMPAIGNS).count == 0:

@@ -132,20 +132,58 @@ def load_recipients(session: Session, campaign: Campaign, token: str) -> list[Re
     return [Recipient(*row) for row in rows]
 
 
-class Ledger:
-    """The per-message statements of a batch, each its own transaction (autocommit).
+def heartbeat_key(token: str) -> str:
+    """The Redis key a live slice keeps fresh; gone (expired) means its worker stopped."""
+    return f"nl:claim:{token}"
 
-    Right before each SMTP transaction the row is re-checked; right after the relay's 250 it
-    is marked sent, durable when the statement returns. On PostgreSQL one statement does both,
-    the mark of one message and the check of the next (a data-modifying WITH), so a message
-    costs one database round trip and one commit; the statements are prepared once per
-    connection. Plain DBAPI calls: building and compiling SQLAlchemy statements cost more
-    CPU than the rest of a message's work here.
+
+def progress_key(token: str) -> str:
+    """The Redis key naming the row whose SMTP transaction a slice started last."""
+    return f"nl:claim:{token}:at"
+
+
+#: how long a slice's progress note outlives its last message: any sweep comes long before
+PROGRESS_SECONDS = 24 * 3600
+
+
+def message_id_for(token: str, delivery_id: int, domain: str) -> str:
+    """A message's Message-ID: its claim's token and its row, so the progress note's one gives the
+    others of its slice (a retry has a new claim, so a new Message-ID)."""
+    before, after = message_id_around(token, domain)
+    return f"{before}{delivery_id}{after}"
+
+
+def message_id_around(token: str, domain: str) -> tuple[str, str]:
+    """What comes before and after the row's id in the Message-IDs of a slice (``message_id_for``)."""
+    return f"<{token}.", f"@{domain}>"
+
+
+def read_note(note: bytes | str) -> tuple[int, str]:
+    """The row a progress note names and the Message-ID domain of its slice."""
+    text = note.decode() if isinstance(note, bytes) else note
+    local, _, domain = text.strip("<>").partition("@")
+    return int(local.rpartition(".")[2]), domain
+
+
+class Ledger:
+    """The per-message statements of a slice, on a connection of its own (autocommit).
+
+    Right before each SMTP transaction the row is re-checked (one SELECT: unsubscribed, topic
+    left or retired, suppressed, claim lost) and the slice's progress note in Redis names it.
+    After the relay's 250 the row waits here; every ``mark_every`` rows are marked ``sent`` in
+    one statement (PostgreSQL: ``UPDATE ... FROM unnest``), durable when it returns, and so are
+    the rest when the slice ends. A mark and its commit were the largest cost of a message in
+    PostgreSQL; one statement per group is the saving. A worker killed in between leaves those
+    rows ``sending``: the sweep reads the note (recovery.py) and marks the rows below it sent
+    (the relay accepted them), the noted one uncertain, and hands the rest back. Plain DBAPI
+    calls, statements prepared once per connection: building SQLAlchemy statements cost more
+    CPU than the rest of a message's work.
     """
 
-    def __init__(self, session: Session, topic_slug: str, token: str):
+    def __init__(self, session: Session, conn: redis.Redis, topic_slug: str, token: str, mark_every: int = 1):
         self.connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
-        self.token = token
+        self.token, self.mark_every = token, max(1, mark_every)
+        self._redis, self._progress = conn, progress_key(token)
         topic_id = int(self.connection.scalar(select(Topic.id).where(Topic.slug == topic_slug)))
         dialect = self.connection.dialect
         self._postgres = dialect.name == "postgresql"
@@ -162,36 +200,28 @@ class Ledger:
             "LEFT JOIN suppressions sup ON sup.email_hash = s.email_hash "
             f"WHERE d.id = {mark}"
         )
+        # one row per message (SQLite, in one transaction) or one statement per group (PostgreSQL)
         self._mark_sql = (
             f"UPDATE deliveries SET state = {mark}, sent_at = {mark}, message_id = {mark}, reason = NULL, "
             f"language = {mark}, updated_at = {mark} WHERE id = {mark}"
         )
-        # the check reads the next row, the mark writes another: the statement's snapshot is enough
-        self._mark_and_check_sql = f"WITH marked AS ({self._mark_sql}) {self._check_sql}"
-        self._then: Recipient | None = None  #: the row the next mark also checks
-        self._ahead: tuple[int, str | None] | None = None  #: (row, why not) checked with the last mark
+        self._marks_sql = (
+            "UPDATE deliveries d SET state = %s, sent_at = m.sent_at, message_id = m.message_id, "
+            "reason = NULL, language = m.language, updated_at = %s "
+            "FROM unnest(%s::integer[], %s::text[], %s::text[], %s::timestamp[]) "
+            "AS m(id, message_id, language, sent_at) WHERE d.id = m.id"
+        )
+        #: rows the relay accepted, not marked yet: (id, message id, language, sent at)
+        self._accepted: list[tuple[int, str, str | None, object]] = []
 
     def still_wanted(self, recipient: Recipient) -> str | None:
         """Why not to send now, or None.
 
         ``"claim lost"`` when the row is no longer this batch's (taken back as dead after a
-        stall); otherwise unsubscribed, topic left, topic retired or suppressed since the claim. The answer
-        comes from the last ``mark_sent`` if that checked this row (``check_next``).
+        stall); otherwise unsubscribed, topic left, topic retired or suppressed since the claim.
         """
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == recipient.delivery_id:
-            return ahead[1]
         self._cursor.execute(self._check_sql, (recipient.delivery_id,), **self._options)
         return self._why_not(self._cursor.fetchone())
-
-    def check_next(self, recipient: Recipient | None) -> None:
-        """Let the next ``mark_sent`` also check ``recipient``, the next to send (PostgreSQL).
-
-        The check is ``still_wanted``'s, made right before that recipient's SMTP transaction
-        as before, only in the same round trip as the mark of the message before it.
-        """
-        self._then = recipient if self._postgres else None
-        self._ahead = None
 
     def _why_not(self, row) -> str | None:
         if row is None or row[0] != self.token or row[1] != DeliveryState.SENDING.value:
@@ -206,17 +236,43 @@ class Ledger:
             return "unsubscribed before sending"
         return None
 
+    def starting(self, message_id: str) -> None:
+        """Note in Redis that the SMTP transaction of ``message_id`` (``message_id_for``) starts now;
+        call right before it."""
+        self._redis.set(self._progress, message_id, ex=PROGRESS_SECONDS)
+
     def mark_sent(self, recipient: Recipient, message_id: str) -> None:
-        """Mark the row sent, in the language of ``recipient.variant``, durable on return (and check
-        the row ``check_next`` named)."""
-        now = self._time(clock.now())
-        values = (DeliveryState.SENT.value, now, message_id, recipient.variant, now, recipient.delivery_id)
-        then, self._then = self._then, None
-        if then is None:
-            self._cursor.execute(self._mark_sql, values, **self._options)
+        """The relay accepted ``recipient``'s message (in the language of ``recipient.variant``):
+        marked ``sent`` with the next group, or at once if the group is full."""
+        self._accepted.append((recipient.delivery_id, message_id, recipient.variant, clock.now()))
+        if len(self._accepted) >= self.mark_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Mark every accepted row ``sent`` (one statement on PostgreSQL), durable on return."""
+        accepted, self._accepted = self._accepted, []
+        if not accepted:
             return
-        self._cursor.execute(self._mark_and_check_sql, (*values, then.delivery_id), **self._options)
-        self._ahead = (then.delivery_id, self._why_not(self._cursor.fetchone()))
+        now = self._time(clock.now())
+        if self._postgres:
+            ids, message_ids, languages, times = (list(column) for column in zip(*accepted, strict=True))
+            self._cursor.execute(
+                self._marks_sql,
+                (DeliveryState.SENT.value, now, ids, message_ids, languages, times),
+                **self._options,
+            )
+            return
+        rows = [
+            (DeliveryState.SENT.value, self._time(at), message_id, language, now, delivery_id)
+            for delivery_id, message_id, language, at in accepted
+        ]
+        self._cursor.execute("BEGIN")
+        try:
+            self._cursor.executemany(self._mark_sql, rows)
+        except BaseException:
+            self._cursor.execute("ROLLBACK")
+            raise
+        self._cursor.execute("COMMIT")
 
     def reset_error_streak(self, campaign_id: int) -> None:
         """A message went through: the campaign's run of consecutive errors is over."""
@@ -227,8 +283,16 @@ class Ledger:
         )
 
     def close(self) -> None:
-        self._cursor.close()
-        self.connection.close()
+        """Mark what is left and let the connection go (the progress note stays: ``finished``)."""
+        try:
+            self.flush()
+        finally:
+            self._cursor.close()
+            self.connection.close()
+
+    def finished(self) -> None:
+        """The slice holds no ``sending`` row any more: its progress note can go."""
+        self._redis.delete(self._progress)
 
 
 def mark(session: Session, ids: list[int], **values) -> None:

@@ -304,6 +304,12 @@ class Settings:
     send_connections: int = _setting(
         _int, 4, "SMTP connections (threads) per sending job, each with its own slice; 1 on SQLite"
     )
+    send_mark_every: int = _setting(
+        _positive_int,
+        20,
+        "sent rows written to the ledger per statement (a worker killed mid-slice leaves 1 uncertain "
+        "row, or up to this + 1 if Redis lost the slice's progress note)",
+    )
     pause_after_errors: int = _setting(
         _int, 20, "consecutive send errors after which a campaign pauses itself"
     )
