@@ -190,10 +190,6 @@ class Ledger:
         self.connection = session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT")
         self.token, self.mark_every = token, max(1, mark_every)
         self._redis, self._progress = conn, progress_key(token)
-        # the notes go out on a Redis connection of their own whose replies are read with the
-        # group's mark: a round trip per message cost the worker ~0.2 ms of CPU (redis-py)
-        self._notes = conn.connection_pool.get_connection()
-        self._unread = 0
         topic_id = int(self.connection.scalar(select(Topic.id).where(Topic.slug == topic_slug)))
         dialect = self.connection.dialect
         self._postgres = dialect.name == "postgresql"
@@ -202,6 +198,10 @@ class Ledger:
         self._time = DateTime().bind_processor(dialect) or (lambda value: value)
         self._cursor = self.connection.connection.dbapi_connection.cursor()
         self._options = {"prepare": True} if self._postgres else {}
+        # the notes go out on a Redis connection of their own whose replies are read with the
+        # group's mark: a round trip per message cost the worker ~0.2 ms of CPU (redis-py)
+        self._notes = conn.connection_pool.get_connection()
+        self._unread = 0
         self._check_sql = (
             "SELECT d.claim_token, d.state, s.status, sub.status, sup.id, t.retired_at FROM deliveries d "
             "JOIN subscribers s ON s.id = d.subscriber_id "
